@@ -1,0 +1,249 @@
+"""Devices, dtypes, random generators and the numpy <-> torch boundary.
+
+Every estimator in sktaskmet keeps its public inputs and fitted state in numpy and does its
+heavy numerics in torch. This module is the one place where the two meet:
+
+* :func:`resolve_device` turns the ``device`` parameter of an estimator into a
+  :class:`torch.device`, at ``fit``/``predict`` time (never in ``__init__``), with a clear
+  error when CUDA is asked for but absent.
+* :func:`to_tensor` / :func:`to_numpy` convert arrays. The torch dtype follows the numpy
+  dtype (float64 stays float64, float32 stays float32) and read-only arrays are copied
+  instead of triggering torch's non-writable-array warning. :func:`to_numpy` returns
+  arrays that own their memory, so fitted attributes never alias live parameters.
+* :func:`make_generator` and :func:`seeded` derive torch randomness from a scikit-learn
+  ``random_state`` without touching torch's global generator.
+"""
+
+import contextlib
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = [
+    "resolve_device",
+    "torch_dtype",
+    "to_tensor",
+    "to_numpy",
+    "seed_from_random_state",
+    "make_generator",
+    "seeded",
+]
+
+_VALID_DEVICE_TEXT = "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
+
+_NUMPY_TO_TORCH = {
+    np.dtype(np.float64): torch.float64,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.int64): torch.int64,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.bool_): torch.bool,
+}
+
+
+def resolve_device(device="auto"):
+    """Turn an estimator's ``device`` parameter into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}, str of the form "cuda:N", or torch.device
+        ``"auto"`` picks the first CUDA device when torch sees one and the CPU otherwise.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the string is not a device, names a device type other than CPU or CUDA, or asks
+        for CUDA (or a CUDA index) that this machine does not have.
+    TypeError
+        If ``device`` is neither a string nor a :class:`torch.device`.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        if device == "auto":
+            return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device={device!r} is not a device; expected {_VALID_DEVICE_TEXT}."
+            ) from exc
+    else:
+        raise TypeError(
+            f"device must be {_VALID_DEVICE_TEXT}; got {type(device).__name__} {device!r}."
+        )
+
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise ValueError(
+            f"device={device!r} is a {resolved.type!r} device; sktaskmet runs on the CPU or on "
+            f"CUDA, so use {_VALID_DEVICE_TEXT}."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} asks for CUDA, but torch.cuda.is_available() is False on this "
+            f"machine (torch {torch.__version__}). Use device='cpu', or device='auto' to fall "
+            "back to the CPU when no GPU is present."
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} asks for CUDA device {resolved.index}, but only "
+            f"{torch.cuda.device_count()} CUDA device(s) are visible."
+        )
+    return resolved
+
+
+def torch_dtype(dtype):
+    """The torch dtype that corresponds to a numpy dtype (or passes a torch dtype through).
+
+    Parameters
+    ----------
+    dtype : numpy dtype, type or torch.dtype
+
+    Returns
+    -------
+    torch.dtype
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    np_dtype = np.dtype(dtype)
+    try:
+        return _NUMPY_TO_TORCH[np_dtype]
+    except KeyError:
+        raise TypeError(f"numpy dtype {np_dtype} has no torch counterpart in sktaskmet.") from None
+
+
+def to_tensor(array, device="cpu", dtype=None):
+    """Convert a numpy array (or tensor) to a torch tensor on ``device``.
+
+    Parameters
+    ----------
+    array : array-like or torch.Tensor
+        Numpy arrays keep their dtype unless ``dtype`` is given. Read-only and
+        non-contiguous arrays are copied first, so torch never warns about them and never
+        writes into a user's array.
+    device : str or torch.device, default="cpu"
+        Passed through :func:`resolve_device`.
+    dtype : numpy dtype or torch.dtype, optional
+        Target dtype. ``None`` keeps the array's dtype.
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    device = resolve_device(device)
+    target = None if dtype is None else torch_dtype(dtype)
+    if isinstance(array, torch.Tensor):
+        return array.to(device=device, dtype=target or array.dtype)
+    array = np.asarray(array)
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, order="C", copy=True)
+    if array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
+    tensor = torch.from_numpy(array)
+    return tensor.to(device=device, dtype=target or tensor.dtype)
+
+
+def to_numpy(tensor):
+    """Convert a tensor to a numpy array that owns its memory.
+
+    The result never shares memory with the tensor, so a fitted attribute stays what it was
+    when the estimator keeps training its modules (warm starts, ``partial_fit``).
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    if tensor.device.type == "cpu":
+        return tensor.numpy().copy()
+    return tensor.cpu().numpy()
+
+
+def seed_from_random_state(random_state):
+    """Draw a 63-bit seed from a scikit-learn ``random_state``.
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState instance or None
+        As in scikit-learn: an int gives a reproducible seed, a ``RandomState`` is advanced
+        by one draw, ``None`` uses numpy's global generator.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        # The same int always gives the same seed, without a RandomState round trip.
+        rng = np.random.RandomState(int(random_state) % (2**32))
+    else:
+        rng = check_random_state(random_state)
+    return int(rng.randint(0, 2**31 - 1, dtype=np.int64)) * 2**31 + int(
+        rng.randint(0, 2**31 - 1, dtype=np.int64)
+    )
+
+
+def make_generator(random_state, device="cpu"):
+    """A seeded :class:`torch.Generator` derived from a scikit-learn ``random_state``.
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState instance or None
+    device : str or torch.device, default="cpu"
+        Device of the generator; sampling functions need a generator on the device where
+        they draw.
+
+    Returns
+    -------
+    torch.Generator
+    """
+    generator = torch.Generator(device=resolve_device(device))
+    generator.manual_seed(seed_from_random_state(random_state))
+    return generator
+
+
+@contextlib.contextmanager
+def seeded(random_state):
+    """Seed torch's CPU generator inside the block and restore it afterwards.
+
+    Module constructors (``torch.nn.Linear`` and user callables that build a network) draw
+    their initial weights from torch's global generator and take no ``generator=``
+    argument. Building them inside this block makes the initialisation a function of
+    ``random_state`` while leaving the caller's global random state exactly as it was.
+    Build modules on the CPU inside the block and move them to the device afterwards.
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState instance or None
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktaskmet._backend import seeded
+    >>> with seeded(0):
+    ...     a = torch.nn.Linear(3, 2)
+    >>> with seeded(0):
+    ...     b = torch.nn.Linear(3, 2)
+    >>> bool(torch.equal(a.weight, b.weight))
+    True
+    """
+    seed = seed_from_random_state(random_state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
