@@ -60,6 +60,7 @@ setup(
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
+    license_files=["LICENSE"],
     packages=find_packages(include=["sktaskmet", "sktaskmet.*"]),
     include_package_data=True,
     python_requires=">=3.10",

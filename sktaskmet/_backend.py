@@ -29,6 +29,8 @@ __all__ = [
     "seed_from_random_state",
     "make_generator",
     "seeded",
+    "state_to_numpy",
+    "load_numpy_state",
 ]
 
 _VALID_DEVICE_TEXT = "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
@@ -247,3 +249,47 @@ def seeded(random_state):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def state_to_numpy(module):
+    """A module's state dict as numpy arrays: what estimators keep as fitted state.
+
+    Keeping numpy arrays rather than tensors means an estimator fitted on a GPU pickles and
+    loads on a CPU-only machine, and can be moved to another device with
+    ``set_params(device=...)`` after fitting.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+    """
+    return {name: to_numpy(value) for name, value in module.state_dict().items()}
+
+
+def load_numpy_state(module, state, device="cpu", dtype=None):
+    """Load a state saved by :func:`state_to_numpy` into ``module`` and move it to ``device``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A module of the same architecture as the saved one.
+    state : dict of str to numpy.ndarray
+    device : str or torch.device, default="cpu"
+    dtype : numpy dtype or torch.dtype, optional
+        Floating-point dtype of the parameters; defaults to the saved dtype.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` itself, loaded, on ``device``.
+    """
+    device = resolve_device(device)
+    tensors = {name: to_tensor(value) for name, value in state.items()}
+    module.load_state_dict(tensors)
+    module = module.to(device)
+    if dtype is not None:
+        module = module.to(torch_dtype(dtype))
+    return module

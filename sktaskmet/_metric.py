@@ -42,6 +42,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
 
+from ._nn import make_mlp
+
 __all__ = [
     "MetricParameterization",
     "IdentityMetric",
@@ -226,16 +228,6 @@ class FullMetric(MetricParameterization):
         return lower, self.eps
 
 
-def _mlp(in_features, hidden_layer_sizes, out_features):
-    layers = []
-    width = in_features
-    for hidden in hidden_layer_sizes:
-        layers += [nn.Linear(width, int(hidden)), nn.ReLU()]
-        width = int(hidden)
-    layers.append(nn.Linear(width, out_features))
-    return nn.Sequential(*layers)
-
-
 class ConditionalMetric(MetricParameterization):
     r"""An input-dependent metric :math:`\Lambda(x)` produced by a small network.
 
@@ -283,7 +275,7 @@ class ConditionalMetric(MetricParameterization):
         self.in_features = int(in_features)
         self.diagonal = bool(diagonal)
         out = self.dim if self.diagonal else self.dim * self.dim
-        self.network = _mlp(self.in_features, tuple(hidden_layer_sizes), out)
+        self.network = make_mlp(self.in_features, tuple(hidden_layer_sizes), out)
         log_ridge = torch.tensor(math.log(ridge))
         if learn_ridge:
             self.log_ridge = nn.Parameter(log_ridge)

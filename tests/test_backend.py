@@ -134,3 +134,22 @@ def test_seeded_is_reproducible_and_leaves_the_global_generator_alone():
 def test_generator_and_converted_arrays_pickle():
     array = to_numpy(to_tensor(np.arange(3.0)))
     assert np.array_equal(pickle.loads(pickle.dumps(array)), array)
+
+
+def test_numpy_state_round_trip_and_make_mlp():
+    from sktaskmet._backend import load_numpy_state, state_to_numpy
+    from sktaskmet._nn import make_mlp
+
+    with seeded(0):
+        network = make_mlp(3, (4, 5), 2, activation="tanh")
+    state = state_to_numpy(network)
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    restored = pickle.loads(pickle.dumps(state))
+    with seeded(1):
+        other = make_mlp(3, (4, 5), 2, activation="tanh")
+    other = load_numpy_state(other, restored, device="cpu", dtype=np.float64)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    np.testing.assert_allclose(to_numpy(other(x)), to_numpy(network.double()(x)), rtol=1e-12)
+    assert len(make_mlp(2, (), 1)) == 1
+    with pytest.raises(ValueError, match="activation must be one of"):
+        make_mlp(2, (3,), 1, activation="swish")

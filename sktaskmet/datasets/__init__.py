@@ -1,0 +1,3 @@
+"""Generators of the problems that the examples and benchmarks reproduce."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Cross-validation splitters."""
+
+__all__ = []

@@ -1,0 +1,7 @@
+"""Display classes in scikit-learn's style (``from_estimator`` / ``plot``).
+
+matplotlib is optional (``pip install sktaskmet[plot]``): it is imported when a Display is
+plotted, not when this module is imported.
+"""
+
+__all__ = []
