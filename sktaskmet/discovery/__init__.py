@@ -1,0 +1,3 @@
+"""Agreement score of labelings, task discovery and the adversarial splits it implies."""
+
+__all__ = []

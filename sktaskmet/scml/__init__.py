@@ -1,0 +1,3 @@
+"""Sparse compositional metric learning (global and local) as a regressor."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Task attribution with kernel and linear surrogate models of subset performance."""
+
+__all__ = []

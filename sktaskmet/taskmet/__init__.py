@@ -1,0 +1,3 @@
+"""TaskMet: task-driven metric learning for model learning, its tasks and baselines."""
+
+__all__ = []
