@@ -30,10 +30,8 @@ extensions = [
     "sphinx_gallery.gen_gallery",
 ]
 
-templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb"]
 html_theme = "pydata_sphinx_theme"
-html_static_path = ["_static"]
 html_title = "sktaskmet"
 html_theme_options = {"navigation_with_keys": False}
 
