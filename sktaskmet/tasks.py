@@ -4,6 +4,6 @@ A task gives a differentiable relaxed task loss for training and hard decisions,
 quality and the optimal and random references for evaluation. See :ref:`taskmet_tasks`.
 """
 
-from .taskmet._tasks import Task, TopK
+from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
-__all__ = ["Task", "TopK"]
+__all__ = ["Task", "TopK", "Portfolio", "BudgetAllocation", "CallableTask", "StateReward"]
