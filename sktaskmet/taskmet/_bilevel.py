@@ -567,7 +567,7 @@ class BilevelSolver:
         index = keys.argsort(dim=1)[:, :size]
         Xb = X[index].reshape(n_steps, size * m, X.shape[-1])
         Yb = Y[index].reshape(n_steps, size * m, Y.shape[-1])
-        Vb = values[index].reshape(n_steps, size * m, *values.shape[3:])
+        Vb = values[index].reshape(n_steps, size * m, *values.shape[2:])
         n_rows = size * m
         for k in range(n_steps):
             targets, weights = Yb[k], Vb[k]
