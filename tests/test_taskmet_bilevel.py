@@ -9,8 +9,8 @@ from sktaskmet._nn import make_mlp
 from sktaskmet.taskmet._bilevel import (
     LINEAR_SOLVERS,
     BilevelSolver,
+    FlatAdam,
     FlatModule,
-    InnerAdam,
     cg_solve,
     exact_solve,
     metric_values,
@@ -202,7 +202,7 @@ def test_inner_adam_matches_torch_adam_with_clipping():
     gen = torch.Generator().manual_seed(0)
     target = torch.randn(4, generator=gen, dtype=DTYPE) * 5
     ours = torch.zeros(4, dtype=DTYPE)
-    adam = InnerAdam(ours, lr=0.05, clip=1.0)
+    adam = FlatAdam(ours, lr=0.05, clip=1.0)
     reference = torch.zeros(4, dtype=DTYPE, requires_grad=True)
     torch_adam = torch.optim.Adam([reference], lr=0.05)
     for _ in range(30):

@@ -43,8 +43,6 @@ computed once per outer step (they do not depend on :math:`\theta`), and the min
 indices of all inner steps of an outer step are drawn and gathered at once.
 """
 
-import copy
-
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
@@ -53,7 +51,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "FlatModule",
-    "InnerAdam",
+    "FlatAdam",
     "BilevelSolver",
     "NonFiniteStepWarning",
     "cg_solve",
@@ -266,13 +264,12 @@ def _quadratic(residual, values):
 
 def _safe_divide(num, den):
     # Once CG has converged exactly the residual is 0 and so is the curvature; keep the
-    # iterate instead of producing 0 / 0. Fixed iteration counts avoid a device sync per
-    # iteration (no .item() in the loop).
+    # iterate instead of producing 0 / 0.
     tiny = torch.finfo(num.dtype).tiny
     return torch.where(den.abs() > tiny, num / torch.where(den.abs() > tiny, den, 1.0), 0.0)
 
 
-def cg_solve(matvec, b, max_iter=10, damping=0.0):
+def cg_solve(matvec, b, max_iter=10, damping=0.0, tol=None):
     r"""Conjugate gradient for :math:`(H + \delta I) u = b`, :math:`H` symmetric.
 
     Right when :math:`H` is positive definite (a linear predictor with a PD metric); the
@@ -285,6 +282,11 @@ def cg_solve(matvec, b, max_iter=10, damping=0.0):
     b : torch.Tensor of shape (n,)
     max_iter : int, default=10
     damping : float, default=0.0
+    tol : float, optional
+        Stop when :math:`\lVert r\rVert \le \text{tol}\,\lVert b\rVert`; defaults to
+        ``100 * eps`` of the dtype. Checking costs one host sync per iteration, negligible
+        next to a Hessian-vector product, and saves the products that a small predictor
+        (which CG solves exactly in ``n_params`` iterations) does not need.
 
     Returns
     -------
@@ -294,11 +296,15 @@ def cg_solve(matvec, b, max_iter=10, damping=0.0):
     def apply(u):
         return matvec(u) + damping * u if damping else matvec(u)
 
+    tol = 100 * torch.finfo(b.dtype).eps if tol is None else tol
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = r @ r
+    threshold = float(rs) * tol**2
     for _ in range(max_iter):
+        if float(rs) <= threshold:
+            break
         Ap = apply(p)
         step = _safe_divide(rs, p @ Ap)
         x = x + step * p
@@ -365,11 +371,13 @@ LINEAR_SOLVERS = {"cg": cg_solve, "normal_cg": normal_cg_solve, "exact": exact_s
 # --------------------------------------------------------------------------------------
 
 
-class InnerAdam:
+class FlatAdam:
     """Adam with gradient-norm clipping on one flat parameter vector.
 
     Its moments and step count persist between calls, so the inner problem is
-    warm-started across outer steps with its optimiser state, as in TaskMet.
+    warm-started across outer steps with its optimiser state, as in TaskMet. It is also
+    the outer optimiser of the metric. (``torch.optim`` is avoided on purpose: creating its
+    first optimiser imports ``torch._dynamo``, several seconds of one-off start-up.)
 
     Parameters
     ----------
@@ -474,10 +482,12 @@ class BilevelSolver:
         self.damping = float(damping)
         self.generator = generator
         self.theta = self.predictor.flatten()
-        self.inner_optimizer = InnerAdam(self.theta, lr=inner_lr, clip=inner_clip)
-        self.metric_params = [p for p in metric.parameters() if p.requires_grad]
+        self.inner_optimizer = FlatAdam(self.theta, lr=inner_lr, clip=inner_clip)
+        self.metric_params = list(metric.parameters())
+        self.metric_flat = FlatModule(metric)
+        self.phi = self.metric_flat.flatten()
         self.outer_optimizer = (
-            torch.optim.Adam(self.metric_params, lr=learning_rate) if self.metric_params else None
+            FlatAdam(self.phi, lr=learning_rate, clip=None) if self.metric_params else None
         )
 
     # -- the two objectives ------------------------------------------------------------
@@ -614,9 +624,11 @@ class BilevelSolver:
             # Normalised metric on the fixed batch, differentiated through its scale.
             values, _ = normalize_metric(metric_values(self.metric, X_flat))
             grad_values = self.hypergradient(theta, X_flat, Y_flat, values.detach(), outer_grad)
-            self.outer_optimizer.zero_grad(set_to_none=True)
-            values.backward(grad_values)
-            finite = [torch.isfinite(p.grad).all() for p in self.metric_params]
+            grads = torch.autograd.grad(
+                values, self.metric_params, grad_values, allow_unused=True, materialize_grads=True
+            )
+            metric_grad = torch.cat([g.reshape(-1) for g in grads])
+            finite = [torch.isfinite(metric_grad).all()]
         else:
             finite = []
         ok = bool(torch.stack([torch.isfinite(total), torch.isfinite(theta).all(), *finite]).all())
@@ -624,7 +636,8 @@ class BilevelSolver:
             self.restore(snapshot)
             return task, mse, False
         if self.outer_optimizer is not None:
-            self.outer_optimizer.step()
+            self.outer_optimizer.step(metric_grad)
+            self.metric_flat.load(self.phi)
         return task, mse, True
 
     # -- state -------------------------------------------------------------------------
@@ -634,18 +647,16 @@ class BilevelSolver:
         return {
             "inner": self.inner_optimizer.state(),
             "metric": [p.detach().clone() for p in self.metric.parameters()],
-            "outer": copy.deepcopy(self.outer_optimizer.state_dict())
-            if self.outer_optimizer is not None
-            else None,
+            "outer": self.outer_optimizer.state() if self.outer_optimizer is not None else None,
         }
 
     def restore(self, state):
         self.inner_optimizer.restore(state["inner"])
+        if state["outer"] is not None:
+            self.outer_optimizer.restore(state["outer"])
         with torch.no_grad():
             for param, value in zip(self.metric.parameters(), state["metric"], strict=True):
                 param.copy_(value)
-        if state["outer"] is not None:
-            self.outer_optimizer.load_state_dict(state["outer"])
 
     def write_back(self):
         """Load the flat predictor parameters into the predictor module."""

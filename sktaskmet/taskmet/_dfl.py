@@ -1,6 +1,5 @@
 r"""Decision-focused learning baseline: the predictor trained on the task loss directly."""
 
-import copy
 from numbers import Real
 
 import torch
@@ -8,7 +7,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 
 from .._backend import seeded, state_to_numpy
-from ._bilevel import FlatModule, _check_task_loss
+from ._bilevel import FlatAdam, FlatModule, _check_task_loss
 from ._estimator import _BaseTaskRegressor
 
 __all__ = ["DFLRegressor"]
@@ -147,46 +146,34 @@ class DFLRegressor(_BaseTaskRegressor):
             module = self._make_predictor(n_features, n_outputs)
         module = module.to(device=device, dtype=X_tr.dtype)
         model = FlatModule(module)
-        theta = model.flatten().requires_grad_(True)
-        optimizer = torch.optim.Adam([theta], lr=self.learning_rate)
+        theta = model.flatten()
+        optimizer = FlatAdam(theta, lr=self.learning_rate, clip=self.grad_clip)
         task_loss = self._task_loss()
         n_inst, m = X_tr.shape[:2]
         size = min(self.batch_size, n_inst)
 
-        def snapshot():
-            return theta.detach().clone(), copy.deepcopy(optimizer.state_dict())
-
-        def restore(state):
-            with torch.no_grad():
-                theta.copy_(state[0])
-            optimizer.load_state_dict(state[1])
-
         def step(iteration):
-            last_good = snapshot()
             keys = torch.rand(n_inst, generator=generator, device=device)
             batch = keys.argsort()[:size]
             Xb, Yb = X_tr[batch], Y_tr[batch]
-            pred = model(theta, Xb.reshape(size * m, n_features)).reshape(size, m, n_outputs)
+            theta_req = theta.detach().requires_grad_(True)
+            pred = model(theta_req, Xb.reshape(size * m, n_features)).reshape(size, m, n_outputs)
             task = task_loss(pred, Yb)
             _check_task_loss(task, size)
             task = task.mean()
             mse = ((pred - Yb) ** 2).sum(-1).mean()
             total = task + self.alpha * mse if self.alpha else task
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_([theta], self.grad_clip)
-            ok = bool(torch.isfinite(total) & torch.isfinite(theta.grad).all())
-            if not ok:
-                restore(last_good)
+            (grad,) = torch.autograd.grad(total, theta_req)
+            # Checked before the update, so a NaN never reaches the parameters or the moments.
+            if not bool(torch.isfinite(total) & torch.isfinite(grad).all()):
                 return task.detach(), mse.detach(), False
-            optimizer.step()
+            optimizer.step(grad)
             return task.detach(), mse.detach(), True
 
         def evaluate():
             return self._evaluate_instances(lambda Z: model(theta.detach(), Z), X_val, Y_val)
 
-        self._run_loop(step, evaluate, snapshot, restore, X_val.shape[0] > 0)
+        self._run_loop(step, evaluate, optimizer.state, optimizer.restore, X_val.shape[0] > 0)
         model.load(theta.detach())
         self.predictor_state_ = state_to_numpy(module)
         return self
