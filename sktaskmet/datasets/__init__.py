@@ -1,3 +1,5 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
-__all__ = []
+from ._taskmet import make_cubic_topk
+
+__all__ = ["make_cubic_topk"]
