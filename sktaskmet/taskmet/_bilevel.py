@@ -485,10 +485,12 @@ class BilevelSolver:
         self.inner_optimizer = FlatAdam(self.theta, lr=inner_lr, clip=inner_clip)
         self.metric_params = list(metric.parameters())
         self.metric_flat = FlatModule(metric)
-        self.phi = self.metric_flat.flatten()
-        self.outer_optimizer = (
-            FlatAdam(self.phi, lr=learning_rate, clip=None) if self.metric_params else None
-        )
+        if self.metric_params:
+            self.phi = self.metric_flat.flatten()
+            self.outer_optimizer = FlatAdam(self.phi, lr=learning_rate, clip=None)
+        else:  # the identity metric: nothing to learn, the solver is plain least squares
+            self.phi = None
+            self.outer_optimizer = None
 
     # -- the two objectives ------------------------------------------------------------
 
