@@ -30,9 +30,9 @@ from sklearn.linear_model import LinearRegression
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from sktaskmet import DFLRegressor, TaskMetRegressor  # noqa: E402
-from sktaskmet.datasets import make_cubic_topk  # noqa: E402
-from sktaskmet.tasks import TopK  # noqa: E402
+from sktaskmet import DFLRegressor, TaskMetRegressor
+from sktaskmet.datasets import make_cubic_topk
+from sktaskmet.tasks import TopK
 
 
 def normalized_dq(task, y_pred, y_true, n_items):
