@@ -20,6 +20,7 @@ Run::
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -87,17 +88,7 @@ def run_seed(seed, device, max_iter):
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-iter", type=int, default=1000)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"device={args.device} threads={torch.get_num_threads()} seeds={args.seeds}")
-    results = [run_seed(seed, args.device, args.max_iter) for seed in args.seeds]
-
+def summarize(results):
     print("\nmethod        normalised test DQ      test MSE   time per run (s)")
     for name in results[0]:
         dq = np.array([r[name]["dq"] for r in results])
@@ -115,6 +106,33 @@ def main():
     print(f"  TaskMet DQ >= 0.95 on every seed: {bool(np.all(taskmet_dq >= 0.95))}")
     print(f"  Lambda(1)/Lambda(-1) > 3 on every seed: {bool(np.all(ratios > 3))}")
     print(f"  MSE baseline DQ <= -0.9 on every seed: {bool(np.all(mse_dq <= -0.9))}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--out", help="also write the per-seed results to this JSON file")
+    parser.add_argument(
+        "--summarize", nargs="+", metavar="JSON", help="only summarise JSON files of runs"
+    )
+    args = parser.parse_args()
+    if args.summarize:
+        results = []
+        for path in args.summarize:
+            with open(path) as fh:
+                results += json.load(fh)
+        summarize(results)
+        return
+    torch.set_num_threads(args.threads)
+    print(f"device={args.device} threads={torch.get_num_threads()} seeds={args.seeds}")
+    results = [run_seed(seed, args.device, args.max_iter) for seed in args.seeds]
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(results, fh)
+    summarize(results)
 
 
 if __name__ == "__main__":
