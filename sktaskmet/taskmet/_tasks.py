@@ -637,9 +637,13 @@ class BudgetAllocation(Task):
         self._check_batch(y_true, "y_true")
         y = y_true.detach()
         draws = self._random_allocations(y.shape[1], y)  # (n, m)
-        miss = 1.0 - draws.view(1, -1, y.shape[1], 1) * y.unsqueeze(1)  # (batch, n, m, d)
-        covered = (1.0 - miss.prod(dim=2)) * self._weights(y)
-        return covered.sum(-1).mean(-1)
+        weights = self._weights(y)
+        total = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        # Chunks of draws bound the (batch, chunk, m, d) intermediate.
+        for chunk in torch.split(draws, 256):
+            miss = 1.0 - chunk.view(1, -1, y.shape[1], 1) * y.unsqueeze(1)
+            total = total + ((1.0 - miss.prod(dim=2)) * weights).sum(-1).sum(-1)
+        return total / draws.shape[0]
 
 
 def _check_per_instance(values, batch, name):
