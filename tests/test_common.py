@@ -18,7 +18,19 @@ import sktaskmet
 PUBLIC_MODULES = ["sktaskmet", "sktaskmet.model_selection"]
 
 # Small, fast settings per estimator class name (the defaults are tuned for real data).
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "TaskMetRegressor": dict(
+        max_iter=3,
+        inner_steps_first=200,
+        inner_steps=5,
+        inner_lr=0.1,
+        metric_hidden_layer_sizes=(8,),
+        validation_interval=1,
+        device="cpu",
+        random_state=0,
+    ),
+    "DFLRegressor": dict(max_iter=100, learning_rate=0.1, device="cpu", random_state=0),
+}
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.
 EXPECTED_FAILED_CHECKS = {}

@@ -1,3 +1,6 @@
 """TaskMet: task-driven metric learning for model learning, its tasks and baselines."""
 
-__all__ = []
+from ._dfl import DFLRegressor
+from ._estimator import TaskMetRegressor
+
+__all__ = ["TaskMetRegressor", "DFLRegressor"]
