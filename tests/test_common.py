@@ -18,7 +18,17 @@ import sktaskmet
 PUBLIC_MODULES = ["sktaskmet", "sktaskmet.model_selection"]
 
 # Small, fast settings per estimator class name (the defaults are tuned for real data).
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "SCMLRegressor": dict(
+        n_basis=8,
+        k_genuine=2,
+        k_impostor=3,
+        n_neighbors=3,
+        max_iter=60,
+        output_iter=20,
+        device="cpu",
+    ),
+}
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.
 EXPECTED_FAILED_CHECKS = {}

@@ -67,7 +67,8 @@ def regression_triplets(X, y, k_genuine=3, k_impostor=10, n_candidates=None):
     n_candidates : int, optional
         Size of the Euclidean neighbourhood; defaults to
         ``min(n_samples - 1, 2 * (k_genuine + k_impostor))``. Must be at least
-        ``k_genuine + k_impostor``.
+        ``k_genuine + k_impostor``. If no neighbourhood of this size has a strict
+        ordering (the target is constant inside each), the pool is doubled until one has.
 
     Returns
     -------
@@ -92,6 +93,23 @@ def regression_triplets(X, y, k_genuine=3, k_impostor=10, n_candidates=None):
     if n_candidates is None:
         n_candidates = min(n - 1, CANDIDATE_FACTOR * needed)
     n_candidates = max(int(n_candidates), needed)
+    triplets = _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates)
+    # Where the target is constant inside every neighbourhood (well-separated clusters of
+    # equal targets), widen the pool until some ordering is strict.
+    while triplets.shape[0] == 0 and n_candidates < n - 1:
+        n_candidates = min(n - 1, 2 * n_candidates)
+        triplets = _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates)
+    if triplets.shape[0] == 0:
+        raise ValueError(
+            "no triplet (anchor, genuine, impostor) with |y_a - y_genuine| < |y_a - y_impostor| "
+            "could be formed: the target y is constant (or constant within every "
+            "neighbourhood). SCMLRegressor needs a target that varies."
+        )
+    return triplets
+
+
+def _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates):
+    n = X.shape[0]
     neighbors = euclidean_neighbors(X, n_candidates)
     gaps = (y[neighbors] - y[:, None]).abs()
     # A stable sort keeps the Euclidean order among equal target gaps: reproducible.
@@ -104,7 +122,7 @@ def regression_triplets(X, y, k_genuine=3, k_impostor=10, n_candidates=None):
     impostor_gap = torch.gather(gaps, 1, impostor_pos)
     strict = genuine_gap[:, :, None] < impostor_gap[:, None, :]
     anchors = torch.arange(n, device=X.device)[:, None, None].expand_as(strict)
-    triplets = torch.stack(
+    return torch.stack(
         [
             anchors[strict],
             genuine[:, :, None].expand_as(strict)[strict],
@@ -112,13 +130,6 @@ def regression_triplets(X, y, k_genuine=3, k_impostor=10, n_candidates=None):
         ],
         dim=1,
     )
-    if triplets.shape[0] == 0:
-        raise ValueError(
-            "no triplet (anchor, genuine, impostor) with |y_a - y_genuine| < |y_a - y_impostor| "
-            "could be formed: the target y is constant (or constant within every "
-            "neighbourhood). SCMLRegressor needs a target that varies."
-        )
-    return triplets
 
 
 def triplets_as_numpy(triplets):
