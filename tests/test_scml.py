@@ -163,7 +163,7 @@ def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
     )
     objectives = [value for _, value in result.history]
     assert objectives[0] == pytest.approx(1.0)  # w = 0: every hinge is 1
-    assert result.objective == pytest.approx(min(objectives))
+    assert result.objective <= min(objectives)  # best iterate, then its scale tuned
     assert result.objective < 0.9
     assert torch.all(result.coef >= 0)
     expected = direct_objective(X, triplets.numpy(), basis.numpy(), result.coef.numpy(), 1e-4)
@@ -259,7 +259,7 @@ def test_fitted_attributes(fitted_global, problem):
     assert np.all(model.weights_ >= 0) and np.any(model.weights_ > 0)
     assert model.n_iter_ == 300
     assert len(model.loss_curve_) == 1 + 300 // 50
-    assert model.objective_ == pytest.approx(min(model.loss_curve_))
+    assert model.objective_ <= min(model.loss_curve_)
     assert model.triplets_.shape[1] == 3
     M = model.get_mahalanobis_matrix()
     expected = model.basis_.T @ (model.weights_[:, None] * model.basis_)
