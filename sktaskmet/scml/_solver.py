@@ -145,9 +145,8 @@ class _Projector:
 
 def _distance_differences(project, triplets):
     r""":math:`D_{ti}` for the given triplets, shape ``triplets.shape[:-1] + (K,)``."""
-    proj_a = project(triplets[..., 0])
-    proj_p = project(triplets[..., 1])
-    proj_n = project(triplets[..., 2])
+    projected = project(triplets)  # one gather for the three points of every triplet
+    proj_a, proj_p, proj_n = projected.unbind(-2)
     # (a - p)^2 - (a - n)^2 = (n - p)(2a - p - n): one product instead of two squares.
     return (proj_n - proj_p) * (2 * proj_a - proj_p - proj_n)
 
@@ -176,44 +175,70 @@ def metric_factor(basis, weights):
     return torch.sqrt(eigenvalues.clamp_min(0))[:, None] * eigenvectors.T
 
 
-def global_objective(X, triplets, basis, weights, beta, chunk_size=OBJECTIVE_CHUNK):
-    """Full global SCML objective :math:`F(w)` (see the module docstring), in chunks."""
-    factor = metric_factor(basis, weights)
-    embedded = X @ factor.T
-    total = X.new_zeros(())
-    for start in range(0, triplets.shape[0], chunk_size):
-        chunk = triplets[start : start + chunk_size]
-        za, zp, zn = embedded[chunk[:, 0]], embedded[chunk[:, 1]], embedded[chunk[:, 2]]
-        margin = 1 + ((za - zp) ** 2).sum(1) - ((za - zn) ** 2).sum(1)
-        total = total + torch.relu(margin).sum()
-    return total / triplets.shape[0] + beta * weights.sum()
+class _TripletPairs:
+    """The distinct (anchor, other) pairs of a triplet set, and where each triplet's lie.
+
+    Triplets share pairs (each genuine pair appears with every impostor of its anchor), so
+    the full objective computes each pair distance once and gathers scalars per triplet.
+    """
+
+    def __init__(self, triplets, n_samples):
+        keys = torch.cat(
+            [
+                triplets[:, 0] * n_samples + triplets[:, 1],
+                triplets[:, 0] * n_samples + triplets[:, 2],
+            ]
+        )
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        self.first = torch.div(unique, n_samples, rounding_mode="floor")
+        self.second = unique - self.first * n_samples
+        self.genuine, self.impostor = inverse.split(triplets.shape[0])
+        self.n_triplets = triplets.shape[0]
+
+    def margins(self, embedded, chunk_size=OBJECTIVE_CHUNK):
+        r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from an embedding."""
+        distances = []
+        for start in range(0, self.first.shape[0], chunk_size):
+            diff = (
+                embedded[self.first[start : start + chunk_size]]
+                - embedded[self.second[start : start + chunk_size]]
+            )
+            distances.append((diff * diff).sum(1))
+        distances = torch.cat(distances)
+        return distances[self.genuine] - distances[self.impostor]
 
 
-def _tune_scale(X, triplets, basis, weights, beta, chunk_size=OBJECTIVE_CHUNK, steps=30):
+@torch.inference_mode()
+def global_objective(X, triplets, basis, weights, beta, pairs=None):
+    """Full global SCML objective :math:`F(w)` (see the module docstring).
+
+    ``pairs`` (a ``_TripletPairs`` of ``triplets``) is built when not given.
+    """
+    pairs = pairs if pairs is not None else _TripletPairs(triplets, X.shape[0])
+    embedded = X @ metric_factor(basis, weights).T
+    hinge = torch.relu(1 + pairs.margins(embedded)).mean()
+    return hinge + beta * weights.sum()
+
+
+@torch.inference_mode()
+def _tune_scale(X, pairs, basis, weights, beta, steps=20):
     r"""Exact line search of :math:`F(lpha w)` over the scale :math:`lpha > 0`.
 
-    :math:`F(lpha w) = \operatorname{mean}_t [1 + lpha \Delta_t]_+ + lphaeta
-    \lVert w
-Vert_1` with :math:`\Delta_t = d_w(a, p) - d_w(a, n)` is convex in
-    :math:`lpha`, and each evaluation costs :math:`O(|C|)` once the :math:`\Delta_t` are
-    known, so a golden-section search on :math:`\loglpha \in [-4, 4]` is almost free. It
-    corrects the overall magnitude of the stochastic iterate, which the large RDA steps get
-    only roughly right, without touching its sparsity pattern.
+        :math:`F(lpha w) = \operatorname{mean}_t [1 + lpha \Delta_t]_+ + lphaeta
+        \lVert w
+    Vert_1` with :math:`\Delta_t = d_w(a, p) - d_w(a, n)` is convex in
+        :math:`lpha`, and each evaluation costs :math:`O(|C|)` once the :math:`\Delta_t` are
+        known, so a golden-section search on :math:`\loglpha \in [-4, 4]` is almost free. It
+        corrects the overall magnitude of the stochastic iterate, which the large RDA steps get
+        only roughly right, without touching its sparsity pattern.
 
-    Returns
-    -------
-    (weights, objective) : the rescaled weights and their full objective.
+        Returns
+        -------
+        (weights, objective) : the rescaled weights and their full objective.
     """
     if not bool((weights > 0).any()):
-        return weights, float(global_objective(X, triplets, basis, weights, beta))
-    factor = metric_factor(basis, weights)
-    embedded = X @ factor.T
-    deltas = []
-    for start in range(0, triplets.shape[0], chunk_size):
-        chunk = triplets[start : start + chunk_size]
-        za, zp, zn = embedded[chunk[:, 0]], embedded[chunk[:, 1]], embedded[chunk[:, 2]]
-        deltas.append(((za - zp) ** 2).sum(1) - ((za - zn) ** 2).sum(1))
-    delta = torch.cat(deltas)
+        return weights, 1.0  # every hinge is 1, no penalty
+    delta = pairs.margins(X @ metric_factor(basis, weights).T)
     l1 = float(weights.sum())
 
     def objective(log_scale):
@@ -249,6 +274,7 @@ def _report(verbose, stage, iteration, objective, best, start):
         )
 
 
+@torch.inference_mode()
 def rda_global(
     X,
     triplets,
@@ -289,10 +315,14 @@ def rda_global(
     # The closed form above, with g = g_sum / batch_size folded into the constants:
     # w = max(-(G + beta (t+1) b), 0) / (gamma (delta b + sqrt(Q))).
     slack = DELTA * batch_size
+    zeros = torch.zeros_like(weights)
+    ones = torch.ones(batch_size, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
     take = _index_stream(triplets.shape[0], generator, device)
     project = _Projector(X, basis)
+    pairs = _TripletPairs(triplets, X.shape[0])
     start = time.perf_counter()
-    best = float(global_objective(X, triplets, basis, weights, beta))
+    best = float(global_objective(X, triplets, basis, weights, beta, pairs=pairs))
     best_weights = weights.clone()
     # Running mean of the iterates: RDA's convergence guarantee is for this average, and it
     # is far steadier than the last iterate when the steps are large.
@@ -307,19 +337,20 @@ def rda_global(
         diffs = _distance_differences(project, batch)  # (n_block, batch_size, K)
         for j in range(n_block):
             block_diffs = diffs[j]
-            hinge_active = (torch.mv(block_diffs, weights) > -1).to(dtype)
+            # 1 + D_t w > 0 as 0/1 floats, in two fused calls (the loop is dispatch-bound).
+            hinge_active = torch.heaviside(torch.addmv(ones, block_diffs, weights), zero)
             grad = torch.mv(block_diffs.T, hinge_active)
             grad_sum.add_(grad)
             grad_sq.addcmul_(grad, grad)
             iteration += 1
             numerator = torch.add(grad_sum, beta * iteration * batch_size).clamp_(max=0)
-            weights = numerator.div_(grad_sq.sqrt().add_(slack)).mul_(-1.0 / gamma)
+            weights = torch.addcdiv(
+                zeros, numerator, grad_sq.sqrt().add_(slack), value=-1.0 / gamma
+            )
             mean_weights.lerp_(weights, 1.0 / iteration)
             if iteration % output_iter == 0 or iteration == max_iter:
-                candidate, objective = _tune_scale(X, triplets, basis, weights, beta)
-                averaged, averaged_objective = _tune_scale(
-                    X, triplets, basis, mean_weights, beta
-                )
+                candidate, objective = _tune_scale(X, pairs, basis, weights, beta)
+                averaged, averaged_objective = _tune_scale(X, pairs, basis, mean_weights, beta)
                 if averaged_objective < objective:
                     objective, candidate = averaged_objective, averaged
                 if not math.isfinite(objective) or not bool(torch.isfinite(candidate).all()):
@@ -344,6 +375,7 @@ def local_weights(embedding, theta):
     return (embedding @ theta[:, :-1].T + theta[:, -1]) ** 2
 
 
+@torch.inference_mode()
 def local_objective(X, embedding, triplets, basis, theta, beta, chunk_size=OBJECTIVE_CHUNK):
     """Full local SCML objective, in chunks of triplets."""
     return _local_objective(_Projector(X, basis), embedding, triplets, theta, beta, chunk_size)
@@ -362,6 +394,7 @@ def _local_objective(project, embedding, triplets, theta, beta, chunk_size=OBJEC
     return total / triplets.shape[0] + beta * penalty
 
 
+@torch.inference_mode()
 def rda_local(
     X,
     embedding,

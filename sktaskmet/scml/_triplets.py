@@ -20,7 +20,7 @@ __all__ = ["regression_triplets", "euclidean_neighbors"]
 CANDIDATE_FACTOR = 2
 
 
-def euclidean_neighbors(X, n_neighbors, chunk_size=2048):
+def euclidean_neighbors(X, n_neighbors, chunk_size=256):
     """Indices of the ``n_neighbors`` nearest other rows of X (itself excluded).
 
     Parameters
@@ -28,7 +28,7 @@ def euclidean_neighbors(X, n_neighbors, chunk_size=2048):
     X : torch.Tensor of shape (n_samples, n_features)
     n_neighbors : int
         At most ``n_samples - 1``.
-    chunk_size : int, default=2048
+    chunk_size : int, default=256
         Rows of X handled at once; bounds the memory at ``chunk_size * n_samples``.
 
     Returns
