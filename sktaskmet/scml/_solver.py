@@ -79,8 +79,8 @@ BLOCK_ITERATIONS = 8
 # X B^T is kept for the whole solve when it has at most this many entries; larger problems
 # project the rows each block needs instead (same result, more matrix products).
 MAX_PROJECTION_ENTRIES = 2**24
-# Triplets per chunk of the full objective.
-OBJECTIVE_CHUNK = 32768
+# Triplets (or pairs) per chunk of the full objective: bounds its temporaries.
+OBJECTIVE_CHUNK = 8192
 
 
 class NumericalFailureWarning(ConvergenceWarning, RuntimeWarning):
@@ -197,14 +197,11 @@ class _TripletPairs:
 
     def margins(self, embedded, chunk_size=OBJECTIVE_CHUNK):
         r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from an embedding."""
-        distances = []
+        distances = embedded.new_empty(self.first.shape[0])
         for start in range(0, self.first.shape[0], chunk_size):
-            diff = (
-                embedded[self.first[start : start + chunk_size]]
-                - embedded[self.second[start : start + chunk_size]]
-            )
-            distances.append((diff * diff).sum(1))
-        distances = torch.cat(distances)
+            diff = embedded[self.first[start : start + chunk_size]]
+            diff.sub_(embedded[self.second[start : start + chunk_size]])
+            distances[start : start + chunk_size] = (diff * diff).sum(1)
         return distances[self.genuine] - distances[self.impostor]
 
 

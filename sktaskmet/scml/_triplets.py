@@ -41,8 +41,10 @@ def euclidean_neighbors(X, n_neighbors, chunk_size=256):
     blocks = []
     for start in range(0, n, chunk_size):
         rows = X[start : start + chunk_size]
-        # The expansion is fine here: only the ranking of neighbours is used.
-        sq = sq_norms[start : start + chunk_size, None] + sq_norms[None, :] - 2 * rows @ X.T
+        # The expansion is fine here: only the ranking of neighbours is used. In place, so
+        # that one (chunk_size, n) buffer is alive at a time.
+        sq = torch.mm(rows, X.T).mul_(-2).add_(sq_norms[None, :])
+        sq.add_(sq_norms[start : start + chunk_size, None])
         own = torch.arange(start, start + rows.shape[0], device=X.device)
         sq[torch.arange(rows.shape[0], device=X.device), own] = float("inf")
         blocks.append(torch.topk(sq, n_neighbors, dim=1, largest=False, sorted=True).indices)
