@@ -139,14 +139,13 @@ class SCMLRegressor(
 
     Parameters
     ----------
-    basis : {"triplet_diffs", "lda", "random", "identity"} or array-like of shape \
-            (n_basis, n_features), default="lda"
+    basis : {"triplet_diffs", "lda", "random", "identity"} or array-like, default="lda"
         The basis set. ``"triplet_diffs"``: eigenvectors of sums of genuine minus impostor
         outer products of triplet differences. ``"lda"``: local linear discriminant
         directions at k-means centres, on the target cut into quantile classes.
         ``"random"``: random unit directions. ``"identity"``: the coordinate axes (the
         metric is then diagonal: SCML only gates features). An array gives the basis
-        vectors as rows (normalised to unit length).
+        vectors as rows, shape ``(n_basis, n_features)`` (normalised to unit length).
     n_basis : int, default=None
         Number of basis vectors. None: ``min(80 * n_features, 2000)`` for
         ``"triplet_diffs"`` and ``"random"``, ``min(20 * n_features, 2 q n_samples - 1,
@@ -228,8 +227,10 @@ class SCMLRegressor(
     triplets_ : ndarray of shape (n_triplets, 3)
         Training triplets (anchor, genuine, impostor) as row indices.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Only when X has feature names that are all strings.
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; only when X has feature names that are
+        all strings.
 
     See Also
     --------
