@@ -157,9 +157,10 @@ class SCMLRegressor(
         Genuine neighbours per anchor (closest targets).
     k_impostor : int, default=10
         Impostors per anchor (farthest targets).
-    beta : float, default=1e-5
+    beta : float, default=1e-3
         Strength of the sparsity penalty (:math:`\ell_1` on ``w``; group lasso on the
-        local coefficients).
+        local coefficients), for the problem on ``X / scale_``. It also keeps the local
+        model from overfitting its triplets.
     gamma : float, default=0.5
         Inverse step size of the dual-averaging solver: larger is more cautious. The
         solver works on ``X / scale_``, so the default suits data in any units
@@ -173,6 +174,11 @@ class SCMLRegressor(
         evaluated ones is kept, and progress is printed when ``verbose``.
     n_kernel_components : int, default=40
         Components of the kernel-PCA embedding :math:`z(x)` (local only).
+    local_gamma : float, default=50.0
+        Inverse step size of the local solve (local only). The local problem is not
+        convex and its parameters enter the weights squared, so it needs more cautious
+        steps than the global one: with ``gamma`` its iterates typically overshoot and
+        never improve on the global starting point.
     head : {"knn", "mlp"}, default="knn"
         Prediction rule. ``"knn"``: mean target of the ``n_neighbors`` nearest training
         points in the learned metric (the local metric of the query when ``local``).
@@ -276,6 +282,7 @@ class SCMLRegressor(
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "output_iter": [Interval(Integral, 1, None, closed="left")],
         "n_kernel_components": [Interval(Integral, 1, None, closed="left")],
+        "local_gamma": [Interval(Real, 0, None, closed="neither")],
         "head": [StrOptions({"knn", "mlp"})],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
@@ -292,12 +299,13 @@ class SCMLRegressor(
         local=False,
         k_genuine=3,
         k_impostor=10,
-        beta=1e-5,
+        beta=1e-3,
         gamma=0.5,
         max_iter=10000,
         batch_size=10,
         output_iter=500,
         n_kernel_components=40,
+        local_gamma=50.0,
         head="knn",
         n_neighbors=5,
         hidden_layer_sizes=(64,),
@@ -317,6 +325,7 @@ class SCMLRegressor(
         self.batch_size = batch_size
         self.output_iter = output_iter
         self.n_kernel_components = n_kernel_components
+        self.local_gamma = local_gamma
         self.head = head
         self.n_neighbors = n_neighbors
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -449,7 +458,8 @@ class SCMLRegressor(
         theta0[:, -1] = torch.sqrt(weights[active])
         scale = self.scale_
         theta0[:, -1] = torch.sqrt(weights[active]) * scale
-        result = rda_local(X / scale, embedding, triplets, basis_active, theta0, **solver_options)
+        options = dict(solver_options, gamma=float(self.local_gamma))
+        result = rda_local(X / scale, embedding, triplets, basis_active, theta0, **options)
         theta = X.new_zeros((basis.shape[0], embedding.shape[1] + 1))
         theta[active] = result.coef / scale
         mean_weights = local_weights(embedding, theta).mean(0)
