@@ -7,6 +7,12 @@ Each method family lives in its own subpackage; the public estimators are re-exp
 
 __version__ = "0.1.0.dev0"
 
+from .scml import SCMLRegressor
 from .taskmet import DFLRegressor, TaskMetRegressor
 
-__all__ = ["__version__", "TaskMetRegressor", "DFLRegressor"]
+__all__ = [
+    "__version__",
+    "DFLRegressor",
+    "SCMLRegressor",
+    "TaskMetRegressor",
+]

@@ -30,6 +30,15 @@ CHECK_PARAMS = {
         random_state=0,
     ),
     "DFLRegressor": dict(max_iter=100, learning_rate=0.1, device="cpu", random_state=0),
+    "SCMLRegressor": dict(
+        n_basis=8,
+        k_genuine=2,
+        k_impostor=3,
+        n_neighbors=3,
+        max_iter=60,
+        output_iter=20,
+        device="cpu",
+    ),
 }
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.

@@ -1,3 +1,5 @@
 """Sparse compositional metric learning (global and local) as a regressor."""
 
-__all__ = []
+from ._estimator import LocalSCMLDissimilarity, SCMLRegressor
+
+__all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]

@@ -1,0 +1,249 @@
+r"""Basis sets for SCML: unit vectors :math:`b_i` whose rank-one matrices compose the metric.
+
+The learned metric is :math:`M = \sum_i w_i b_i b_i^\top` with :math:`w \ge 0`, so the basis
+set decides which directions the metric can stretch. Four constructions:
+
+* ``"triplet_diffs"``: eigenvectors of
+  :math:`S = \sum_{t} (x_a - x_p)(x_a - x_p)^\top - (x_a - x_n)(x_a - x_n)^\top` over random
+  groups of ``n_features`` triplets. Directions along which genuine pairs are close and
+  impostor pairs far (or the reverse) get a basis vector.
+* ``"lda"``: local linear discriminant analysis, as in the paper's supervised variant, on the
+  target binned into quantile classes: k-means centres, and at each centre the LDA
+  directions of its nearest points of each class, at two neighbourhood sizes.
+* ``"random"``: Gaussian directions.
+* ``"identity"``: the coordinate axes. Then :math:`M` is diagonal and SCML only re-weights
+  (gates) each feature; it cannot rotate or combine features.
+
+All functions return a float tensor of shape ``(n_basis, n_features)`` with unit rows.
+"""
+
+import math
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+
+__all__ = [
+    "triplet_diff_basis",
+    "lda_basis",
+    "random_basis",
+    "identity_basis",
+    "normalize_rows",
+    "default_n_basis",
+    "quantile_bins",
+]
+
+# The paper's defaults, capped so that high-dimensional inputs (text embeddings) do not get
+# tens of thousands of bases by default.
+MAX_DEFAULT_BASIS = 2000
+# Quantile classes of the target for the "lda" basis.
+N_TARGET_BINS = 5
+
+
+def normalize_rows(basis, name="basis"):
+    """Scale each row to unit Euclidean norm; zero rows are an error."""
+    norms = torch.linalg.vector_norm(basis, dim=1, keepdim=True)
+    if bool((norms <= torch.finfo(basis.dtype).tiny).any()):
+        raise ValueError(f"{name} has a row of zeros; every basis vector needs a direction.")
+    return basis / norms
+
+
+def quantile_bins(y, n_bins=N_TARGET_BINS):
+    """Class labels 0..c-1 from quantile bins of a continuous target (c <= n_bins)."""
+    qs = torch.linspace(0, 1, n_bins + 1, dtype=y.dtype, device=y.device)[1:-1]
+    edges = torch.unique(torch.quantile(y, qs))
+    labels = torch.bucketize(y, edges, right=True)
+    # Drop empty bins so the labels are consecutive.
+    _, labels = torch.unique(labels, return_inverse=True)
+    return labels
+
+
+def default_n_basis(kind, n_samples, n_features, n_classes=N_TARGET_BINS):
+    """The number of bases used when ``n_basis`` is None."""
+    if kind == "identity":
+        return n_features
+    if kind == "lda":
+        num_eig = max(min(n_classes - 1, n_features), 1)
+        return max(1, min(20 * n_features, 2 * num_eig * n_samples - 1, MAX_DEFAULT_BASIS))
+    return min(80 * n_features, MAX_DEFAULT_BASIS)
+
+
+def identity_basis(n_features, dtype=torch.float64, device="cpu"):
+    """The coordinate axes."""
+    return torch.eye(n_features, dtype=dtype, device=device)
+
+
+def random_basis(n_basis, n_features, generator, dtype=torch.float64, device="cpu"):
+    """Directions drawn uniformly on the unit sphere."""
+    basis = torch.randn(n_basis, n_features, generator=generator, dtype=dtype, device=device)
+    return normalize_rows(basis)
+
+
+def triplet_diff_basis(X, triplets, n_basis, generator, max_rounds=None):
+    r"""Eigenvectors of sums of genuine minus impostor outer products of differences.
+
+    Each round draws ``n_features`` triplets, forms
+    :math:`S = D_p^\top D_p - D_n^\top D_n` from their genuine and impostor differences and
+    keeps the eigenvectors of :math:`S` with a non-negligible eigenvalue. Rounds are
+    batched (one batched ``eigh``) until ``n_basis`` vectors are found.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    triplets : torch.Tensor of shape (n_triplets, 3)
+    n_basis : int
+    generator : torch.Generator
+
+    Returns
+    -------
+    torch.Tensor of shape (n_basis, n_features)
+    """
+    n_triplets = triplets.shape[0]
+    d = X.shape[1]
+    group = min(d, n_triplets)
+    found = []
+    n_found = 0
+    max_rounds = max_rounds or 20 * math.ceil(n_basis / d) + 20
+    rounds_done = 0
+    while n_found < n_basis and rounds_done < max_rounds:
+        rounds = min(2 * math.ceil((n_basis - n_found) / d) + 1, max_rounds - rounds_done)
+        picks = torch.randint(n_triplets, (rounds, group), generator=generator, device=X.device)
+        chosen = triplets[picks]  # (rounds, group, 3)
+        diff_p = X[chosen[..., 0]] - X[chosen[..., 1]]
+        diff_n = X[chosen[..., 0]] - X[chosen[..., 2]]
+        scatter = diff_p.transpose(1, 2) @ diff_p - diff_n.transpose(1, 2) @ diff_n
+        eigenvalues, eigenvectors = torch.linalg.eigh(scatter)
+        magnitude = eigenvalues.abs()
+        tol = 1e3 * torch.finfo(X.dtype).eps * magnitude.amax(dim=1, keepdim=True)
+        keep = magnitude > tol
+        vectors = eigenvectors.transpose(1, 2)[keep]  # rows are eigenvectors
+        found.append(vectors)
+        n_found += vectors.shape[0]
+        rounds_done += rounds
+    basis = torch.cat(found, dim=0)[:n_basis] if found else X.new_zeros((0, d))
+    if basis.shape[0] < n_basis:
+        raise ValueError(
+            f"basis='triplet_diffs' found only {basis.shape[0]} of n_basis={n_basis} "
+            "directions: the triplet differences span too little. Use basis='random' or "
+            "'lda', or a smaller n_basis."
+        )
+    return normalize_rows(basis)
+
+
+def _batched_lda_directions(points, labels, n_classes, num_eig, shrinkage=1e-3):
+    r"""Top ``num_eig`` LDA directions of many small labelled sets at once.
+
+    Solves :math:`S_b v = \lambda S_w v` per set through the Cholesky factor of the
+    (slightly shrunk) within-class scatter, so that one batched ``eigh`` handles every set.
+
+    Parameters
+    ----------
+    points : torch.Tensor of shape (n_sets, set_size, d)
+    labels : torch.Tensor of shape (set_size,)
+        The same class pattern for every set.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_sets, num_eig, d), unit rows
+    """
+    d = points.shape[-1]
+    onehot = torch.nn.functional.one_hot(labels, n_classes).to(points.dtype)  # (s, c)
+    counts = onehot.sum(0)  # (c,)
+    means = torch.einsum("sc,nsd->ncd", onehot, points) / counts[None, :, None]
+    grand = (means * counts[None, :, None]).sum(1) / counts.sum()  # (n, d)
+    centred = points - means[:, labels, :]
+    within = centred.transpose(1, 2) @ centred
+    spread = means - grand[:, None, :]
+    between = torch.einsum("c,ncd,nce->nde", counts, spread, spread)
+    trace = torch.diagonal(within, dim1=1, dim2=2).sum(-1).clamp_min(torch.finfo(points.dtype).tiny)
+    eye = torch.eye(d, dtype=points.dtype, device=points.device)
+    within = within + (shrinkage * trace / d)[:, None, None] * eye
+    chol = torch.linalg.cholesky(within)
+    # A = L^{-1} S_b L^{-T}
+    left = torch.linalg.solve_triangular(chol, between, upper=False)
+    whitened = torch.linalg.solve_triangular(chol, left.transpose(1, 2), upper=False)
+    whitened = (whitened + whitened.transpose(1, 2)) / 2
+    _, vectors = torch.linalg.eigh(whitened)
+    top = vectors[:, :, -num_eig:].flip(-1)  # (n, d, num_eig), largest first
+    directions = torch.linalg.solve_triangular(chol.transpose(1, 2), top, upper=True)
+    directions = directions.transpose(1, 2)
+    return directions / torch.linalg.vector_norm(directions, dim=2, keepdim=True)
+
+
+def lda_basis(X, y, n_basis, random_state, n_bins=N_TARGET_BINS):
+    r"""Local LDA directions on quantile classes of the target.
+
+    The target is cut into ``n_bins`` quantile classes. ``ceil(n_basis / (2 q))`` k-means
+    centres are placed in feature space (:math:`q = \min(c - 1, d)` directions per LDA);
+    around each centre, the nearest points of every class at two neighbourhood sizes
+    (10 and 20 per class, or 20 and 50 when :math:`d > 50`) give one LDA each, and its
+    :math:`q` leading discriminant directions become basis vectors.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    y : torch.Tensor of shape (n_samples,)
+    n_basis : int or None
+    random_state : int
+        Seed of k-means.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_basis, n_features)
+    """
+    labels = quantile_bins(y, n_bins)
+    n_classes = int(labels.max()) + 1
+    if n_classes < 2:
+        raise ValueError(
+            "basis='lda' needs a target with at least two distinct values; y is constant."
+        )
+    n, d = X.shape
+    num_eig = min(n_classes - 1, d)
+    if n_basis is None:
+        n_basis = default_n_basis("lda", n, d, n_classes)
+    n_clusters = min(math.ceil(n_basis / (2 * num_eig)), n)
+    X_np = X.detach().cpu().numpy()
+    centres = KMeans(n_clusters=n_clusters, n_init=1, random_state=random_state).fit(X_np)
+    centres = torch.as_tensor(centres.cluster_centers_, dtype=X.dtype, device=X.device)
+    scales = (20, 50) if d > 50 else (10, 20)
+    directions = []
+    for scale in scales:
+        members, member_labels = [], []
+        for c in range(n_classes):
+            rows = torch.nonzero(labels == c).squeeze(1)
+            k = min(scale, rows.shape[0])
+            dist = torch.cdist(centres, X[rows])
+            nearest = torch.topk(dist, k, dim=1, largest=False).indices
+            members.append(rows[nearest])
+            member_labels.append(torch.full((k,), c, device=X.device, dtype=torch.long))
+        index = torch.cat(members, dim=1)  # (n_clusters, set_size)
+        set_labels = torch.cat(member_labels)
+        found = _batched_lda_directions(X[index], set_labels, n_classes, num_eig)
+        directions.append(found.reshape(-1, d))
+    basis = torch.cat(directions, dim=0)
+    if basis.shape[0] < n_basis:
+        # Few samples: repeat the LDA directions rather than fail; duplicates are harmless
+        # for the solver (their weights simply add up).
+        reps = math.ceil(n_basis / basis.shape[0])
+        basis = basis.repeat(reps, 1)
+    return normalize_rows(basis[:n_basis])
+
+
+def check_basis_array(basis, n_features, dtype):
+    """Validate a user-given basis array: 2-d, finite, width n_features, no zero rows."""
+    array = np.asarray(basis)
+    if array.ndim != 2:
+        raise ValueError(
+            f"basis must be a 2-d array of shape (n_basis, n_features); got an array of "
+            f"shape {array.shape}."
+        )
+    if array.shape[1] != n_features:
+        raise ValueError(
+            f"basis has {array.shape[1]} columns, but X has {n_features} features; a basis "
+            "array must have shape (n_basis, n_features)."
+        )
+    if array.shape[0] < 1:
+        raise ValueError("basis must have at least one row.")
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise ValueError("basis must be a finite numeric array.")
+    return np.array(array, dtype=dtype, copy=True)

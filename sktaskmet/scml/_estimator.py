@@ -1,0 +1,690 @@
+r"""scikit-learn glue of sparse compositional metric learning as a regressor.
+
+The numerics live in :mod:`sktaskmet.scml._solver` (RDA solvers, kernel-PCA embedding),
+:mod:`sktaskmet.scml._bases` and :mod:`sktaskmet.scml._triplets`; this module validates
+inputs, turns parameters into tensors on the chosen device, keeps the fitted state as numpy
+arrays and implements prediction.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._backend import (
+    load_numpy_state,
+    make_generator,
+    resolve_device,
+    seed_from_random_state,
+    seeded,
+    state_to_numpy,
+    to_numpy,
+    to_tensor,
+)
+from .._metric import MahalanobisDistance, MahalanobisMixin, check_pairs
+from .._nn import make_mlp
+from ._bases import (
+    check_basis_array,
+    default_n_basis,
+    identity_basis,
+    lda_basis,
+    normalize_rows,
+    random_basis,
+    triplet_diff_basis,
+)
+from ._solver import (
+    KernelPCAEmbedding,
+    local_weights,
+    metric_factor,
+    rda_global,
+    rda_local,
+)
+from ._triplets import regression_triplets
+
+__all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]
+
+_BASIS_KINDS = ("triplet_diffs", "lda", "random", "identity")
+# Query rows handled at once by the nearest-neighbour search.
+_QUERY_CHUNK = 1024
+
+
+def _triplet_scale(X, triplets, sample=4096):
+    """Root of the median squared anchor-impostor distance: the natural unit of the hinge."""
+    rows = triplets[:: max(1, triplets.shape[0] // sample)]
+    sq = ((X[rows[:, 0]] - X[rows[:, 2]]) ** 2).sum(1)
+    scale = torch.sqrt(torch.median(sq))
+    if not bool(scale > 0):
+        scale = torch.ones((), dtype=X.dtype, device=X.device)
+    return scale
+
+
+class LocalSCMLDissimilarity:
+    r"""Picklable callable :math:`(u, v) \mapsto \sqrt{(u - v)^\top M(u) (u - v)}`.
+
+    The dissimilarity of SCML-Local: the metric is the one of the *first* argument, so it
+    is not symmetric. It suits ``pairwise_distances(X_query, X_train, metric=...)`` and
+    brute-force neighbour searches (``algorithm="brute"``), not tree-based ones, which
+    assume a true metric. Returned by :meth:`SCMLRegressor.get_metric` when ``local=True``.
+
+    Parameters
+    ----------
+    estimator : SCMLRegressor
+        A fitted local model; its state is copied to numpy on the CPU.
+    """
+
+    def __init__(self, estimator):
+        self.basis = np.array(estimator._local_basis(), dtype=np.float64)
+        self.theta = np.array(estimator._local_theta(), dtype=np.float64)
+        self.kernel_pca = {
+            k: np.array(v, dtype=np.float64) for k, v in estimator.kernel_pca_.items()
+        }
+
+    def __call__(self, u, v):
+        u = np.asarray(u, dtype=np.float64).reshape(1, -1)
+        v = np.asarray(v, dtype=np.float64).reshape(1, -1)
+        state = {k: torch.from_numpy(a) for k, a in self.kernel_pca.items()}
+        z = KernelPCAEmbedding.transform(state, torch.from_numpy(u))
+        weights = local_weights(z, torch.from_numpy(self.theta)).numpy()[0]
+        projected = (u - v) @ self.basis.T
+        return float(np.sqrt(np.sum(weights * projected[0] ** 2)))
+
+    def __repr__(self):
+        return f"LocalSCMLDissimilarity(n_basis={self.basis.shape[0]})"
+
+
+class SCMLRegressor(
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+    MahalanobisMixin,
+    BaseEstimator,
+):
+    r"""Sparse compositional metric learning (SCML), global or local, as a regressor.
+
+    Learns a Mahalanobis metric :math:`M = \sum_i w_i b_i b_i^\top` as a sparse
+    non-negative combination of rank-one matrices built from unit basis vectors
+    :math:`b_i` (Shi, Bellet and Sha, AAAI 2014), from triplets formed by target
+    closeness, then predicts by k-nearest-neighbour regression in the learned metric (or
+    a small network on the SCML features). The global problem is
+
+    .. math::
+
+        \min_{w \ge 0} \frac{1}{|C|} \sum_{(a, p, n) \in C}
+        \big[1 + d_w(x_a, x_p) - d_w(x_a, x_n)\big]_+ + \beta \lVert w\rVert_1,
+        \qquad d_w(u, v) = \sum_i w_i \big(b_i^\top (u - v)\big)^2,
+
+    solved by AdaGrad-scaled regularised dual averaging on mini-batches of triplets.
+    With ``local=True`` the weights depend on the point,
+    :math:`w_i(x) = (a_i^\top z(x) + c_i)^2` with :math:`z(x)` an RBF kernel-PCA
+    embedding, under a group-lasso penalty :math:`\beta\sum_i\lVert[a_i; c_i]\rVert_2`,
+    starting from the global solution.
+
+    Triplets come from the target: among the Euclidean neighbours of each anchor, the
+    ``k_genuine`` points with the closest targets are genuine neighbours and the
+    ``k_impostor`` points with the farthest targets are impostors; a triplet is kept only
+    when :math:`|y_a - y_p| < |y_a - y_n|` strictly.
+
+    Read more in the :ref:`User Guide <scml>`.
+
+    Parameters
+    ----------
+    basis : {"triplet_diffs", "lda", "random", "identity"} or array-like, default="lda"
+        The basis set. ``"triplet_diffs"``: eigenvectors of sums of genuine minus impostor
+        outer products of triplet differences. ``"lda"``: local linear discriminant
+        directions at k-means centres, on the target cut into quantile classes.
+        ``"random"``: random unit directions. ``"identity"``: the coordinate axes (the
+        metric is then diagonal: SCML only gates features). An array gives the basis
+        vectors as rows, shape ``(n_basis, n_features)`` (normalised to unit length).
+    n_basis : int, default=None
+        Number of basis vectors. None: ``min(80 * n_features, 2000)`` for
+        ``"triplet_diffs"`` and ``"random"``, ``min(20 * n_features, 2 q n_samples - 1,
+        2000)`` for ``"lda"`` (``q`` discriminant directions per LDA). Ignored by
+        ``"identity"`` and by an array basis.
+    local : bool, default=False
+        Learn point-dependent weights (SCML-Local) after the global solution.
+    k_genuine : int, default=3
+        Genuine neighbours per anchor (closest targets).
+    k_impostor : int, default=10
+        Impostors per anchor (farthest targets).
+    beta : float, default=1e-3
+        Strength of the sparsity penalty (:math:`\ell_1` on ``w``; group lasso on the
+        local coefficients), for the problem on ``X / scale_``. It also keeps the local
+        model from overfitting its triplets.
+    gamma : float, default=0.5
+        Inverse step size of the dual-averaging solver: larger is more cautious. The
+        solver works on ``X / scale_``, so the default suits data in any units
+        (metric-learn's 5e-3 oscillates on most regression data).
+    max_iter : int, default=10000
+        Mini-batch iterations of the global solve, and again of the local solve.
+    batch_size : int, default=10
+        Triplets per mini-batch.
+    output_iter : int, default=500
+        Iterations between evaluations of the full objective; the best iterate among the
+        evaluated ones is kept, and progress is printed when ``verbose``.
+    n_kernel_components : int, default=40
+        Components of the kernel-PCA embedding :math:`z(x)` (local only).
+    local_gamma : float, default=50.0
+        Inverse step size of the local solve (local only). The local problem is not
+        convex and its parameters enter the weights squared, so it needs more cautious
+        steps than the global one: with ``gamma`` its iterates typically overshoot and
+        never improve on the global starting point.
+    head : {"knn", "mlp"}, default="knn"
+        Prediction rule. ``"knn"``: mean target of the ``n_neighbors`` nearest training
+        points in the learned metric (the local metric of the query when ``local``).
+        ``"mlp"``: a small network trained on the SCML features
+        :math:`\phi_i(x) = \sqrt{w_i(x)}\, b_i^\top x` (the output of :meth:`transform`).
+    n_neighbors : int, default=5
+        Neighbours of the ``"knn"`` head.
+    hidden_layer_sizes : tuple of int, default=(64,)
+        Hidden widths of the ``"mlp"`` head.
+    head_max_iter : int, default=500
+        Full-batch Adam steps of the ``"mlp"`` head.
+    device : str or torch.device, default="auto"
+        Where to compute: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or a :class:`torch.device`.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the triplet mini-batches, the basis construction, the kernel-PCA landmarks
+        and the network head.
+    verbose : int, default=0
+        Print the objective at every evaluation.
+
+    Attributes
+    ----------
+    basis_ : ndarray of shape (n_basis, n_features)
+        Unit basis vectors :math:`b_i` (rows).
+    weights_ : ndarray of shape (n_basis,)
+        Global model: the learned sparse weights :math:`w`. Local model: the weights
+        averaged over the training points, :math:`\bar w_i = \frac{1}{n}\sum_j w_i(x_j)`
+        (zero for every basis the group lasso switched off).
+    global_weights_ : ndarray of shape (n_basis,)
+        The global solution (the starting point of the local one).
+    local_coef_ : ndarray of shape (n_basis, n_kernel_components + 1)
+        Local model only: rows :math:`[a_i; c_i]`.
+    kernel_pca_ : dict of ndarray
+        Local model only: the fitted kernel-PCA embedding.
+    components_ : ndarray of shape (n_components, n_features)
+        A factor :math:`L` with :math:`L^\top L = M` (global), or of the average local
+        metric :math:`\bar M = \frac{1}{n}\sum_j M(x_j)` (local). At most ``n_features``
+        rows.
+    n_iter_ : int
+        Solver iterations run (global plus local).
+    loss_curve_ : list of float
+        Full global objective at iteration 0 and at every evaluation.
+    local_loss_curve_ : list of float
+        Full local objective at every evaluation (local model only; empty otherwise).
+    objective_ : float
+        Best full objective reached (of the local problem when ``local``), on the
+        rescaled data ``X / scale_``.
+    scale_ : float
+        Root of the median squared anchor-impostor distance. The solver runs on
+        ``X / scale_`` so that the hinge margin of 1 is in the units of the data; the
+        reported weights and metric are for X itself (``w = w' / scale_**2``).
+    triplets_ : ndarray of shape (n_triplets, 3)
+        Training triplets (anchor, genuine, impostor) as row indices.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; only when X has feature names that are
+        all strings.
+
+    See Also
+    --------
+    sklearn.neighbors.KNeighborsRegressor : k-nearest neighbours in a fixed metric.
+
+    Notes
+    -----
+    Meaning of the metric-learn vocabulary for each model:
+
+    * global: :meth:`transform` returns :math:`X L^\top`, so Euclidean distances after the
+      transform are the learned distances; :meth:`get_mahalanobis_matrix` returns
+      :math:`M` (or, given ``X``, one copy per row).
+    * local: :meth:`transform` returns the SCML features
+      :math:`\phi_i(x) = \sqrt{w_i(x)}\, b_i^\top x` of the bases the model kept; near
+      :math:`x`, :math:`\lVert\phi(x) - \phi(x')\rVert^2 \approx (x - x')^\top M(x) (x - x')`.
+      :meth:`get_mahalanobis_matrix` with ``X`` returns :math:`M(x)` per row and
+      without it :math:`\bar M`; :meth:`pair_distance` uses the metric of the first point
+      of each pair, so it is not symmetric.
+
+    References
+    ----------
+    Y. Shi, A. Bellet and F. Sha. Sparse Compositional Metric Learning. AAAI 2014.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_friedman1
+    >>> from sktaskmet import SCMLRegressor
+    >>> X, y = make_friedman1(n_samples=300, n_features=8, random_state=0)
+    >>> model = SCMLRegressor(n_basis=40, max_iter=500, random_state=0, device="cpu")
+    >>> model.fit(X, y).predict(X[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints: dict = {
+        "basis": [StrOptions(set(_BASIS_KINDS)), "array-like"],
+        "n_basis": [Interval(Integral, 1, None, closed="left"), None],
+        "local": ["boolean"],
+        "k_genuine": [Interval(Integral, 1, None, closed="left")],
+        "k_impostor": [Interval(Integral, 1, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "gamma": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "output_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_kernel_components": [Interval(Integral, 1, None, closed="left")],
+        "local_gamma": [Interval(Real, 0, None, closed="neither")],
+        "head": [StrOptions({"knn", "mlp"})],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like"],
+        "head_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        basis="lda",
+        n_basis=None,
+        local=False,
+        k_genuine=3,
+        k_impostor=10,
+        beta=1e-3,
+        gamma=0.5,
+        max_iter=10000,
+        batch_size=10,
+        output_iter=500,
+        n_kernel_components=40,
+        local_gamma=50.0,
+        head="knn",
+        n_neighbors=5,
+        hidden_layer_sizes=(64,),
+        head_max_iter=500,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.basis = basis
+        self.n_basis = n_basis
+        self.local = local
+        self.k_genuine = k_genuine
+        self.k_impostor = k_impostor
+        self.beta = beta
+        self.gamma = gamma
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.output_iter = output_iter
+        self.n_kernel_components = n_kernel_components
+        self.local_gamma = local_gamma
+        self.head = head
+        self.n_neighbors = n_neighbors
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.head_max_iter = head_max_iter
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # ------------------------------------------------------------------ fit
+
+    def _build_basis(self, X, y, triplets, generator, seed):
+        n, d = X.shape
+        if not isinstance(self.basis, str):
+            array = check_basis_array(self.basis, d, to_numpy(X[:0]).dtype)
+            return normalize_rows(to_tensor(array, X.device), "basis")
+        n_basis = self.n_basis
+        if self.basis == "identity":
+            return identity_basis(d, dtype=X.dtype, device=X.device)
+        if self.basis == "lda":
+            return lda_basis(X, y, n_basis, random_state=seed % (2**31))
+        if n_basis is None:
+            n_basis = default_n_basis(self.basis, n, d)
+        if self.basis == "random":
+            return random_basis(n_basis, d, generator, dtype=X.dtype, device=X.device)
+        return triplet_diff_basis(X, triplets, n_basis, generator)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Learn the metric from triplets of ``(X, y)`` and fit the prediction head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape (n_samples,)
+            Continuous targets.
+
+        Returns
+        -------
+        self : SCMLRegressor
+            The fitted estimator.
+        """
+        X, y = validate_data(
+            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=2
+        )
+        n_samples = X.shape[0]
+        if self.n_neighbors > n_samples and self.head == "knn":
+            raise ValueError(
+                f"n_neighbors={self.n_neighbors} neighbours are asked for, but X has only "
+                f"{n_samples} samples; lower n_neighbors."
+            )
+        if np.ptp(y) == 0:
+            raise ValueError(
+                "y is constant: SCMLRegressor forms triplets from differences of the target, "
+                "so it needs a target with at least two distinct values."
+            )
+        device = resolve_device(self.device)
+        seed = seed_from_random_state(self.random_state)
+        generator = make_generator(seed, device)
+        X_t = to_tensor(X, device)
+        y_t = to_tensor(y.astype(X.dtype, copy=False), device)
+
+        triplets = regression_triplets(X_t, y_t, self.k_genuine, self.k_impostor)
+        basis = self._build_basis(X_t, y_t, triplets, generator, seed)
+        solver_options = dict(
+            beta=float(self.beta),
+            gamma=float(self.gamma),
+            max_iter=int(self.max_iter),
+            batch_size=int(self.batch_size),
+            output_iter=int(self.output_iter),
+            generator=generator,
+            verbose=self.verbose,
+        )
+        # The hinge margin of 1 fixes the scale of the weights; solving on X / scale makes
+        # beta and gamma mean the same whatever the units of X (w on X is w' / scale^2).
+        scale = _triplet_scale(X_t, triplets)
+        self.scale_ = float(scale)
+        result = rda_global(X_t / scale, triplets, basis, **solver_options)
+        weights = result.coef / scale**2
+        self.global_weights_ = to_numpy(weights)
+        self.loss_curve_ = [objective for _, objective in result.history]
+        self.local_loss_curve_ = []
+        self.objective_ = result.objective
+        self.n_iter_ = result.n_iter
+        if not bool((weights > 0).any()):
+            warnings.warn(
+                "every basis weight is zero: the sparsity penalty beta is too strong for this "
+                "data (or max_iter too small). The learned metric is zero and neighbours are "
+                "arbitrary; decrease beta.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+        self.basis_ = to_numpy(basis)
+        if self.local and bool((weights > 0).any()):
+            self._fit_local(X_t, triplets, basis, weights, generator, solver_options)
+        else:
+            if self.local:
+                warnings.warn(
+                    "local=True but the global solution has no active basis; the model "
+                    "stays global.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+            self.local_coef_ = None
+            self.kernel_pca_ = None
+            self.weights_ = self.global_weights_.copy()
+            self.components_ = to_numpy(metric_factor(basis, weights))
+
+        self._n_features_out = self._transform_width()
+        self.triplets_ = to_numpy(triplets)
+        self.fit_X_ = X.copy()
+        self.fit_y_ = np.asarray(y, dtype=X.dtype).copy()
+        self.head_state_ = None
+        if self.head == "mlp":
+            self._fit_mlp_head(X_t, y_t, seed, device)
+        return self
+
+    def _fit_local(self, X, triplets, basis, weights, generator, solver_options):
+        active = weights > 0
+        basis_active = basis[active]
+        state = KernelPCAEmbedding.fit(X, int(self.n_kernel_components), generator)
+        embedding = KernelPCAEmbedding.transform(state, X)
+        theta0 = X.new_zeros((basis_active.shape[0], embedding.shape[1] + 1))
+        theta0[:, -1] = torch.sqrt(weights[active])
+        scale = self.scale_
+        theta0[:, -1] = torch.sqrt(weights[active]) * scale
+        options = dict(solver_options, gamma=float(self.local_gamma))
+        result = rda_local(X / scale, embedding, triplets, basis_active, theta0, **options)
+        theta = X.new_zeros((basis.shape[0], embedding.shape[1] + 1))
+        theta[active] = result.coef / scale
+        mean_weights = local_weights(embedding, theta).mean(0)
+        self.local_coef_ = to_numpy(theta)
+        self.kernel_pca_ = {name: to_numpy(value) for name, value in state.items()}
+        self.local_loss_curve_ = [objective for _, objective in result.history]
+        self.objective_ = result.objective
+        self.n_iter_ += result.n_iter
+        self.weights_ = to_numpy(mean_weights)
+        self.components_ = to_numpy(metric_factor(basis, mean_weights))
+
+    def _fit_mlp_head(self, X, y, seed, device):
+        features = self._features(X)
+        mean, std = features.mean(0), features.std(0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        y_mean, y_std = y.mean(), y.std().clamp_min(torch.finfo(y.dtype).tiny)
+        inputs, target = (features - mean) / std, (y - y_mean) / y_std
+        with seeded(seed):
+            network = make_mlp(features.shape[1], tuple(self.hidden_layer_sizes), 1)
+        network = network.to(device=device, dtype=X.dtype)
+        optimizer = torch.optim.Adam(network.parameters(), lr=1e-2, weight_decay=1e-4)
+        for _ in range(int(self.head_max_iter)):
+            optimizer.zero_grad()
+            loss = torch.mean((network(inputs).squeeze(1) - target) ** 2)
+            loss.backward()
+            optimizer.step()
+        if self.verbose:
+            print(f"[SCMLRegressor] mlp head: training MSE {float(loss) * float(y_std) ** 2:.6f}")
+        self.head_state_ = {
+            "network": state_to_numpy(network),
+            "feature_mean": to_numpy(mean),
+            "feature_std": to_numpy(std),
+            "y_mean": float(y_mean),
+            "y_std": float(y_std),
+        }
+
+    # ------------------------------------------------------------------ helpers
+
+    def _is_local(self):
+        return getattr(self, "local_coef_", None) is not None
+
+    def _local_rows(self):
+        """Bases kept by the local model (non-zero coefficient group)."""
+        return np.linalg.norm(self.local_coef_, axis=1) > 0
+
+    def _local_basis(self):
+        return self.basis_[self._local_rows()]
+
+    def _local_theta(self):
+        return self.local_coef_[self._local_rows()]
+
+    def _transform_width(self):
+        if self._is_local():
+            return max(int(self._local_rows().sum()), 1)
+        return self.components_.shape[0]
+
+    def _device_state(self, dtype):
+        """Fitted state as tensors on the device, in the dtype of the data."""
+        device = resolve_device(self.device)
+        as_tensor = lambda a: to_tensor(np.asarray(a, dtype=dtype), device)  # noqa: E731
+        state = {"device": device, "components": as_tensor(self.components_)}
+        if self._is_local():
+            state["basis"] = as_tensor(self._local_basis())
+            state["theta"] = as_tensor(self._local_theta())
+            state["kernel_pca"] = {k: as_tensor(v) for k, v in self.kernel_pca_.items()}
+        return state
+
+    def _local_weights_at(self, X, state):
+        z = KernelPCAEmbedding.transform(state["kernel_pca"], X)
+        return local_weights(z, state["theta"])
+
+    def _features(self, X, state=None):
+        """:meth:`transform` on a tensor: X L^T (global) or the SCML features (local)."""
+        state = state or self._device_state(to_numpy(X[:0]).dtype)
+        if not self._is_local():
+            return X @ state["components"].T
+        if state["basis"].shape[0] == 0:
+            return X.new_zeros((X.shape[0], 1))
+        weights = self._local_weights_at(X, state)
+        return torch.sqrt(weights) * (X @ state["basis"].T)
+
+    def _check_input(self, X):
+        check_is_fitted(self, "components_")
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    # ------------------------------------------------------------------ public API
+
+    def transform(self, X):
+        r"""Embed X with the learned metric.
+
+        Global model: :math:`X L^\top` (Euclidean distances there are the learned
+        distances). Local model: the SCML features
+        :math:`\phi_i(x) = \sqrt{w_i(x)}\, b_i^\top x` of the bases the model kept.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out)
+        """
+        X = self._check_input(X)
+        if not self._is_local():
+            return X @ np.asarray(self.components_, dtype=X.dtype).T
+        state = self._device_state(X.dtype)
+        return to_numpy(self._features(to_tensor(X, state["device"]), state))
+
+    def predict(self, X):
+        """Predict targets: kNN regression in the learned metric, or the network head.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X = self._check_input(X)
+        state = self._device_state(X.dtype)
+        X_t = to_tensor(X, state["device"])
+        if self.head == "mlp":
+            return self._predict_mlp(X_t, state)
+        return self._predict_knn(X_t, state)
+
+    def _predict_mlp(self, X, state):
+        head = self.head_state_
+        network = make_mlp(self._n_features_out, tuple(self.hidden_layer_sizes), 1)
+        network = load_numpy_state(network, head["network"], state["device"], dtype=X.dtype)
+        mean = to_tensor(head["feature_mean"], state["device"], X.dtype)
+        std = to_tensor(head["feature_std"], state["device"], X.dtype)
+        with torch.no_grad():
+            out = network((self._features(X, state) - mean) / std).squeeze(1)
+        return to_numpy(out * head["y_std"] + head["y_mean"])
+
+    def _neighbor_distances(self, queries, train, state):
+        """Squared learned distances from each query row to every training row."""
+        if not self._is_local():
+            zq = queries @ state["components"].T
+            zt = train @ state["components"].T
+            return torch.cdist(zq, zt) ** 2
+        if state["basis"].shape[0] == 0:
+            return queries.new_zeros((queries.shape[0], train.shape[0]))
+        weights = self._local_weights_at(queries, state)  # metric of each query
+        pq = queries @ state["basis"].T
+        pt = train @ state["basis"].T
+        sq = (
+            (weights * pq * pq).sum(1, keepdim=True)
+            - 2 * (weights * pq) @ pt.T
+            + weights @ (pt * pt).T
+        )
+        return sq.clamp_min(0)
+
+    def _predict_knn(self, X, state):
+        train = to_tensor(self.fit_X_, state["device"], X.dtype)
+        targets = to_tensor(self.fit_y_, state["device"], X.dtype)
+        k = min(int(self.n_neighbors), train.shape[0])
+        predictions = []
+        for start in range(0, X.shape[0], _QUERY_CHUNK):
+            sq = self._neighbor_distances(X[start : start + _QUERY_CHUNK], train, state)
+            nearest = torch.topk(sq, k, dim=1, largest=False, sorted=True).indices
+            predictions.append(targets[nearest].mean(1))
+        return to_numpy(torch.cat(predictions))
+
+    def get_mahalanobis_matrix(self, X=None):
+        r"""The learned Mahalanobis matrix.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), default=None
+            Points at which to evaluate a local metric.
+
+        Returns
+        -------
+        ndarray of shape (n_features, n_features) or (n_samples, n_features, n_features)
+            Without ``X``: :math:`M` (global) or the training average :math:`\bar M`
+            (local). With ``X``: :math:`M(x)` for each row (the same :math:`M` repeated
+            for a global model).
+        """
+        check_is_fitted(self, "components_")
+        if X is None:
+            return MahalanobisMixin.get_mahalanobis_matrix(self)
+        X = self._check_input(X)
+        if not self._is_local():
+            matrix = np.asarray(MahalanobisMixin.get_mahalanobis_matrix(self), dtype=X.dtype)
+            return np.broadcast_to(matrix, (X.shape[0],) + matrix.shape).copy()
+        state = self._device_state(X.dtype)
+        weights = self._local_weights_at(to_tensor(X, state["device"]), state)
+        basis = state["basis"]
+        return to_numpy(torch.einsum("ni,id,ie->nde", weights, basis, basis))
+
+    def get_metric(self):
+        """A callable distance for ``metric=`` parameters.
+
+        Returns
+        -------
+        MahalanobisDistance or LocalSCMLDissimilarity
+            The learned metric (global), or the local dissimilarity that uses the metric of
+            its first argument (local; not symmetric, use with brute-force searches).
+        """
+        check_is_fitted(self, "components_")
+        if self._is_local():
+            return LocalSCMLDissimilarity(self)
+        return MahalanobisDistance(self.components_)
+
+    def pair_distance(self, pairs):
+        """Learned distances between the two points of each pair.
+
+        Parameters
+        ----------
+        pairs : array-like of shape (n_pairs, 2, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_pairs,)
+            For a local model, measured with the metric :math:`M(u)` of the first point.
+        """
+        check_is_fitted(self, "components_")
+        if not self._is_local():
+            return MahalanobisMixin.pair_distance(self, pairs)
+        pairs = check_pairs(pairs, self.n_features_in_)
+        state = self._device_state(pairs.dtype)
+        first = to_tensor(np.ascontiguousarray(pairs[:, 0, :]), state["device"])
+        second = to_tensor(np.ascontiguousarray(pairs[:, 1, :]), state["device"])
+        weights = self._local_weights_at(first, state)
+        projected = (first - second) @ state["basis"].T
+        return to_numpy(torch.sqrt((weights * projected * projected).sum(1)))

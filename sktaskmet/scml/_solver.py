@@ -1,0 +1,547 @@
+r"""The SCML solvers in torch: AdaGrad-scaled regularised dual averaging (RDA).
+
+Global SCML
+-----------
+With basis vectors :math:`b_1, \dots, b_K` and triplets :math:`C`, the problem is
+
+.. math::
+
+    \min_{w \ge 0}\; F(w) = \frac{1}{|C|} \sum_{(a,p,n) \in C}
+        \big[1 + d_w(x_a, x_p) - d_w(x_a, x_n)\big]_+ + \beta \lVert w \rVert_1,
+    \qquad d_w(u, v) = \sum_i w_i \big(b_i^\top (u - v)\big)^2 .
+
+The hinge term of triplet :math:`t` is linear in :math:`w`: :math:`1 + w^\top D_t` with
+:math:`D_{ti} = (b_i^\top(x_a - x_p))^2 - (b_i^\top(x_a - x_n))^2`. A mini-batch
+subgradient is :math:`g = \frac{1}{|B|}\sum_{t \in B,\, 1 + w^\top D_t > 0} D_t`.
+RDA keeps the running mean :math:`\bar g_t` of the subgradients and AdaGrad the
+accumulator :math:`H_t = \sqrt{\sum_{s \le t} g_s^2}` (per coordinate); the next iterate
+solves :math:`\min_{w \ge 0} \langle \bar g_t, w\rangle + \beta\lVert w\rVert_1 +
+\frac{\gamma(\delta + H_t)}{2(t+1)} \lVert w \rVert^2` in closed form:
+
+.. math::
+
+    w_{t+1} = \frac{t + 1}{\gamma (\delta + H_t)} \max\big(-(\bar g_t + \beta), 0\big).
+
+:math:`D_t` is never stored for all triplets (that matrix has
+:math:`|C| \times K` entries): each block of iterations gathers the rows of
+:math:`X` its triplets need and projects them on the basis, :math:`X_{\text{rows}} B^\top`.
+Every ``output_iter`` iterations two candidates are evaluated, the iterate and the
+running mean of the iterates (the point RDA's convergence guarantee is about), each with
+its overall scale tuned by an exact line search (:math:`F(\alpha w)` is convex in
+:math:`\alpha` and costs :math:`O(|C|)` per evaluation), and the best point seen is kept;
+the iterations themselves continue from the untouched iterate. The full objective
+is computed through the metric itself: :math:`d_w(u, v) = \lVert L(u - v)\rVert^2` with
+:math:`L^\top L = \sum_i w_i b_i b_i^\top`, in chunks of triplets, which costs
+:math:`O(|C| d)` instead of :math:`O(|C| K)`.
+
+Local SCML
+----------
+The weights depend on the point through an embedding :math:`z(x) \in \mathbb{R}^m`
+(kernel PCA): :math:`w_i(x) = (\theta_i^\top \tilde z(x))^2` with
+:math:`\tilde z = [z; 1]` and :math:`\theta_i = [a_i; c_i]`, evaluated at the anchor of
+each triplet, and a group-lasso penalty :math:`\beta \sum_i \lVert\theta_i\rVert_2`.
+The same RDA scheme with one AdaGrad scale per group and the group soft-threshold gives
+
+.. math::
+
+    u_i = \theta^{(0)}_i - \frac{t+1}{\gamma(\delta + H_{t,i})} \bar g_{t,i}, \qquad
+    \theta_i = u_i \max\Big(0, 1 - \frac{(t+1)\beta}{\gamma(\delta + H_{t,i})
+        \lVert u_i \rVert}\Big),
+
+centred on the initial point :math:`\theta^{(0)}` (the global solution:
+:math:`a_i = 0`, :math:`c_i = \sqrt{w_i}`), so the local model starts where the global one
+ended. The problem is not convex; the best full objective seen is kept.
+"""
+
+import math
+import time
+import warnings
+
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = [
+    "rda_global",
+    "rda_local",
+    "global_objective",
+    "local_objective",
+    "metric_factor",
+    "local_weights",
+    "KernelPCAEmbedding",
+    "SolverResult",
+]
+
+# AdaGrad's slack: keeps the first steps finite when a coordinate has seen no gradient.
+DELTA = 1e-3
+# Iterations whose mini-batches are gathered in one go: small enough that the block of
+# D_t stays in cache (the loop is memory-bound), large enough to amortise the gather.
+BLOCK_ITERATIONS = 8
+# X B^T is kept for the whole solve when it has at most this many entries; larger problems
+# project the rows each block needs instead (same result, more matrix products).
+MAX_PROJECTION_ENTRIES = 2**24
+# Triplets (or pairs) per chunk of the full objective: bounds its temporaries.
+OBJECTIVE_CHUNK = 8192
+
+
+class NumericalFailureWarning(ConvergenceWarning, RuntimeWarning):
+    """A NaN or infinity appeared during the solve; the last good iterate was kept."""
+
+
+class SolverResult:
+    """What a solve returns: the best iterate, its objective and the history.
+
+    Attributes
+    ----------
+    coef : torch.Tensor
+        Best iterate (``w`` of shape (K,) for the global solver, ``theta`` of shape
+        (K, m + 1) for the local one).
+    objective : float
+        Full objective of ``coef``.
+    history : list of (int, float)
+        (iteration, full objective) at every evaluation, iteration 0 being the start.
+    n_iter : int
+        Iterations run.
+    failed : bool
+        Whether the solve stopped on a non-finite value.
+    """
+
+    def __init__(self, coef, objective, history, n_iter, failed):
+        self.coef = coef
+        self.objective = objective
+        self.history = history
+        self.n_iter = n_iter
+        self.failed = failed
+
+
+def _index_stream(n_triplets, generator, device):
+    """Endless mini-batch indices: successive random permutations (sampling without
+    replacement inside an epoch has less variance than independent draws)."""
+    buffer = torch.empty(0, dtype=torch.long, device=device)
+
+    def take(count):
+        nonlocal buffer
+        while buffer.shape[0] < count:
+            perm = torch.randperm(n_triplets, generator=generator, device=device)
+            buffer = torch.cat([buffer, perm])
+        out, buffer = buffer[:count], buffer[count:]
+        return out
+
+    return take
+
+
+class _Projector:
+    """Rows of :math:`X B^\top` on demand: stored when small enough, computed otherwise."""
+
+    def __init__(self, X, basis):
+        self.X, self.basis = X, basis
+        small = X.shape[0] * basis.shape[0] <= MAX_PROJECTION_ENTRIES
+        self.projected = X @ basis.T if small else None
+
+    def __call__(self, rows):
+        if self.projected is not None:
+            return self.projected[rows]
+        return self.X[rows] @ self.basis.T
+
+
+def _distance_differences(project, triplets):
+    r""":math:`D_{ti}` for the given triplets, shape ``triplets.shape[:-1] + (K,)``."""
+    projected = project(triplets)  # one gather for the three points of every triplet
+    proj_a, proj_p, proj_n = projected.unbind(-2)
+    # (a - p)^2 - (a - n)^2 = (n - p)(2a - p - n): one product instead of two squares.
+    return (proj_n - proj_p) * (2 * proj_a - proj_p - proj_n)
+
+
+def metric_factor(basis, weights):
+    r"""A factor :math:`L` with :math:`L^\top L = \sum_i w_i b_i b_i^\top`.
+
+    With at most ``n_features`` active bases this is :math:`\operatorname{diag}(\sqrt{w})B`
+    restricted to them; with more, the eigen-factor of the :math:`d \times d` matrix, so
+    that :math:`L` never has more rows than features.
+
+    Returns
+    -------
+    torch.Tensor of shape (r, n_features), r <= n_features (r >= 1)
+    """
+    active = weights > 0
+    d = basis.shape[1]
+    if not bool(active.any()):
+        return basis.new_zeros((1, d))
+    w = weights[active]
+    rows = basis[active]
+    if rows.shape[0] <= d:
+        return torch.sqrt(w)[:, None] * rows
+    matrix = rows.T @ (w[:, None] * rows)
+    eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return torch.sqrt(eigenvalues.clamp_min(0))[:, None] * eigenvectors.T
+
+
+class _TripletPairs:
+    """The distinct (anchor, other) pairs of a triplet set, and where each triplet's lie.
+
+    Triplets share pairs (each genuine pair appears with every impostor of its anchor), so
+    the full objective computes each pair distance once and gathers scalars per triplet.
+    """
+
+    def __init__(self, triplets, n_samples):
+        keys = torch.cat(
+            [
+                triplets[:, 0] * n_samples + triplets[:, 1],
+                triplets[:, 0] * n_samples + triplets[:, 2],
+            ]
+        )
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        self.first = torch.div(unique, n_samples, rounding_mode="floor")
+        self.second = unique - self.first * n_samples
+        self.genuine, self.impostor = inverse.split(triplets.shape[0])
+        self.n_triplets = triplets.shape[0]
+
+    def margins(self, embedded, chunk_size=OBJECTIVE_CHUNK):
+        r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from an embedding."""
+        distances = embedded.new_empty(self.first.shape[0])
+        for start in range(0, self.first.shape[0], chunk_size):
+            diff = embedded[self.first[start : start + chunk_size]]
+            diff.sub_(embedded[self.second[start : start + chunk_size]])
+            distances[start : start + chunk_size] = (diff * diff).sum(1)
+        return distances[self.genuine] - distances[self.impostor]
+
+
+@torch.inference_mode()
+def global_objective(X, triplets, basis, weights, beta, pairs=None):
+    """Full global SCML objective :math:`F(w)` (see the module docstring).
+
+    ``pairs`` (a ``_TripletPairs`` of ``triplets``) is built when not given.
+    """
+    pairs = pairs if pairs is not None else _TripletPairs(triplets, X.shape[0])
+    embedded = X @ metric_factor(basis, weights).T
+    hinge = torch.relu(1 + pairs.margins(embedded)).mean()
+    return hinge + beta * weights.sum()
+
+
+@torch.inference_mode()
+def _tune_scale(X, pairs, basis, weights, beta, steps=20):
+    r"""Exact line search of :math:`F(lpha w)` over the scale :math:`lpha > 0`.
+
+        :math:`F(lpha w) = \operatorname{mean}_t [1 + lpha \Delta_t]_+ + lphaeta
+        \lVert w
+    Vert_1` with :math:`\Delta_t = d_w(a, p) - d_w(a, n)` is convex in
+        :math:`lpha`, and each evaluation costs :math:`O(|C|)` once the :math:`\Delta_t` are
+        known, so a golden-section search on :math:`\loglpha \in [-4, 4]` is almost free. It
+        corrects the overall magnitude of the stochastic iterate, which the large RDA steps get
+        only roughly right, without touching its sparsity pattern.
+
+        Returns
+        -------
+        (weights, objective) : the rescaled weights and their full objective.
+    """
+    if not bool((weights > 0).any()):
+        return weights, 1.0  # every hinge is 1, no penalty
+    delta = pairs.margins(X @ metric_factor(basis, weights).T)
+    l1 = float(weights.sum())
+
+    def objective(log_scale):
+        scale = math.exp(log_scale)
+        return float(torch.relu(1 + scale * delta).mean()) + beta * scale * l1
+
+    ratio = (math.sqrt(5) - 1) / 2
+    low, high = -4.0, 4.0
+    left, right = high - ratio * (high - low), low + ratio * (high - low)
+    f_left, f_right = objective(left), objective(right)
+    for _ in range(steps):
+        if f_left <= f_right:
+            high, right, f_right = right, left, f_left
+            left = high - ratio * (high - low)
+            f_left = objective(left)
+        else:
+            low, left, f_left = left, right, f_right
+            right = low + ratio * (high - low)
+            f_right = objective(right)
+    best_log = left if f_left <= f_right else right
+    best_value = min(f_left, f_right)
+    at_one = objective(0.0)
+    if not best_value < at_one or not math.isfinite(best_value):
+        return weights, at_one
+    return weights * math.exp(best_log), best_value
+
+
+def _report(verbose, stage, iteration, objective, best, start):
+    if verbose:
+        print(
+            f"[SCMLRegressor] {stage} iter {iteration:6d}  objective {objective:.6f}  "
+            f"best {best:.6f}  ({time.perf_counter() - start:.2f} s)"
+        )
+
+
+@torch.inference_mode()
+def rda_global(
+    X,
+    triplets,
+    basis,
+    *,
+    beta,
+    gamma,
+    max_iter,
+    batch_size,
+    output_iter,
+    generator,
+    verbose=0,
+):
+    r"""Global SCML by AdaGrad-RDA with the non-negative :math:`\ell_1` prox.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    triplets : torch.Tensor of shape (n_triplets, 3), int64
+    basis : torch.Tensor of shape (K, n_features)
+    beta, gamma : float
+        :math:`\ell_1` strength and the inverse step size.
+    max_iter, batch_size, output_iter : int
+    generator : torch.Generator
+        On the device of X; draws the mini-batches.
+    verbose : int
+
+    Returns
+    -------
+    SolverResult
+        ``coef`` is the best weight vector :math:`w` (shape (K,)).
+    """
+    device, dtype = X.device, X.dtype
+    n_basis = basis.shape[0]
+    weights = torch.zeros(n_basis, dtype=dtype, device=device)
+    grad_sum = torch.zeros_like(weights)  # sum of unscaled batch gradients
+    grad_sq = torch.zeros_like(weights)  # sum of their squares
+    # The closed form above, with g = g_sum / batch_size folded into the constants:
+    # w = max(-(G + beta (t+1) b), 0) / (gamma (delta b + sqrt(Q))).
+    slack = DELTA * batch_size
+    zeros = torch.zeros_like(weights)
+    ones = torch.ones(batch_size, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    take = _index_stream(triplets.shape[0], generator, device)
+    project = _Projector(X, basis)
+    pairs = _TripletPairs(triplets, X.shape[0])
+    start = time.perf_counter()
+    best = float(global_objective(X, triplets, basis, weights, beta, pairs=pairs))
+    best_weights = weights.clone()
+    # Running mean of the iterates: RDA's convergence guarantee is for this average, and it
+    # is far steadier than the last iterate when the steps are large.
+    mean_weights = weights.clone()
+    history = [(0, best)]
+    _report(verbose, "global", 0, best, best, start)
+    failed = False
+    iteration = 0
+    while iteration < max_iter and not failed:
+        n_block = min(BLOCK_ITERATIONS, max_iter - iteration)
+        batch = triplets[take(n_block * batch_size)].reshape(n_block, batch_size, 3)
+        diffs = _distance_differences(project, batch)  # (n_block, batch_size, K)
+        for j in range(n_block):
+            block_diffs = diffs[j]
+            # 1 + D_t w > 0 as 0/1 floats, in two fused calls (the loop is dispatch-bound).
+            hinge_active = torch.heaviside(torch.addmv(ones, block_diffs, weights), zero)
+            grad = torch.mv(block_diffs.T, hinge_active)
+            grad_sum.add_(grad)
+            grad_sq.addcmul_(grad, grad)
+            iteration += 1
+            numerator = torch.add(grad_sum, beta * iteration * batch_size).clamp_(max=0)
+            weights = torch.addcdiv(
+                zeros, numerator, grad_sq.sqrt().add_(slack), value=-1.0 / gamma
+            )
+            mean_weights.lerp_(weights, 1.0 / iteration)
+            if iteration % output_iter == 0 or iteration == max_iter:
+                candidate, objective = _tune_scale(X, pairs, basis, weights, beta)
+                averaged, averaged_objective = _tune_scale(X, pairs, basis, mean_weights, beta)
+                if averaged_objective < objective:
+                    objective, candidate = averaged_objective, averaged
+                if not math.isfinite(objective) or not bool(torch.isfinite(candidate).all()):
+                    warnings.warn(
+                        f"the global SCML solve produced a non-finite value at iteration "
+                        f"{iteration}; the best weights found before it are kept. Scale the "
+                        "features or increase gamma.",
+                        NumericalFailureWarning,
+                        stacklevel=3,
+                    )
+                    failed = True
+                    break
+                history.append((iteration, objective))
+                if objective < best:
+                    best, best_weights = objective, candidate.clone()
+                _report(verbose, "global", iteration, objective, best, start)
+    return SolverResult(best_weights, best, history, iteration, failed)
+
+
+def local_weights(embedding, theta):
+    r""":math:`w_i(x) = (\theta_i^\top [z(x); 1])^2` for rows of the embedding, shape (n, K)."""
+    return (embedding @ theta[:, :-1].T + theta[:, -1]) ** 2
+
+
+@torch.inference_mode()
+def local_objective(X, embedding, triplets, basis, theta, beta, chunk_size=OBJECTIVE_CHUNK):
+    """Full local SCML objective, in chunks of triplets."""
+    return _local_objective(_Projector(X, basis), embedding, triplets, theta, beta, chunk_size)
+
+
+def _local_objective(project, embedding, triplets, theta, beta, chunk_size=OBJECTIVE_CHUNK):
+    total = theta.new_zeros(())
+    # Each chunk holds (chunk, K) blocks: scale the chunk so that it stays ~chunk_size * 16.
+    chunk_size = max(1, chunk_size * 16 // max(theta.shape[0], 16))
+    for start in range(0, triplets.shape[0], chunk_size):
+        chunk = triplets[start : start + chunk_size]
+        weights = local_weights(embedding[chunk[:, 0]], theta)
+        margin = 1 + (weights * _distance_differences(project, chunk)).sum(1)
+        total = total + torch.relu(margin).sum()
+    penalty = torch.linalg.vector_norm(theta, dim=1).sum()
+    return total / triplets.shape[0] + beta * penalty
+
+
+@torch.inference_mode()
+def rda_local(
+    X,
+    embedding,
+    triplets,
+    basis,
+    theta0,
+    *,
+    beta,
+    gamma,
+    max_iter,
+    batch_size,
+    output_iter,
+    generator,
+    verbose=0,
+):
+    r"""Local SCML by AdaGrad-RDA with the group-lasso prox, centred on ``theta0``.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    embedding : torch.Tensor of shape (n_samples, m)
+        :math:`z(x)` of every training point.
+    triplets : torch.Tensor of shape (n_triplets, 3)
+    basis : torch.Tensor of shape (K, n_features)
+    theta0 : torch.Tensor of shape (K, m + 1)
+        Starting point, rows :math:`[a_i; c_i]`.
+
+    Returns
+    -------
+    SolverResult
+        ``coef`` is the best :math:`\theta` (shape (K, m + 1)).
+    """
+    device, dtype = X.device, X.dtype
+    n_basis, width = theta0.shape
+    theta = theta0.clone()
+    grad_sum = torch.zeros_like(theta)
+    grad_sq = torch.zeros(n_basis, dtype=dtype, device=device)  # per group, mean over coords
+    slack = DELTA * batch_size
+    ones = torch.ones(X.shape[0], 1, dtype=dtype, device=device)
+    augmented = torch.cat([embedding, ones], dim=1)  # [z; 1]
+    take = _index_stream(triplets.shape[0], generator, device)
+    project = _Projector(X, basis)
+    start = time.perf_counter()
+    best = float(_local_objective(project, embedding, triplets, theta, beta))
+    best_theta = theta.clone()
+    history = [(0, best)]
+    _report(verbose, "local", 0, best, best, start)
+    failed = False
+    iteration = 0
+    while iteration < max_iter and not failed:
+        n_block = min(BLOCK_ITERATIONS, max_iter - iteration)
+        batch = triplets[take(n_block * batch_size)].reshape(n_block, batch_size, 3)
+        diffs = _distance_differences(project, batch)  # (n_block, batch_size, K)
+        anchors = augmented[batch[..., 0]]  # (n_block, batch_size, m + 1)
+        for j in range(n_block):
+            z = anchors[j]
+            root = z @ theta.T  # sqrt of w_i(x_a), signed: (batch_size, K)
+            hinge_active = ((root * root * diffs[j]).sum(1) > -1).to(dtype)
+            coefficient = 2 * root * diffs[j] * hinge_active[:, None]
+            grad = coefficient.T @ z  # (K, m + 1)
+            grad_sum.add_(grad)
+            grad_sq.add_((grad * grad).mean(1))
+            iteration += 1
+            scale = 1.0 / (gamma * (grad_sq.sqrt() + slack))  # (t+1)/(gamma (delta+H)) / (t+1)b
+            centre = theta0 - grad_sum * scale[:, None]
+            norms = torch.linalg.vector_norm(centre, dim=1)
+            threshold = beta * iteration * batch_size * scale
+            shrink = torch.clamp(1 - threshold / norms.clamp_min(torch.finfo(dtype).tiny), min=0)
+            theta = centre * shrink[:, None]
+            if iteration % output_iter == 0 or iteration == max_iter:
+                objective = float(_local_objective(project, embedding, triplets, theta, beta))
+                if not math.isfinite(objective) or not bool(torch.isfinite(theta).all()):
+                    warnings.warn(
+                        f"the local SCML solve produced a non-finite value at iteration "
+                        f"{iteration}; the best local weights found before it are kept. "
+                        "Increase gamma.",
+                        NumericalFailureWarning,
+                        stacklevel=3,
+                    )
+                    failed = True
+                    break
+                history.append((iteration, objective))
+                if objective < best:
+                    best, best_theta = objective, theta.clone()
+                _report(verbose, "local", iteration, objective, best, start)
+    return SolverResult(best_theta, best, history, iteration, failed)
+
+
+class KernelPCAEmbedding:
+    r"""RBF kernel-PCA embedding :math:`z(x)` of SCML-Local, whitened.
+
+    The kernel is :math:`k(u, v) = \exp(-\lVert u - v\rVert^2 / (2\sigma^2))` with
+    :math:`\sigma` the median pairwise distance of the landmarks. Kernel PCA is solved on
+    at most ``max_landmarks`` training points (all of them when there are fewer; a random
+    subset otherwise, so the cost stays :math:`O(\text{landmarks}^2)`), and every point is
+    embedded by the centred kernel against the landmarks. Each component is scaled to unit
+    variance on the training data so that the local weights see comparable inputs.
+
+    The fitted state is a dict of tensors (``state``), stored by the estimator as numpy.
+    """
+
+    max_landmarks = 2000
+
+    @staticmethod
+    def fit(X, n_components, generator):
+        n = X.shape[0]
+        if n > KernelPCAEmbedding.max_landmarks:
+            rows = torch.randperm(n, generator=generator, device=X.device)
+            landmarks = X[rows[: KernelPCAEmbedding.max_landmarks]]
+        else:
+            landmarks = X
+        sq = torch.cdist(landmarks, landmarks) ** 2
+        off_diagonal = ~torch.eye(landmarks.shape[0], dtype=torch.bool, device=X.device)
+        sigma = torch.sqrt(torch.median(sq[off_diagonal])) if landmarks.shape[0] > 1 else None
+        if sigma is None or not bool(sigma > 0):
+            sigma = torch.ones((), dtype=X.dtype, device=X.device)
+        gram = torch.exp(-sq / (2 * sigma**2))
+        col_mean = gram.mean(0)
+        total_mean = col_mean.mean()
+        centred = gram - col_mean[None, :] - col_mean[:, None] + total_mean
+        eigenvalues, eigenvectors = torch.linalg.eigh((centred + centred.T) / 2)
+        k = min(n_components, landmarks.shape[0])
+        eigenvalues, eigenvectors = eigenvalues.flip(0)[:k], eigenvectors.flip(1)[:, :k]
+        keep = eigenvalues > 1e3 * torch.finfo(X.dtype).eps * eigenvalues[0].clamp_min(1e-300)
+        if not bool(keep.any()):
+            keep[0] = True
+        eigenvalues = eigenvalues[keep].clamp_min(torch.finfo(X.dtype).tiny)
+        alphas = eigenvectors[:, keep] / torch.sqrt(eigenvalues)
+        state = {
+            "landmarks": landmarks,
+            "sigma": sigma.reshape(()),
+            "alphas": alphas,
+            "col_mean": col_mean,
+            "total_mean": total_mean.reshape(()),
+            "scale": torch.ones(alphas.shape[1], dtype=X.dtype, device=X.device),
+        }
+        embedded = KernelPCAEmbedding.transform(state, X)
+        std = embedded.std(0)
+        state["scale"] = torch.where(std > 0, std, torch.ones_like(std))
+        return state
+
+    @staticmethod
+    def transform(state, X, chunk_size=4096):
+        blocks = []
+        for start in range(0, X.shape[0], chunk_size):
+            rows = X[start : start + chunk_size]
+            sq = torch.cdist(rows, state["landmarks"]) ** 2
+            gram = torch.exp(-sq / (2 * state["sigma"] ** 2))
+            centred = (
+                gram - state["col_mean"][None, :] - gram.mean(1, keepdim=True) + state["total_mean"]
+            )
+            blocks.append((centred @ state["alphas"]) / state["scale"])
+        return torch.cat(blocks, dim=0)

@@ -1,0 +1,139 @@
+r"""Triplet constraints from continuous targets.
+
+SCML learns from triplets :math:`(a, p, n)` that say "the anchor :math:`x_a` should be
+closer to :math:`x_p` than to :math:`x_n`". With class labels, :math:`p` is a same-class
+neighbour and :math:`n` an other-class neighbour (an impostor). With a continuous target
+there are no classes, so closeness of the *targets* decides: among the Euclidean
+neighbours of each anchor, the genuine neighbours are those whose targets are closest to
+:math:`y_a` and the impostors those whose targets are farthest from it. A triplet is kept
+only when its ordering is strict, :math:`|y_a - y_p| < |y_a - y_n|`, so ties in the target
+(a discrete or coarsely rounded target) never produce a contradictory constraint.
+"""
+
+import numpy as np
+import torch
+
+__all__ = ["regression_triplets", "euclidean_neighbors"]
+
+# Size of the pool of Euclidean neighbours, as a multiple of k_genuine + k_impostor: a pool
+# larger than the number of points used lets the target choose the extremes of the pool.
+CANDIDATE_FACTOR = 2
+
+
+def euclidean_neighbors(X, n_neighbors, chunk_size=256):
+    """Indices of the ``n_neighbors`` nearest other rows of X (itself excluded).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    n_neighbors : int
+        At most ``n_samples - 1``.
+    chunk_size : int, default=256
+        Rows of X handled at once; bounds the memory at ``chunk_size * n_samples``.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples, n_neighbors), int64
+        Nearest first.
+    """
+    n = X.shape[0]
+    sq_norms = (X * X).sum(1)
+    blocks = []
+    for start in range(0, n, chunk_size):
+        rows = X[start : start + chunk_size]
+        # The expansion is fine here: only the ranking of neighbours is used. In place, so
+        # that one (chunk_size, n) buffer is alive at a time.
+        sq = torch.mm(rows, X.T).mul_(-2).add_(sq_norms[None, :])
+        sq.add_(sq_norms[start : start + chunk_size, None])
+        own = torch.arange(start, start + rows.shape[0], device=X.device)
+        sq[torch.arange(rows.shape[0], device=X.device), own] = float("inf")
+        blocks.append(torch.topk(sq, n_neighbors, dim=1, largest=False, sorted=True).indices)
+    return torch.cat(blocks, dim=0)
+
+
+def regression_triplets(X, y, k_genuine=3, k_impostor=10, n_candidates=None):
+    r"""Triplets :math:`(a, p, n)` for a continuous target, with strict target orderings.
+
+    For each anchor :math:`a`, take its ``n_candidates`` nearest Euclidean neighbours and
+    sort them by :math:`|y_j - y_a|`. The ``k_genuine`` closest in target are the genuine
+    neighbours :math:`p`, the ``k_impostor`` farthest are the impostors :math:`n`; every
+    pair (genuine, impostor) gives a triplet, kept only if
+    :math:`|y_a - y_p| < |y_a - y_n|`.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    y : torch.Tensor of shape (n_samples,)
+    k_genuine : int, default=3
+    k_impostor : int, default=10
+    n_candidates : int, optional
+        Size of the Euclidean neighbourhood; defaults to
+        ``min(n_samples - 1, 2 * (k_genuine + k_impostor))``. Must be at least
+        ``k_genuine + k_impostor``. If no neighbourhood of this size has a strict
+        ordering (the target is constant inside each), the pool is doubled until one has.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_triplets, 3), int64
+        Rows ``(anchor, genuine, impostor)``, on the device of X; at most
+        ``n_samples * k_genuine * k_impostor`` of them.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than ``k_genuine + k_impostor + 1`` samples, or if no triplet
+        has a strict ordering (a constant target).
+    """
+    n = X.shape[0]
+    needed = k_genuine + k_impostor
+    if n - 1 < needed:
+        raise ValueError(
+            f"k_genuine + k_impostor = {needed} neighbours are asked for each point, but X has "
+            f"only {n} samples ({n - 1} neighbours per point). Lower k_genuine or k_impostor, "
+            "or pass more samples."
+        )
+    if n_candidates is None:
+        n_candidates = min(n - 1, CANDIDATE_FACTOR * needed)
+    n_candidates = max(int(n_candidates), needed)
+    triplets = _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates)
+    # Where the target is constant inside every neighbourhood (well-separated clusters of
+    # equal targets), widen the pool until some ordering is strict.
+    while triplets.shape[0] == 0 and n_candidates < n - 1:
+        n_candidates = min(n - 1, 2 * n_candidates)
+        triplets = _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates)
+    if triplets.shape[0] == 0:
+        raise ValueError(
+            "no triplet (anchor, genuine, impostor) with |y_a - y_genuine| < |y_a - y_impostor| "
+            "could be formed: the target y is constant (or constant within every "
+            "neighbourhood). SCMLRegressor needs a target that varies."
+        )
+    return triplets
+
+
+def _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates):
+    n = X.shape[0]
+    neighbors = euclidean_neighbors(X, n_candidates)
+    gaps = (y[neighbors] - y[:, None]).abs()
+    # A stable sort keeps the Euclidean order among equal target gaps: reproducible.
+    order = torch.sort(gaps, dim=1, stable=True).indices
+    genuine_pos = order[:, :k_genuine]
+    impostor_pos = order[:, n_candidates - k_impostor :]
+    genuine = torch.gather(neighbors, 1, genuine_pos)
+    impostor = torch.gather(neighbors, 1, impostor_pos)
+    genuine_gap = torch.gather(gaps, 1, genuine_pos)
+    impostor_gap = torch.gather(gaps, 1, impostor_pos)
+    strict = genuine_gap[:, :, None] < impostor_gap[:, None, :]
+    anchors = torch.arange(n, device=X.device)[:, None, None].expand_as(strict)
+    return torch.stack(
+        [
+            anchors[strict],
+            genuine[:, :, None].expand_as(strict)[strict],
+            impostor[:, None, :].expand_as(strict)[strict],
+        ],
+        dim=1,
+    )
+
+
+def triplets_as_numpy(triplets):
+    """Triplet indices as an int64 numpy array (for users and tests)."""
+    return np.asarray(triplets.detach().cpu().numpy(), dtype=np.int64)

@@ -1,0 +1,460 @@
+"""Tests of SCMLRegressor: triplets, bases, solvers, metric axioms and scikit-learn use."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sktaskmet import SCMLRegressor
+from sktaskmet.scml import LocalSCMLDissimilarity
+from sktaskmet.scml._bases import (
+    identity_basis,
+    lda_basis,
+    quantile_bins,
+    random_basis,
+    triplet_diff_basis,
+)
+from sktaskmet.scml._solver import (
+    KernelPCAEmbedding,
+    NumericalFailureWarning,
+    global_objective,
+    local_objective,
+    rda_global,
+    rda_local,
+)
+from sktaskmet.scml._triplets import regression_triplets
+from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
+
+FAST = dict(n_basis=12, max_iter=300, output_iter=50, k_genuine=2, k_impostor=4, device="cpu")
+
+
+def relevant_features_problem(n_samples=160, n_noise=4, seed=0):
+    """y depends on the first two features only; the others are noise of the same scale."""
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(-1, 1, size=(n_samples, 2 + n_noise))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.05 * rng.randn(n_samples)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return relevant_features_problem()
+
+
+@pytest.fixture(scope="module")
+def fitted_global(problem):
+    X, y = problem
+    return SCMLRegressor(random_state=0, **FAST).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def fitted_local(problem):
+    X, y = problem
+    return SCMLRegressor(local=True, n_kernel_components=6, random_state=0, **FAST).fit(X, y)
+
+
+def direct_objective(X, triplets, basis, weights, beta):
+    """The global objective from its definition, materialising every D_t (small data only)."""
+    proj = X @ basis.T
+    a, p, n = triplets.T
+    diffs = (proj[a] - proj[p]) ** 2 - (proj[a] - proj[n]) ** 2
+    return np.maximum(1 + diffs @ weights, 0).mean() + beta * weights.sum()
+
+
+# ----------------------------------------------------------------------------- triplets
+
+
+def test_triplets_have_strict_target_orderings(problem):
+    X, y = problem
+    y = np.round(y, 1)  # ties in the target must not produce contradictory triplets
+    triplets = regression_triplets(torch.from_numpy(X), torch.from_numpy(y), 3, 5).numpy()
+    a, p, n = triplets.T
+    assert len(triplets) > 0
+    assert len(triplets) <= len(X) * 3 * 5
+    assert np.all(np.abs(y[a] - y[p]) < np.abs(y[a] - y[n]))
+    assert np.all((a != p) & (a != n) & (p != n))
+    assert set(np.unique(a)) <= set(range(len(X)))
+
+
+def test_triplets_widen_the_pool_when_targets_are_constant_per_cluster():
+    # Two far-apart clusters, constant target inside each: no local ordering is strict.
+    X = np.vstack([np.zeros((12, 2)), np.full((12, 2), 10.0)]) + 0.01 * np.arange(24)[:, None]
+    y = np.repeat([0.0, 1.0], 12)
+    triplets = regression_triplets(torch.from_numpy(X), torch.from_numpy(y), 2, 3).numpy()
+    a, p, n = triplets.T
+    assert len(triplets) > 0
+    assert np.all(y[a] == y[p]) and np.all(y[a] != y[n])
+
+
+def test_triplets_errors():
+    X = torch.randn(6, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="only 6 samples"):
+        regression_triplets(X, torch.arange(6.0, dtype=torch.float64), 3, 3)
+    with pytest.raises(ValueError, match="constant"):
+        regression_triplets(X, torch.zeros(6, dtype=torch.float64), 2, 2)
+
+
+# ----------------------------------------------------------------------------- bases
+
+
+def test_bases_have_unit_rows_and_the_asked_shape(problem):
+    X, y = problem
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    triplets = regression_triplets(X_t, y_t, 2, 4)
+    generator = torch.Generator().manual_seed(0)
+    bases = {
+        "triplet_diffs": triplet_diff_basis(X_t, triplets, 15, generator),
+        "lda": lda_basis(X_t, y_t, 15, random_state=0),
+        "random": random_basis(15, X.shape[1], generator, dtype=torch.float64),
+        "identity": identity_basis(X.shape[1]),
+    }
+    for name, basis in bases.items():
+        expected = X.shape[1] if name == "identity" else 15
+        assert basis.shape == (expected, X.shape[1]), name
+        np.testing.assert_allclose(torch.linalg.vector_norm(basis, dim=1), 1.0, err_msg=name)
+
+
+def test_quantile_bins_are_consecutive_classes():
+    y = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=torch.float64)
+    labels = quantile_bins(y, 5)
+    assert labels.min() == 0 and set(labels.tolist()) == set(range(int(labels.max()) + 1))
+    assert torch.all(labels[1:] >= labels[:-1])  # monotone in y
+
+
+# ----------------------------------------------------------------------------- solver
+
+
+def test_global_objective_matches_its_definition(problem):
+    X, y = problem
+    X_t = torch.from_numpy(X)
+    triplets = regression_triplets(X_t, torch.from_numpy(y), 2, 4)
+    basis = random_basis(20, X.shape[1], torch.Generator().manual_seed(1), dtype=torch.float64)
+    rng = np.random.RandomState(0)
+    for weights in [np.zeros(20), rng.rand(20), rng.rand(20) * (rng.rand(20) > 0.5)]:
+        ours = float(global_objective(X_t, triplets, basis, torch.from_numpy(weights), 0.1))
+        expected = direct_objective(X, triplets.numpy(), basis.numpy(), weights, 0.1)
+        np.testing.assert_allclose(ours, expected, rtol=1e-10)
+
+
+def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
+    X, y = problem
+    X_t = torch.from_numpy(X)
+    triplets = regression_triplets(X_t, torch.from_numpy(y), 2, 4)
+    basis = identity_basis(X.shape[1])
+    result = rda_global(
+        X_t,
+        triplets,
+        basis,
+        beta=1e-4,
+        gamma=0.5,
+        max_iter=400,
+        batch_size=10,
+        output_iter=50,
+        generator=torch.Generator().manual_seed(0),
+    )
+    objectives = [value for _, value in result.history]
+    assert objectives[0] == pytest.approx(1.0)  # w = 0: every hinge is 1
+    assert result.objective <= min(objectives)  # best iterate, then its scale tuned
+    assert result.objective < 0.9
+    assert torch.all(result.coef >= 0)
+    expected = direct_objective(X, triplets.numpy(), basis.numpy(), result.coef.numpy(), 1e-4)
+    assert result.objective == pytest.approx(expected, rel=1e-10)
+    # The relevant coordinates carry the largest weights.
+    assert set(np.argsort(result.coef.numpy())[-2:]) == {0, 1}
+
+
+def test_local_objective_at_the_global_start_equals_the_global_hinge(problem):
+    X, y = problem
+    X_t = torch.from_numpy(X)
+    triplets = regression_triplets(X_t, torch.from_numpy(y), 2, 4)
+    basis = identity_basis(X.shape[1])
+    weights = torch.rand(
+        X.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    embedding = KernelPCAEmbedding.transform(
+        KernelPCAEmbedding.fit(X_t, 5, torch.Generator().manual_seed(0)), X_t
+    )
+    theta0 = torch.zeros(X.shape[1], 6, dtype=torch.float64)
+    theta0[:, -1] = torch.sqrt(weights)
+    local = float(local_objective(X_t, embedding, triplets, basis, theta0, beta=0.0))
+    global_ = float(global_objective(X_t, triplets, basis, weights, beta=0.0))
+    assert local == pytest.approx(global_, rel=1e-10)
+    result = rda_local(
+        X_t,
+        embedding,
+        triplets,
+        basis,
+        theta0,
+        beta=1e-4,
+        gamma=0.5,
+        max_iter=200,
+        batch_size=10,
+        output_iter=50,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert result.objective <= result.history[0][1]
+
+
+def test_kernel_pca_embedding_is_whitened_and_deterministic(problem):
+    X_t = torch.from_numpy(problem[0])
+    state = KernelPCAEmbedding.fit(X_t, 7, torch.Generator().manual_seed(0))
+    z = KernelPCAEmbedding.transform(state, X_t)
+    assert z.shape == (len(X_t), 7)
+    np.testing.assert_allclose(z.std(0).numpy(), 1.0, rtol=1e-8)
+    np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-8)
+
+
+def test_solver_restores_the_last_good_weights_on_overflow():
+    X = torch.full((30, 2), 1e200, dtype=torch.float64)
+    X[::2] *= -1
+    X[:, 1] += torch.arange(30, dtype=torch.float64) * 1e199
+    triplets = torch.tensor([[0, 2, 1], [1, 3, 0], [4, 6, 5]])
+    with pytest.warns(NumericalFailureWarning, match="non-finite"):
+        result = rda_global(
+            X,
+            triplets,
+            identity_basis(2),
+            beta=0.0,
+            gamma=0.5,
+            max_iter=20,
+            batch_size=2,
+            output_iter=5,
+            generator=torch.Generator().manual_seed(0),
+        )
+    assert result.failed
+    assert torch.isfinite(result.coef).all()
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
+def test_learned_metric_recovers_relevant_features_and_beats_euclidean_knn():
+    X, y = relevant_features_problem(n_samples=400, n_noise=6, seed=1)
+    X_train, X_test, y_train, y_test = X[:300], X[300:], y[:300], y[300:]
+    model = SCMLRegressor(
+        basis="identity", max_iter=1500, output_iter=100, random_state=0, device="cpu"
+    ).fit(X_train, y_train)
+    assert set(np.argsort(model.weights_)[-2:]) == {0, 1}
+    relevant = model.weights_[:2].min()
+    assert np.all(model.weights_[2:] < 0.5 * relevant)
+    euclidean = KNeighborsRegressor(n_neighbors=5).fit(X_train, y_train)
+    rmse = lambda est: np.sqrt(np.mean((est.predict(X_test) - y_test) ** 2))  # noqa: E731
+    assert rmse(model) < 0.8 * rmse(euclidean)
+
+
+def test_fitted_attributes(fitted_global, problem):
+    X, _ = problem
+    model = fitted_global
+    assert model.basis_.shape == (12, X.shape[1])
+    assert model.weights_.shape == (12,)
+    assert np.all(model.weights_ >= 0) and np.any(model.weights_ > 0)
+    assert model.n_iter_ == 300
+    assert len(model.loss_curve_) == 1 + 300 // 50
+    assert model.objective_ <= min(model.loss_curve_)
+    assert model.triplets_.shape[1] == 3
+    M = model.get_mahalanobis_matrix()
+    expected = model.basis_.T @ (model.weights_[:, None] * model.basis_)
+    np.testing.assert_allclose(M, expected, rtol=1e-8, atol=1e-12)
+    Z = model.transform(X[:5])
+    assert Z.shape == (5, model.components_.shape[0])
+    assert model.get_feature_names_out().shape == (Z.shape[1],)
+
+
+def test_knn_head_equals_sklearn_knn_in_the_learned_metric(fitted_global, problem):
+    X, y = problem
+    reference = KNeighborsRegressor(n_neighbors=5, metric=fitted_global.get_metric())
+    reference.fit(X, y)
+    rng = np.random.RandomState(3)
+    queries = rng.uniform(-1, 1, size=(15, X.shape[1]))
+    np.testing.assert_allclose(fitted_global.predict(queries), reference.predict(queries))
+
+
+def test_global_metric_axioms(fitted_global):
+    @settings(max_examples=30)
+    @given(points=float_arrays(np.float64, (3, 4, 6)))
+    def check(points):
+        x, y, z = points
+        distance = lambda a, b: fitted_global.pair_distance(np.stack([a, b], axis=1))  # noqa: E731
+        M = fitted_global.get_mahalanobis_matrix()
+        assert_distance_axioms(
+            distance, x, y, z, scale=metric_scale(M, x, y, z), rtol=rtol_for(np.float64)
+        )
+
+    check()
+
+
+def test_local_metric_axioms_for_one_fixed_point(fitted_local, problem):
+    X, _ = problem
+    matrices = fitted_local.get_mahalanobis_matrix(X[:10])
+    assert matrices.shape == (10, X.shape[1], X.shape[1])
+    assert_psd(matrices, rtol=rtol_for(np.float64))
+    M = matrices[0]  # one fixed M(x): a true (pseudo-)metric
+
+    @settings(max_examples=30)
+    @given(points=float_arrays(np.float64, (3, 4, 6)))
+    def check(points):
+        x, y, z = points
+
+        def distance(a, b):
+            diff = a - b
+            return np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", diff, M, diff), 0))
+
+        assert_distance_axioms(
+            distance, x, y, z, scale=metric_scale(M, x, y, z), rtol=rtol_for(np.float64)
+        )
+
+    check()
+
+
+def test_local_model_uses_the_metric_of_the_first_point(fitted_local, problem):
+    X, y = problem
+    model = fitted_local
+    pairs = np.stack([X[:8], X[8:16]], axis=1)
+    matrices = model.get_mahalanobis_matrix(X[:8])
+    diff = X[:8] - X[8:16]
+    expected = np.sqrt(np.einsum("ni,nij,nj->n", diff, matrices, diff))
+    np.testing.assert_allclose(model.pair_distance(pairs), expected, rtol=1e-8)
+    metric = model.get_metric()
+    assert isinstance(metric, LocalSCMLDissimilarity)
+    assert metric(X[0], X[8]) == pytest.approx(expected[0], rel=1e-8)
+    # The average metric is the mean of M(x) over the training points.
+    mean_matrix = model.get_mahalanobis_matrix(X).mean(0)
+    np.testing.assert_allclose(model.get_mahalanobis_matrix(), mean_matrix, rtol=1e-6, atol=1e-10)
+    # transform: the SCML features of the kept bases.
+    kept = np.linalg.norm(model.local_coef_, axis=1) > 0
+    assert model.transform(X).shape == (len(X), kept.sum())
+    assert model.local_loss_curve_[0] >= model.objective_
+    assert model.predict(X).shape == (len(X),)
+    assert model.score(X, y) > 0.3
+
+
+def test_mlp_head(problem):
+    X, y = problem
+    model = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
+    assert model.score(X, y) > 0.5
+    again = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
+    np.testing.assert_array_equal(model.predict(X), again.predict(X))
+
+
+def test_same_seed_same_model_and_dtype_follows_the_data(problem):
+    X, y = problem
+    a = SCMLRegressor(random_state=5, **FAST).fit(X, y)
+    b = SCMLRegressor(random_state=5, **FAST).fit(X, y)
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    X32 = X.astype(np.float32)
+    c = SCMLRegressor(random_state=5, **FAST).fit(X32, y)
+    assert c.weights_.dtype == np.float32 and c.components_.dtype == np.float32
+    assert c.transform(X32).dtype == np.float32
+    assert c.predict(X32).dtype == np.float32
+
+
+def test_verbose_reports_progress(problem, capsys):
+    X, y = problem
+    SCMLRegressor(verbose=1, random_state=0, **FAST).fit(X, y)
+    out = capsys.readouterr().out
+    assert "objective" in out and "iter" in out
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_pickle_roundtrip(problem, local):
+    X, y = problem
+    model = SCMLRegressor(local=local, n_kernel_components=4, random_state=0, **FAST).fit(X, y)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    np.testing.assert_array_equal(restored.transform(X), model.transform(X))
+    metric = pickle.loads(pickle.dumps(model.get_metric()))
+    assert metric(X[0], X[1]) == pytest.approx(model.get_metric()(X[0], X[1]))
+
+
+def test_pipeline_gridsearch_with_numpy_integers_and_pandas_output(problem):
+    pd = pytest.importorskip("pandas")
+    X, y = problem
+    pipeline = make_pipeline(StandardScaler(), SCMLRegressor(random_state=0, **FAST))
+    search = GridSearchCV(
+        pipeline,
+        {
+            "scmlregressor__n_neighbors": np.array([3, 7], dtype=np.int64),
+            "scmlregressor__n_basis": [np.int32(6), np.int64(10)],
+        },
+        cv=2,
+    ).fit(X, y)
+    assert search.best_estimator_.predict(X).shape == (len(X),)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    model = SCMLRegressor(random_state=0, **FAST).set_output(transform="pandas").fit(frame, y)
+    out = model.transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == [f"scmlregressor{i}" for i in range(out.shape[1])]
+    np.testing.assert_array_equal(out.index, frame.index)
+
+
+def test_array_basis(problem):
+    X, y = problem
+    basis = np.eye(X.shape[1])[:3] * 4.0  # rows are normalised
+    model = SCMLRegressor(basis=basis, random_state=0, **FAST).fit(X, y)
+    np.testing.assert_allclose(model.basis_, np.eye(X.shape[1])[:3])
+    assert model.weights_.shape == (3,)
+
+
+@pytest.mark.parametrize(
+    "params, X_change, y_change, error, match",
+    [
+        ({}, "nan", None, ValueError, "NaN"),
+        ({}, None, "constant", ValueError, "y is constant"),
+        ({"k_genuine": 10, "k_impostor": 20}, "small", None, ValueError, "neighbours"),
+        ({"n_neighbors": 50}, "small", None, ValueError, "n_neighbors=50"),
+        ({"n_basis": 0}, None, None, ValueError, "n_basis"),
+        ({"basis": np.ones((3, 4))}, None, None, ValueError, "basis has 4 columns"),
+        ({"basis": np.zeros((2, 6))}, None, None, ValueError, "row of zeros"),
+        ({"basis": "pca"}, None, None, ValueError, "basis"),
+        ({"gamma": 0.0}, None, None, ValueError, "gamma"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(problem, params, X_change, y_change, error, match):
+    X, y = problem
+    X, y = X.copy(), y.copy()
+    if X_change == "nan":
+        X[3, 2] = np.nan
+    if X_change == "small":
+        X, y = X[:20], y[:20]
+    if y_change == "constant":
+        y[:] = 1.5
+    model = SCMLRegressor(**{**FAST, **params})
+    with pytest.raises(error, match=match):
+        model.fit(X, y)
+
+
+def test_too_strong_sparsity_warns(problem):
+    X, y = problem
+    with pytest.warns(ConvergenceWarning, match="every basis weight is zero"):
+        SCMLRegressor(beta=1e3, random_state=0, **FAST).fit(X, y)
+
+
+def test_set_params_device_after_fit(fitted_global, problem):
+    X, _ = problem
+    model = clone(fitted_global).fit(*problem)
+    model.set_params(device="cpu")
+    np.testing.assert_array_equal(model.predict(X), fitted_global.predict(X))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("local", [False, True])
+def test_cuda_fit_matches_cpu_use(problem, local):
+    X, y = problem
+    params = dict(FAST, device="cuda", local=local, n_kernel_components=4)
+    model = SCMLRegressor(random_state=0, **params).fit(X, y)
+    gpu_predictions = model.predict(X)
+    restored = pickle.loads(pickle.dumps(model)).set_params(device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(restored.predict(X), gpu_predictions, rtol=1e-6)
+    assert model.score(X, y) > 0.3
