@@ -1,3 +1,5 @@
 """Task attribution with kernel and linear surrogate models of subset performance."""
 
-__all__ = []
+from ._sampling import evaluate_subsets, sample_subsets
+
+__all__ = ["evaluate_subsets", "sample_subsets"]
