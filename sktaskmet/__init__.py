@@ -5,6 +5,8 @@ Estimators
 Each method family lives in its own subpackage; the public estimators are re-exported here.
 """
 
+from .surrogate import KernelSurrogate, LinearSurrogate
+
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "KernelSurrogate", "LinearSurrogate"]

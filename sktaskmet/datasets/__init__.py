@@ -1,3 +1,5 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
-__all__ = []
+from ._surrogate import make_task_interactions
+
+__all__ = ["make_task_interactions"]
