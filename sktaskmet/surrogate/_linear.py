@@ -76,8 +76,8 @@ class LinearSurrogate(BaseSurrogate):
         Penalty used (one per target for a cross-validated multi-target lasso).
     cv_results_ : dict or None
         With ``cv`` set and ridge: ``"alphas"`` and ``"mean_test_mse"``. None otherwise.
-    n_iter_ : int, ndarray or None
-        Coordinate-descent passes (lasso); None for ridge.
+    n_iter_ : int or ndarray
+        Coordinate-descent passes (lasso only; ridge is solved in closed form).
     n_features_in_ : int
         Number of tasks.
     feature_names_in_ : ndarray of shape (n_tasks,)
@@ -148,7 +148,8 @@ class LinearSurrogate(BaseSurrogate):
         """
         S, y = self._validate_fit_data(S, y)
         self.cv_results_ = None
-        self.n_iter_ = None
+        if hasattr(self, "n_iter_"):  # only lasso iterates; a refit as ridge drops it
+            del self.n_iter_
         if self.penalty == "l1":
             coef, intercept = self._fit_lasso(S, y)
         else:
