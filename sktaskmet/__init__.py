@@ -5,6 +5,8 @@ Estimators
 Each method family lives in its own subpackage; the public estimators are re-exported here.
 """
 
+from .surrogate import KernelSurrogate, LinearSurrogate
+
 __version__ = "0.1.0.dev0"
 
 from .scml import SCMLRegressor
@@ -16,3 +18,4 @@ __all__ = [
     "SCMLRegressor",
     "TaskMetRegressor",
 ]
+__all__ = ["__version__", "KernelSurrogate", "LinearSurrogate"]

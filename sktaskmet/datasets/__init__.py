@@ -13,3 +13,6 @@ __all__ = [
     "make_budget_allocation",
     "make_cartpole_distractors",
 ]
+from ._surrogate import make_task_interactions
+
+__all__ = ["make_task_interactions"]

@@ -7,3 +7,6 @@ plotted, not when this module is imported.
 from ._taskmet import MetricCurveDisplay, MetricWeightsDisplay
 
 __all__ = ["MetricCurveDisplay", "MetricWeightsDisplay"]
+from ._surrogate import AttributionDisplay, InteractionDisplay
+
+__all__ = ["AttributionDisplay", "InteractionDisplay"]

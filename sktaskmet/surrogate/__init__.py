@@ -1,3 +1,7 @@
 """Task attribution with kernel and linear surrogate models of subset performance."""
 
-__all__ = []
+from ._kernel import KernelSurrogate
+from ._linear import LinearSurrogate
+from ._sampling import evaluate_subsets, sample_subsets
+
+__all__ = ["KernelSurrogate", "LinearSurrogate", "evaluate_subsets", "sample_subsets"]
