@@ -1,3 +1,5 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
-__all__ = []
+from ._multitask import SubsetFineTuner, make_multitask_digits
+
+__all__ = ["make_multitask_digits", "SubsetFineTuner"]

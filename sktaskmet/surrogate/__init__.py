@@ -1,3 +1,5 @@
 """Task attribution with kernel and linear surrogate models of subset performance."""
 
-__all__ = []
+from ._gradient import GradientSubsetEstimator
+
+__all__ = ["GradientSubsetEstimator"]
