@@ -5,8 +5,8 @@ Estimators
 Each method family lives in its own subpackage; the public estimators are re-exported here.
 """
 
+from .surrogate import GradientSubsetEstimator, KernelSurrogate, LinearSurrogate
+
 __version__ = "0.1.0.dev0"
 
-from .surrogate import GradientSubsetEstimator
-
-__all__ = ["__version__", "GradientSubsetEstimator"]
+__all__ = ["__version__", "KernelSurrogate", "LinearSurrogate", "GradientSubsetEstimator"]

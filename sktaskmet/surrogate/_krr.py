@@ -1,0 +1,271 @@
+"""Torch numerics of the surrogates: kernels, ridge solves and spectral cross-validation.
+
+Everything here takes and returns tensors on one device and in one dtype; the estimators in
+``_kernel.py`` and ``_linear.py`` do the scikit-learn side (validation, fitted attributes).
+
+Ridge with an unpenalised intercept
+-----------------------------------
+Both surrogates solve
+
+.. math::
+
+    \\min_{f \\in \\mathcal{H},\\, b \\in \\mathbb{R}}
+    \\sum_{i=1}^m (y_i - f(s_i) - b)^2 + \\alpha \\|f\\|_{\\mathcal{H}}^2,
+
+with :math:`\\mathcal{H}` the RKHS of the kernel (the linear surrogate is the linear kernel,
+solved in the primal). Eliminating :math:`b` centres the targets and the features in
+feature space: with :math:`C = I - \\tfrac1m \\mathbf{1}\\mathbf{1}^\\top` and
+:math:`K_c = C K C`, the dual coefficients are :math:`a = (K_c + \\alpha I)^{-1} C y`, which
+sum to zero, so
+
+.. math::
+
+    g(s) = k(s)^\\top a + b, \\qquad b = \\bar y - \\tfrac1m \\mathbf{1}^\\top K a .
+
+Without the intercept, :math:`K_c = K`, :math:`C = I` and :math:`b = 0` (scikit-learn's
+``KernelRidge``).
+
+Cross-validation from one eigendecomposition
+--------------------------------------------
+The fitted values are :math:`\\hat y = H y` with hat matrix
+:math:`H = J + U \\operatorname{diag}(\\lambda / (\\lambda + \\alpha)) U^\\top`, where
+:math:`K_c = U \\operatorname{diag}(\\lambda) U^\\top` and :math:`J = \\tfrac1m \\mathbf 1
+\\mathbf 1^\\top` when the intercept is fitted (:math:`J = 0` otherwise). For any penalised
+least-squares problem, refitting without the samples of a fold :math:`F` gives held-out
+residuals in closed form,
+
+.. math::
+
+    e_F = \\left[(I - H)_{FF}\\right]^{-1} \\left[(I - H) y\\right]_F ,
+
+exactly (leave-one-out is the case :math:`|F| = 1`: :math:`e_i = r_i / (1 - H_{ii})`). One
+eigendecomposition per kernel (per ``gamma``) therefore serves every ``alpha``: each
+``alpha`` costs :math:`O(m\\,r)` for leave-one-out and :math:`O(\\sum_F |F|^2 r)` for k-fold
+instead of a new factorisation per fold.
+"""
+
+import torch
+
+# Upper bound on the number of entries of a kernel block formed at once when predicting
+# many subsets (e.g. all 2**16 subsets in `select`): 2**23 float64 entries is 64 MiB.
+_MAX_BLOCK_ENTRIES = 2**23
+
+
+def kernel_matrix(X, Y, kernel, gamma, degree, coef0):
+    """Gram matrix k(X_i, Y_j) of a built-in kernel.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+    Y : Tensor of shape (p, d)
+    kernel : {"rbf", "poly", "linear"}
+    gamma, degree, coef0 : float
+        ``rbf``: exp(-gamma ||x - y||^2); ``poly``: (gamma <x, y> + coef0) ** degree;
+        ``linear``: <x, y>. As in :func:`sklearn.metrics.pairwise.pairwise_kernels`.
+
+    Returns
+    -------
+    Tensor of shape (n, p)
+    """
+    inner = X @ Y.T
+    if kernel == "linear":
+        return inner
+    if kernel == "poly":
+        return (gamma * inner + coef0) ** degree
+    # ||x - y||^2 through the inner products: one matrix product instead of an (n, p, d)
+    # tensor of differences; clamped because cancellation can make it slightly negative.
+    sq_dist = (X * X).sum(1)[:, None] + (Y * Y).sum(1)[None, :] - 2.0 * inner
+    return torch.exp(-gamma * sq_dist.clamp_min_(0.0))
+
+
+def kernel_gradient(X, X_fit, dual_coef, kernel, gamma, degree, coef0):
+    """Gradient of g(x) = sum_i a_i k(x, x_i) with respect to x, at every row of X.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+    X_fit : Tensor of shape (m, d)
+    dual_coef : Tensor of shape (m, t)
+    kernel, gamma, degree, coef0 : see :func:`kernel_matrix`
+
+    Returns
+    -------
+    Tensor of shape (n, d, t)
+        ``grad[j, k, l] = d g_l / d x_k`` at ``X[j]``:
+
+        * rbf: :math:`-2\\gamma \\sum_i a_i k(x, x_i) (x - x_i)`,
+        * poly: :math:`\\gamma\\,\\mathrm{degree} \\sum_i a_i
+          (\\gamma \\langle x, x_i\\rangle + c_0)^{\\mathrm{degree} - 1} x_i`,
+        * linear: :math:`\\sum_i a_i x_i`.
+    """
+    if kernel == "linear":
+        return (X_fit.T @ dual_coef).expand(X.shape[0], -1, -1)
+    if kernel == "poly":
+        weights = degree * gamma * (gamma * (X @ X_fit.T) + coef0) ** (degree - 1)
+        # weights[j, i] * a[i, l] * x_i[k] summed over i.
+        return torch.einsum("ji,il,ik->jkl", weights, dual_coef, X_fit)
+    K = kernel_matrix(X, X_fit, "rbf", gamma, degree, coef0)
+    weighted = K @ dual_coef  # (n, t): sum_i a_i k(x, x_i)
+    moment = torch.einsum("ji,il,ik->jkl", K, dual_coef, X_fit)  # sum_i a_i k x_i
+    return -2.0 * gamma * (X[:, :, None] * weighted[:, None, :] - moment)
+
+
+def center_gram(K):
+    """C K C with C = I - 11^T / m: the Gram matrix of the features centred in feature space."""
+    row_mean = K.mean(dim=1, keepdim=True)
+    return K - row_mean - row_mean.T + K.mean()
+
+
+def solve_dual(K, y, alpha, fit_intercept):
+    """Dual coefficients and intercept of kernel ridge regression.
+
+    Parameters
+    ----------
+    K : Tensor of shape (m, m)
+        Uncentred Gram matrix of the training subsets.
+    y : Tensor of shape (m, t)
+    alpha : float > 0
+    fit_intercept : bool
+
+    Returns
+    -------
+    dual_coef : Tensor of shape (m, t)
+    intercept : Tensor of shape (t,)
+        Zero when ``fit_intercept`` is False.
+    """
+    if fit_intercept:
+        y_mean = y.mean(dim=0)
+        A = center_gram(K)
+        rhs = y - y_mean
+    else:
+        y_mean = torch.zeros(y.shape[1], dtype=y.dtype, device=y.device)
+        A = K
+        rhs = y
+    A = A + alpha * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    factor, info = torch.linalg.cholesky_ex(A)
+    if int(info) == 0:
+        dual_coef = torch.cholesky_solve(rhs, factor)
+    else:
+        # An indefinite user kernel (or one that is PSD only up to rounding): fall back to a
+        # symmetric eigendecomposition, which solves the same system for any symmetric A.
+        eigvals, eigvecs = torch.linalg.eigh(A)
+        dual_coef = eigvecs @ ((eigvecs.T @ rhs) / eigvals[:, None])
+    intercept = y_mean - (K @ dual_coef).mean(dim=0) if fit_intercept else y_mean
+    return dual_coef, intercept
+
+
+def predict_dual(X, X_fit, dual_coef, intercept, gram):
+    """k(X, X_fit) @ dual_coef + intercept, in row blocks so that memory stays bounded.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+    X_fit : Tensor of shape (m, d)
+    dual_coef : Tensor of shape (m, t)
+    intercept : Tensor of shape (t,)
+    gram : callable
+        ``gram(A, B)`` returns the kernel matrix between the rows of A and B.
+
+    Returns
+    -------
+    Tensor of shape (n, t)
+    """
+    block = max(1, _MAX_BLOCK_ENTRIES // max(1, X_fit.shape[0]))
+    parts = [gram(X[i : i + block], X_fit) @ dual_coef for i in range(0, X.shape[0], block)]
+    return torch.cat(parts, dim=0) + intercept
+
+
+def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
+    """Cross-validated mean squared error of ridge for every alpha, from one spectrum.
+
+    Parameters
+    ----------
+    eigvecs : Tensor of shape (m, r)
+        Orthonormal columns U with centred Gram matrix K_c = U diag(eigvals) U^T (all
+        eigenvectors for a kernel, the left singular vectors of the centred design for the
+        linear surrogate).
+    eigvals : Tensor of shape (r,)
+        Non-negative eigenvalues.
+    y : Tensor of shape (m, t)
+    alphas : Tensor of shape (n_alphas,)
+    folds : list of LongTensor or None
+        Held-out index sets that partition the samples; None for leave-one-out.
+    fit_intercept : bool
+
+    Returns
+    -------
+    Tensor of shape (n_alphas,)
+        Mean over folds of the fold's mean squared error (averaged over targets): the
+        criterion of ``GridSearchCV(scoring="neg_mean_squared_error")``, sign flipped.
+    """
+    m = y.shape[0]
+    eigvals = eigvals.clamp_min(0.0)
+    shrink = eigvals[None, :] / (eigvals[None, :] + alphas[:, None])  # (A, r)
+    proj = eigvecs.T @ y  # (r, t)
+    # Residuals of the fit on all samples, r = (I - H) y, for every alpha: (A, m, t).
+    fitted = torch.einsum("mr,ar,rt->amt", eigvecs, shrink, proj)
+    if fit_intercept:
+        fitted = fitted + y.mean(dim=0)
+    residuals = y[None] - fitted
+    offset = 1.0 / m if fit_intercept else 0.0
+    if folds is None:
+        diag = 1.0 - offset - (eigvecs * eigvecs) @ shrink.T  # (m, A): 1 - H_ii
+        held_out = residuals / diag.T[:, :, None]
+        return (held_out**2).mean(dim=(1, 2))
+    fold_mse = []
+    n_alphas, rank = shrink.shape
+    for fold in folds:
+        U_F = eigvecs[fold]  # (f, r)
+        f = U_F.shape[0]
+        eye = torch.eye(f, dtype=y.dtype, device=y.device)
+        # (I - H)_FF for a chunk of alphas at a time keeps the (chunk, f, r) product small.
+        chunk = max(1, _MAX_BLOCK_ENTRIES // max(1, f * rank))
+        errors = []
+        for start in range(0, n_alphas, chunk):
+            s = shrink[start : start + chunk]
+            M_FF = eye - offset - (U_F[None] * s[:, None, :]) @ U_F.T
+            e_F = torch.linalg.solve(M_FF, residuals[start : start + chunk, fold])
+            errors.append((e_F**2).mean(dim=(1, 2)))
+        fold_mse.append(torch.cat(errors))
+    return torch.stack(fold_mse).mean(dim=0)
+
+
+def ridge_primal(X, y, alpha, fit_intercept):
+    """Ridge regression in the primal: coefficients and intercept.
+
+    Solves :math:`\\min_{\\beta, b} \\|y - X\\beta - b\\mathbf 1\\|^2 + \\alpha\\|\\beta\\|^2`
+    (``b = 0`` without intercept) through the normal equations of the centred design,
+    an (n_tasks, n_tasks) system.
+
+    Parameters
+    ----------
+    X : Tensor of shape (m, d)
+    y : Tensor of shape (m, t)
+    alpha : float > 0
+    fit_intercept : bool
+
+    Returns
+    -------
+    coef : Tensor of shape (d, t)
+    intercept : Tensor of shape (t,)
+    """
+    if fit_intercept:
+        x_mean, y_mean = X.mean(dim=0), y.mean(dim=0)
+        X, y = X - x_mean, y - y_mean
+    gram = X.T @ X + alpha * torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    coef = torch.linalg.solve(gram, X.T @ y)
+    if not fit_intercept:
+        return coef, torch.zeros(y.shape[1], dtype=y.dtype, device=y.device)
+    return coef, y_mean - x_mean @ coef
+
+
+def design_spectrum(X, fit_intercept):
+    """Left singular vectors and squared singular values of the (centred) design.
+
+    They diagonalise the linear Gram matrix :math:`X_c X_c^\\top`, which is what
+    :func:`spectral_cv_mse` needs for ridge; the thin SVD costs :math:`O(m d^2)`.
+    """
+    if fit_intercept:
+        X = X - X.mean(dim=0)
+    U, sing, _ = torch.linalg.svd(X, full_matrices=False)
+    return U, sing**2
