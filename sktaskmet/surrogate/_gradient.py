@@ -104,9 +104,10 @@ class GradientSubsetEstimator(BaseEstimator):
         fast on a GPU for small ``projection_dim``). Both reach the same minimiser.
     max_iter : int, default=100
         Maximum Newton iterations per subset.
-    tol : float, default=1e-10
+    tol : float, default=1e-12
         Stop a subset when half its squared Newton decrement (the predicted decrease of the
-        objective) is below ``tol``.
+        objective) is below ``tol``, or below a few units in the last place of the
+        objective in the working dtype.
     batch_size : int, default=128
         Examples per vectorised Jacobian computation in :meth:`fit`; memory is about
         ``batch_size * n_outputs * n_params`` numbers.
@@ -206,7 +207,7 @@ class GradientSubsetEstimator(BaseEstimator):
         penalty=1e-3,
         solver="newton-cg",
         max_iter=100,
-        tol=1e-10,
+        tol=1e-12,
         batch_size=128,
         subset_batch_size=256,
         n_jobs=None,

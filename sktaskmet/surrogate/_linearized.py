@@ -308,7 +308,7 @@ def solve_subsets(
     solver="newton-cg",
     pretrained_hessians=None,
     max_iter=100,
-    tol=1e-10,
+    tol=1e-12,
     cg_max_iter=50,
 ):
     """Minimise the linearised, projected fine-tuning objective of many subsets at once.
@@ -340,7 +340,8 @@ def solve_subsets(
         Newton iterations.
     tol : float
         A subset stops when half its squared Newton decrement (the predicted decrease of
-        the objective) falls below ``tol``.
+        the objective) falls below ``tol`` (or a few ulps of the objective, whichever is
+        larger).
     cg_max_iter : int
         Conjugate-gradient iterations per Newton step.
 
@@ -396,7 +397,9 @@ def solve_subsets(
             rtol = min(0.1, max(grad_norm**0.5, 1e-6))
             step = -_preconditioned_cg(hvp, grad, preconditioner, cg_max_iter, rtol)
         decrement = -(grad * step).sum(1)  # squared Newton decrement, >= 0
-        converged = converged | (0.5 * decrement <= tol) | ~torch.isfinite(decrement)
+        # Below a few ulps of the objective no step can be measured: count that as converged.
+        floor = torch.clamp(4 * torch.finfo(dtype).eps * value.abs(), min=tol)
+        converged = converged | (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
         active = ~converged
         if not bool(active.any()) or iteration == max_iter:
             break
