@@ -38,7 +38,9 @@ def estimate(data, S, penalty, args):
     est = GradientSubsetEstimator(
         data.model,
         projection_dim=args.projection_dim,
+        projection=args.projection,
         penalty=penalty,
+        tol=args.tol,
         device=args.device,
         random_state=args.seed,
     )
@@ -52,9 +54,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-subsets", type=int, default=60)
     parser.add_argument("--projection-dim", type=int, default=400)
+    parser.add_argument("--projection", default="sparse")
+    parser.add_argument("--tol", type=float, default=1e-9, help="Newton tolerance (objective)")
     parser.add_argument("--penalty", type=float, default=0.1)
     parser.add_argument("--mismatched-penalty", type=float, default=0.01)
-    parser.add_argument("--repeats", type=int, default=3, help="estimation repeats (best)")
+    parser.add_argument("--repeats", type=int, default=2, help="estimation repeats (best)")
     parser.add_argument("--n-jobs", type=int, default=None, help="workers for retraining")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -105,7 +109,8 @@ def main():
         rows.append((label, penalty, error, best, F_hat))
         print(
             f"gradient estimate, {label} penalty {penalty:g} (fine-tuning {args.penalty:g}), "
-            f"projection_dim={args.projection_dim}: relative error {100 * error:.2f}%, "
+            f"projection={args.projection!r}, projection_dim={args.projection_dim}: "
+            f"relative error {100 * error:.2f}%, "
             f"time {best:.2f} s (best of {args.repeats}; gradients {est.fit_time_:.2f} s)"
         )
     matched_time = rows[0][3]

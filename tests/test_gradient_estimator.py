@@ -71,13 +71,17 @@ def test_frozen_parameters_are_left_out():
     assert est.n_params_ == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("kind", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("kind", ["rademacher", "gaussian", "sparse"])
 def test_projection_preserves_inner_products_in_expectation(kind):
     n_params, dim, draws = 12, 30, 400
     generator = torch.Generator().manual_seed(0)
     mean = torch.zeros(n_params, n_params, dtype=torch.float64)
     for _ in range(draws):
         P = random_projection(n_params, dim, kind, generator, torch.float64, "cpu")
+        if kind == "sparse":
+            jac = torch.randn(2, 3, n_params, dtype=torch.float64, generator=generator)
+            torch.testing.assert_close(P.apply(jac), jac @ P.dense())
+            P = P.dense()
         assert P.shape == (n_params, dim)
         mean += P @ P.T / draws
     # E[P P^T] = I: every entry of the average is within a few standard errors.
