@@ -5,7 +5,7 @@ Estimators
 Each method family lives in its own subpackage; the public estimators are re-exported here.
 """
 
-from .surrogate import KernelSurrogate, LinearSurrogate
+from .surrogate import GradientSubsetEstimator, KernelSurrogate, LinearSurrogate
 
 __version__ = "0.1.0.dev0"
 
@@ -19,3 +19,4 @@ __all__ = [
     "TaskMetRegressor",
 ]
 __all__ = ["__version__", "KernelSurrogate", "LinearSurrogate"]
+__all__ = ["__version__", "KernelSurrogate", "LinearSurrogate", "GradientSubsetEstimator"]

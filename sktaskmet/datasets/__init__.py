@@ -13,6 +13,7 @@ __all__ = [
     "make_budget_allocation",
     "make_cartpole_distractors",
 ]
+from ._multitask import SubsetFineTuner, make_multitask_digits
 from ._surrogate import make_task_interactions
 
-__all__ = ["make_task_interactions"]
+__all__ = ["make_task_interactions", "make_multitask_digits", "SubsetFineTuner"]

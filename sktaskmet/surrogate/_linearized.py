@@ -1,0 +1,481 @@
+"""Torch numerics of gradient-based subset estimation.
+
+The model is linearised at its pretrained parameters :math:`\\theta_0`,
+
+.. math:: f_\\theta(x) \\approx f_{\\theta_0}(x) + J(x)\\,(\\theta - \\theta_0),
+
+where :math:`J(x)` is the Jacobian of the outputs with respect to the trainable parameters
+(one row per output, one column per parameter). The Jacobians of every example are computed
+once, batched with :func:`torch.func.vmap` over :func:`torch.func.jacrev`, and multiplied by a
+random projection :math:`P` (``n_params x d``, entries of variance ``1/d``) so that each example
+keeps a ``C x d`` matrix :math:`G(x) = J(x) P`. Fine-tuning on a subset of tasks then becomes
+the small convex problem
+
+.. math::
+
+    \\min_w \\sum_i a_i\\, \\ell\\big(f_{\\theta_0}(x_i) + G(x_i) w,\\ y_i\\big)
+    + \\frac{\\lambda}{2} \\lVert w \\rVert^2 ,
+
+with :math:`a_i` the normalised weight of the task that example :math:`i` belongs to. It is
+solved for many subsets at once by a batched damped Newton method (Cholesky solves of
+``d x d`` systems, Armijo backtracking per subset).
+
+This module holds the numerics only; input checking lives in the estimator.
+"""
+
+import math
+import warnings
+
+import torch
+from torch.func import functional_call, jacrev, vmap
+
+__all__ = [
+    "make_loss",
+    "trainable_parameters",
+    "random_projection",
+    "output_jacobians",
+    "task_hessians",
+    "solve_subsets",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Per-example losses with their derivatives with respect to the outputs
+# --------------------------------------------------------------------------------------
+
+
+class CrossEntropyLoss:
+    """Multinomial cross-entropy on logits; ``y`` holds class indices (int64)."""
+
+    name = "cross_entropy"
+
+    def value(self, out, y):
+        # out: (..., n, C); y: (n,) -> (..., n)
+        picked = torch.gather(out, -1, y.expand(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        return torch.logsumexp(out, dim=-1) - picked
+
+    def grad(self, out, y):
+        prob = torch.softmax(out, dim=-1)
+        onehot = torch.nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)
+        return prob - onehot
+
+    def hessian(self, out, y):
+        prob = torch.softmax(out, dim=-1)
+        return torch.diag_embed(prob) - prob.unsqueeze(-1) * prob.unsqueeze(-2)
+
+    def hessian_vector(self, out, y, u):
+        # (diag(p) - p p^T) u without forming the C x C matrices
+        prob = torch.softmax(out, dim=-1)
+        return prob * (u - (prob * u).sum(-1, keepdim=True))
+
+
+class SquaredErrorLoss:
+    """Squared error summed over the outputs; ``y`` has the shape of the outputs."""
+
+    name = "squared_error"
+
+    def value(self, out, y):
+        return ((out - y) ** 2).sum(dim=-1)
+
+    def grad(self, out, y):
+        return 2.0 * (out - y)
+
+    def hessian(self, out, y):
+        eye = torch.eye(out.shape[-1], dtype=out.dtype, device=out.device)
+        return (2.0 * eye).expand(*out.shape, out.shape[-1])
+
+    def hessian_vector(self, out, y, u):
+        return 2.0 * u
+
+
+class CallableLoss:
+    """A user loss ``fn(outputs, y) -> per-example losses``, differentiated by torch.func.
+
+    ``fn`` receives ``outputs`` of shape ``(n, C)`` and targets with ``n`` rows, and returns a
+    tensor of shape ``(n,)``. It must be written with differentiable torch operations.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "callable")
+
+        def single(o, t):
+            return fn(o.unsqueeze(0), t.unsqueeze(0)).reshape(())
+
+        self._grad = vmap(torch.func.grad(single))
+        self._hessian = vmap(torch.func.hessian(single))
+
+    def _flatten(self, out, y):
+        lead = out.shape[:-2]
+        n, c = out.shape[-2:]
+        flat_y = y.expand(*lead, *y.shape).reshape(-1, *y.shape[1:])
+        return out.reshape(-1, c), flat_y, lead, n, c
+
+    def value(self, out, y):
+        flat_out, flat_y, lead, n, _ = self._flatten(out, y)
+        return self.fn(flat_out, flat_y).reshape(*lead, n)
+
+    def grad(self, out, y):
+        flat_out, flat_y, lead, n, c = self._flatten(out, y)
+        return self._grad(flat_out, flat_y).reshape(*lead, n, c)
+
+    def hessian(self, out, y):
+        flat_out, flat_y, lead, n, c = self._flatten(out, y)
+        return self._hessian(flat_out, flat_y).reshape(*lead, n, c, c)
+
+    def hessian_vector(self, out, y, u):
+        return torch.einsum("...cj,...j->...c", self.hessian(out, y), u)
+
+
+def make_loss(loss):
+    """The loss object for the estimator's ``loss`` parameter."""
+    if loss == "cross_entropy":
+        return CrossEntropyLoss()
+    if loss == "squared_error":
+        return SquaredErrorLoss()
+    return CallableLoss(loss)
+
+
+# --------------------------------------------------------------------------------------
+# Per-example Jacobians and their random projection
+# --------------------------------------------------------------------------------------
+
+
+def trainable_parameters(model):
+    """Names and tensors of the parameters that fine-tuning updates (``requires_grad``)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+class SparseProjection:
+    """A CountSketch projection: parameter ``j`` goes to bucket ``h(j)`` with sign ``s(j)``.
+
+    As a matrix, ``P[j, h(j)] = s(j)`` and every other entry is 0, so ``E[P P^T] = I`` like
+    the dense projections, while ``J @ P`` costs one scatter-add of the columns of ``J``
+    (``n_params`` operations per row instead of ``n_params * dim``).
+    """
+
+    def __init__(self, buckets, signs, dim):
+        self.buckets = buckets
+        self.signs = signs
+        self.dim = dim
+        self.shape = (buckets.shape[0], dim)
+
+    def apply(self, jac):
+        """``jac @ P`` for ``jac`` of shape (..., n_params)."""
+        out = jac.new_zeros(*jac.shape[:-1], self.dim)
+        return out.index_add_(jac.ndim - 1, self.buckets, jac * self.signs)
+
+    def dense(self):
+        matrix = torch.zeros(self.shape, dtype=self.signs.dtype, device=self.signs.device)
+        matrix[torch.arange(self.shape[0], device=self.signs.device), self.buckets] = self.signs
+        return matrix
+
+
+def random_projection(n_params, dim, kind, generator, dtype, device):
+    """A ``(n_params, dim)`` Johnson-Lindenstrauss projection with :math:`E[P P^\\top] = I`.
+
+    ``"rademacher"`` and ``"gaussian"`` are dense with entries of variance ``1/dim``;
+    ``"sparse"`` is a :class:`SparseProjection` (CountSketch). In every case inner products
+    of projected gradients are unbiased estimates of the inner products of the full
+    gradients.
+    """
+    if kind == "sparse":
+        buckets = torch.randint(0, dim, (n_params,), generator=generator, device=device)
+        signs = torch.randint(0, 2, (n_params,), generator=generator, device=device)
+        return SparseProjection(buckets, signs.to(dtype).mul_(2.0).sub_(1.0), dim)
+    if kind == "rademacher":
+        signs = torch.randint(0, 2, (n_params, dim), generator=generator, device=device)
+        matrix = signs.to(dtype).mul_(2.0).sub_(1.0)
+    else:
+        matrix = torch.randn(n_params, dim, generator=generator, device=device, dtype=dtype)
+    return matrix.div_(math.sqrt(dim))
+
+
+def output_jacobians(model, X, projection=None, batch_size=256):
+    """Outputs and (projected) output Jacobians of every example at the current parameters.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In evaluation mode, on the device and dtype of ``X``.
+    X : torch.Tensor of shape (n, ...)
+    projection : torch.Tensor of shape (n_params, d), SparseProjection or None
+        ``None`` keeps the full Jacobians (``d = n_params``).
+    batch_size : int
+        Examples per vectorised Jacobian call; bounds memory at about
+        ``batch_size * C * n_params`` numbers.
+
+    Returns
+    -------
+    outputs : torch.Tensor of shape (n, C)
+    jacobians : torch.Tensor of shape (n, C, d)
+    """
+    params = {name: p.detach() for name, p in trainable_parameters(model).items()}
+    names = list(params)
+    # Frozen parameters and buffers enter the call as constants.
+    constants = {name: p.detach() for name, p in model.named_parameters() if name not in params}
+    constants.update({name: b.detach() for name, b in model.named_buffers()})
+
+    def single_output(p, x):
+        out = functional_call(model, {**p, **constants}, (x.unsqueeze(0),))
+        return out.reshape(-1)
+
+    jacobian_fn = vmap(jacrev(single_output), in_dims=(None, 0))
+    outputs, jacobians = [], []
+    with torch.no_grad():
+        for start in range(0, X.shape[0], batch_size):
+            xb = X[start : start + batch_size]
+            out = model(xb).reshape(xb.shape[0], -1)
+            jac = jacobian_fn(params, xb)
+            pieces = [jac[name].reshape(xb.shape[0], out.shape[1], -1) for name in names]
+            flat = torch.cat(pieces, 2)
+            if isinstance(projection, SparseProjection):
+                flat = projection.apply(flat)
+            elif projection is not None:
+                flat = flat @ projection
+            outputs.append(out)
+            jacobians.append(flat)
+    return torch.cat(outputs, 0), torch.cat(jacobians, 0)
+
+
+def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
+    """Per-task sums of :math:`G_i^\\top \\nabla^2 \\ell_i\\, G_i` at the pretrained outputs.
+
+    Returns a tensor of shape ``(n_tasks, d, d)``: the Hessian of a subset's objective at
+    ``w = 0`` is a weighted sum of these plus the penalty.
+    """
+    curvature = loss.hessian(outputs, y)  # (n, C, C)
+    weighted = torch.einsum("icj,ijd->icd", curvature, jacobians)  # (n, C, d)
+    d = jacobians.shape[-1]
+    result = torch.zeros(n_tasks, d, d, dtype=jacobians.dtype, device=jacobians.device)
+    for k in range(n_tasks):
+        rows = task_index == k
+        g = jacobians[rows].reshape(-1, d)
+        h = weighted[rows].reshape(-1, d)
+        result[k] = g.T @ h
+    return 0.5 * (result + result.transpose(1, 2))
+
+
+# --------------------------------------------------------------------------------------
+# Batched damped Newton solve of the subset problems
+# --------------------------------------------------------------------------------------
+
+
+class NonFiniteSolveWarning(RuntimeWarning):
+    """A subset problem produced a non-finite value; its last finite iterate was kept."""
+
+
+def _exact_hessians(jacobians, out, y, example_weights, loss, chunk=8):
+    """Hessian of the data term for each subset: ``sum_i a_bi G_i^T H_bi G_i`` (B, d, d)."""
+    d = jacobians.shape[-1]
+    blocks = []
+    for start in range(0, out.shape[0], chunk):
+        curvature = loss.hessian(out[start : start + chunk], y)  # (b, n, C, C)
+        curvature = curvature * example_weights[start : start + chunk, :, None, None]
+        weighted = torch.einsum("bicj,ijd->bicd", curvature, jacobians)
+        blocks.append(torch.einsum("icd,bice->bde", jacobians, weighted))
+    hess = torch.cat(blocks, 0) if blocks else jacobians.new_zeros(0, d, d)
+    return 0.5 * (hess + hess.transpose(1, 2))
+
+
+def _cholesky_with_jitter(matrix):
+    """Cholesky factors of a batch of symmetric matrices, adding jitter where one fails."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if bool((info > 0).any()):
+        d = matrix.shape[-1]
+        eye = torch.eye(d, dtype=matrix.dtype, device=matrix.device)
+        scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1.0)
+        jitter = torch.finfo(matrix.dtype).eps ** 0.5
+        for _ in range(8):
+            bad = info > 0
+            if not bool(bad.any()):
+                break
+            fixed = matrix[bad] + (jitter * scale[bad])[:, None, None] * eye
+            factor_bad, info_bad = torch.linalg.cholesky_ex(fixed)
+            factor[bad] = factor_bad
+            info[bad] = info_bad
+            jitter *= 100.0
+    return factor
+
+
+def _preconditioned_cg(hvp, rhs, factor, max_iter, rtol):
+    """Solve ``H x = rhs`` for a batch of SPD operators by preconditioned conjugate gradients.
+
+    ``hvp(v)`` applies the batch of Hessians to ``v`` (B, d); the preconditioner is
+    ``(L L^T)^{-1}`` for the Cholesky factors ``factor`` (B, d, d). Each system stops on its
+    own once its residual falls below ``rtol`` times the norm of its right-hand side.
+    """
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    z = torch.cholesky_solve(r.unsqueeze(-1), factor).squeeze(-1)
+    p = z.clone()
+    rz = (r * z).sum(1)
+    target = rtol * rhs.norm(dim=1)
+    done = r.norm(dim=1) <= target
+    for _ in range(max_iter):
+        if bool(done.all()):
+            break
+        hp = hvp(p)
+        curvature = (p * hp).sum(1)
+        alpha = torch.where(done | (curvature <= 0), 0.0, rz / curvature.clamp_min(1e-300))
+        x = x + alpha.unsqueeze(1) * p
+        r = r - alpha.unsqueeze(1) * hp
+        done = done | (r.norm(dim=1) <= target) | (curvature <= 0)
+        z = torch.cholesky_solve(r.unsqueeze(-1), factor).squeeze(-1)
+        rz_new = (r * z).sum(1)
+        beta = torch.where(done, 0.0, rz_new / rz.clamp_min(1e-300))
+        p = z + beta.unsqueeze(1) * p
+        rz = rz_new
+    return x
+
+
+def solve_subsets(
+    jacobians,
+    outputs,
+    y,
+    task_index,
+    subset_weights,
+    *,
+    loss,
+    penalty,
+    solver="newton-cg",
+    pretrained_hessians=None,
+    max_iter=100,
+    tol=1e-12,
+    cg_max_iter=50,
+):
+    """Minimise the linearised, projected fine-tuning objective of many subsets at once.
+
+    Parameters
+    ----------
+    jacobians : torch.Tensor of shape (n, C, d)
+        Projected output Jacobians of the training examples.
+    outputs : torch.Tensor of shape (n, C)
+        Pretrained outputs (the offsets).
+    y : torch.Tensor with n rows
+        Training targets.
+    task_index : torch.Tensor of shape (n,), int64
+        Task of each training example, in ``range(n_tasks)``.
+    subset_weights : torch.Tensor of shape (B, n_tasks)
+        Task weights in [0, 1], one row per subset.
+    loss : loss object from :func:`make_loss`
+    penalty : float
+        :math:`\\lambda` of the L2 penalty on ``w``.
+    solver : {"newton-cg", "newton"}
+        How the Newton direction is computed. ``"newton-cg"``: preconditioned conjugate
+        gradients on Hessian-vector products (``2 n C d`` work each), preconditioned by the
+        Hessian at ``w = 0``, which costs only a weighted sum of the ``n_tasks`` matrices in
+        ``pretrained_hessians`` per subset. ``"newton"``: the Hessian is formed and factored
+        at every iteration (``n C d^2`` work per subset and iteration).
+    pretrained_hessians : torch.Tensor of shape (n_tasks, d, d)
+        From :func:`task_hessians`; needed for ``solver="newton-cg"``.
+    max_iter : int
+        Newton iterations.
+    tol : float
+        A subset stops when half its squared Newton decrement (the predicted decrease of
+        the objective) falls below ``tol`` (or a few ulps of the objective, whichever is
+        larger).
+    cg_max_iter : int
+        Conjugate-gradient iterations per Newton step.
+
+    Returns
+    -------
+    solution : torch.Tensor of shape (B, d)
+    n_iter : torch.Tensor of shape (B,), int64
+    converged : torch.Tensor of shape (B,), bool
+    """
+    B = subset_weights.shape[0]
+    d = jacobians.shape[-1]
+    dtype, device = jacobians.dtype, jacobians.device
+    tiny = torch.finfo(dtype).tiny
+    example_weights = subset_weights[:, task_index]  # (B, n)
+    totals = example_weights.sum(1, keepdim=True)
+    # An empty subset trains on nothing: its data term vanishes and w = 0 is the solution.
+    example_weights = torch.where(totals > 0, example_weights / totals.clamp_min(tiny), 0.0)
+    eye = torch.eye(d, dtype=dtype, device=device)
+
+    def objective(w):
+        out = outputs + torch.einsum("icd,bd->bic", jacobians, w)
+        data = (example_weights * loss.value(out, y)).sum(1)
+        return data + 0.5 * penalty * (w * w).sum(1), out
+
+    w = torch.zeros(B, d, dtype=dtype, device=device)
+    value, out = objective(w)
+    n_iter = torch.zeros(B, dtype=torch.int64, device=device)
+    converged = torch.zeros(B, dtype=torch.bool, device=device)
+
+    if solver == "newton-cg":
+        task_share = torch.where(totals > 0, subset_weights / totals.clamp_min(tiny), 0.0)
+        pretrained = torch.einsum("bk,kde->bde", task_share, pretrained_hessians)
+        preconditioner = _cholesky_with_jitter(pretrained + penalty * eye)
+
+    for iteration in range(max_iter + 1):
+        grad_out = loss.grad(out, y) * example_weights.unsqueeze(-1)
+        grad = torch.einsum("icd,bic->bd", jacobians, grad_out) + penalty * w
+        if solver == "newton":
+            hess = _exact_hessians(jacobians, out, y, example_weights, loss) + penalty * eye
+            step = -torch.cholesky_solve(grad.unsqueeze(-1), _cholesky_with_jitter(hess)).squeeze(
+                -1
+            )
+        else:
+            current_out = out
+
+            def hvp(v, current_out=current_out):
+                u = torch.einsum("icd,bd->bic", jacobians, v)
+                hu = loss.hessian_vector(current_out, y, u) * example_weights.unsqueeze(-1)
+                return torch.einsum("icd,bic->bd", jacobians, hu) + penalty * v
+
+            # Forcing sequence: loose solves far from the optimum, tight ones near it.
+            grad_norm = float(grad.norm(dim=1).max())
+            rtol = min(0.1, max(grad_norm**0.5, 1e-6))
+            step = -_preconditioned_cg(hvp, grad, preconditioner, cg_max_iter, rtol)
+        decrement = -(grad * step).sum(1)  # squared Newton decrement, >= 0
+        # Below a few ulps of the objective no step can be measured: count that as converged.
+        floor = torch.clamp(4 * torch.finfo(dtype).eps * value.abs(), min=tol)
+        converged = converged | (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
+        active = ~converged
+        if not bool(active.any()) or iteration == max_iter:
+            break
+
+        # Armijo backtracking, a step length per subset.
+        length = torch.ones(B, dtype=dtype, device=device)
+        accepted = ~active
+        new_w, new_value, new_out = w, value, out
+        for _ in range(40):
+            trial_w = w + length.unsqueeze(1) * step
+            trial_value, trial_out = objective(trial_w)
+            ok = (
+                torch.isfinite(trial_value)
+                & (trial_value <= value - 1e-4 * length * decrement)
+                & ~accepted
+            )
+            new_w = torch.where(ok.unsqueeze(1), trial_w, new_w)
+            new_value = torch.where(ok, trial_value, new_value)
+            new_out = torch.where(ok[:, None, None], trial_out, new_out)
+            accepted = accepted | ok
+            if bool(accepted.all()):
+                break
+            length = torch.where(accepted, length, 0.5 * length)
+        stalled = active & ~accepted
+        if bool(stalled.any()):
+            # No step decreases the objective: the iterate is optimal to working precision.
+            converged = converged | stalled
+        n_iter = n_iter + (active & accepted).to(torch.int64)
+        w, value, out = new_w, new_value, new_out
+
+    bad = ~torch.isfinite(w).all(1)
+    if bool(bad.any()):
+        warnings.warn(
+            f"{int(bad.sum())} subset problem(s) produced non-finite parameters; their "
+            "solution was reset to the pretrained parameters (w = 0).",
+            NonFiniteSolveWarning,
+            stacklevel=3,
+        )
+        w = torch.where(bad.unsqueeze(1), 0.0, w)
+    return w, n_iter, converged
+
+
+def target_losses(solution, jacobians, outputs, y, loss):
+    """Mean target loss of the linearised model for each subset's solution: shape (B,)."""
+    out = outputs + torch.einsum("icd,bd->bic", jacobians, solution)
+    return loss.value(out, y).mean(1)

@@ -1,0 +1,412 @@
+"""Tests of GradientSubsetEstimator and its torch numerics."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from sktaskmet import GradientSubsetEstimator
+from sktaskmet.datasets import SubsetFineTuner
+from sktaskmet.surrogate import evaluate_subsets
+from sktaskmet.surrogate._linearized import (
+    make_loss,
+    output_jacobians,
+    random_projection,
+    solve_subsets,
+)
+
+
+def make_problem(n_per_task=15, n_tasks=3, n_features=4, n_classes=3, seed=0):
+    rng = np.random.RandomState(seed)
+    n = n_per_task * n_tasks
+    X = rng.normal(size=(n, n_features))
+    W = rng.normal(size=(n_features, n_classes))
+    y = np.argmax(X @ W + 0.5 * rng.normal(size=(n, n_classes)), axis=1)
+    tasks = np.repeat(np.arange(n_tasks), n_per_task)
+    X_target = rng.normal(size=(20, n_features))
+    y_target = np.argmax(X_target @ W, axis=1)
+    return X, y, tasks, X_target, y_target
+
+
+def make_model(n_features=4, n_classes=3, hidden=8, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_features, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n_classes)
+    ).double()
+
+
+def fit_estimator(model=None, data=None, **params):
+    X, y, tasks, X_target, y_target = data if data is not None else make_problem()
+    params = {"device": "cpu", "penalty": 0.1, "random_state": 0, **params}
+    est = GradientSubsetEstimator(model if model is not None else make_model(), **params)
+    return est.fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+
+
+# ---------------------------------------------------------------- numerics
+
+
+def test_per_example_jacobians_equal_autograd_loop():
+    model = make_model()
+    X = torch.from_numpy(np.random.RandomState(1).normal(size=(7, 4)))
+    outputs, jac = output_jacobians(model, X, projection=None, batch_size=3)
+    params = list(model.parameters())
+    for i in range(X.shape[0]):
+        out = model(X[i : i + 1]).reshape(-1)
+        rows = []
+        for c in range(out.shape[0]):
+            grads = torch.autograd.grad(out[c], params, retain_graph=True)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        torch.testing.assert_close(jac[i], torch.stack(rows))
+        torch.testing.assert_close(outputs[i], out.detach())
+
+
+def test_frozen_parameters_are_left_out():
+    model = make_model()
+    model[0].weight.requires_grad_(False)
+    est = fit_estimator(model, projection_dim=None)
+    assert est.n_params_ == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "gaussian", "sparse"])
+def test_projection_preserves_inner_products_in_expectation(kind):
+    n_params, dim, draws = 12, 30, 400
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.zeros(n_params, n_params, dtype=torch.float64)
+    for _ in range(draws):
+        P = random_projection(n_params, dim, kind, generator, torch.float64, "cpu")
+        if kind == "sparse":
+            jac = torch.randn(2, 3, n_params, dtype=torch.float64, generator=generator)
+            torch.testing.assert_close(P.apply(jac), jac @ P.dense())
+            P = P.dense()
+        assert P.shape == (n_params, dim)
+        mean += P @ P.T / draws
+    # E[P P^T] = I: every entry of the average is within a few standard errors.
+    torch.testing.assert_close(mean, torch.eye(n_params, dtype=torch.float64), atol=0.05, rtol=0)
+    if kind == "rademacher":
+        assert torch.allclose(P.abs(), torch.full_like(P, dim**-0.5))
+
+
+def test_projected_gradient_shapes():
+    est = fit_estimator(projection_dim=5)
+    assert est.train_gradients_.shape == (45, 3, 5)
+    assert est.target_gradients_.shape == (20, 3, 5)
+    assert est.train_outputs_.shape == (45, 3)
+    assert est.task_hessians_.shape == (3, 5, 5)
+    assert est.projection_dim_ == 5 and est.n_outputs_ == 3 and est.n_tasks_ == 3
+
+
+def test_squared_error_without_projection_matches_closed_form():
+    X, y_cls, tasks, X_target, _ = make_problem()
+    rng = np.random.RandomState(3)
+    y = rng.normal(size=(45, 2))
+    y_target = rng.normal(size=(20, 2))
+    model = make_model(n_classes=2)
+    penalty = 0.3
+    est = fit_estimator(
+        model,
+        (X, y, tasks, X_target, y_target),
+        loss="squared_error",
+        projection_dim=None,
+        penalty=penalty,
+    )
+    s = np.array([1.0, 0.0, 1.0])
+    a = s[tasks] / s[tasks].sum()
+    J, f0 = est.train_gradients_, est.train_outputs_
+    # minimise sum_i a_i ||f0_i + J_i w - y_i||^2 + penalty/2 ||w||^2
+    H = 2 * np.einsum("i,icd,ice->de", a, J, J) + penalty * np.eye(J.shape[2])
+    b = 2 * np.einsum("i,icd,ic->d", a, J, y - f0)
+    w = np.linalg.solve(H, b)
+    pred = est.target_outputs_ + est.target_gradients_ @ w
+    expected = ((pred - y_target) ** 2).sum(1).mean()
+    np.testing.assert_allclose(est.estimate(s[None]), [expected], rtol=1e-10)
+
+
+def test_full_set_equals_direct_linearised_fine_tuning():
+    """F-hat of the full set equals fine-tuning the linearised model itself (torch.func.jvp)."""
+    X, y, tasks, X_target, y_target = make_problem()
+    model = make_model()
+    penalty = 0.05
+    est = fit_estimator(model, projection_dim=None, penalty=penalty, tol=1e-14)
+
+    theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
+    delta = {k: torch.zeros_like(v, requires_grad=True) for k, v in theta0.items()}
+
+    def linearised(x):
+        def f(params):
+            return torch.func.functional_call(model, params, (x,))
+
+        out0, tangent = torch.func.jvp(f, (theta0,), (delta,))
+        return out0 + tangent
+
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    optimizer = torch.optim.LBFGS(
+        list(delta.values()),
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(linearised(Xt), yt) + 0.5 * penalty * sum(
+            (d**2).sum() for d in delta.values()
+        )
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(
+            linearised(torch.from_numpy(X_target)), torch.from_numpy(y_target)
+        ).item()
+    np.testing.assert_allclose(est.estimate(np.ones((1, 3))), [direct], rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_newton_and_newton_cg_agree(loss):
+    X, y, tasks, X_target, y_target = make_problem()
+    if loss == "squared_error":
+        y, y_target = np.eye(3)[y], np.eye(3)[y_target]
+    S = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1], [0.3, 1, 0.0]])
+    a = fit_estimator(data=(X, y, tasks, X_target, y_target), loss=loss, projection_dim=12)
+    b = (
+        clone(a)
+        .set_params(solver="newton")
+        .fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    )
+    # Both stop at an objective within tol=1e-12 of the optimum: F-hat agrees to ~1e-7.
+    np.testing.assert_allclose(a.estimate(S), b.estimate(S), rtol=1e-6)
+
+
+def test_subset_weights_behave_as_documented():
+    est = fit_estimator(projection_dim=10)
+    F_hat = est.estimate([[1, 1, 1], [0.5, 0.5, 0.5], [0, 0, 0], [1, 0, 0], [1, 1e-12, 0]])
+    # Weights are normalised: scaling all of them changes nothing.
+    np.testing.assert_allclose(F_hat[0], F_hat[1], rtol=1e-8)
+    # The empty subset keeps the pretrained model.
+    np.testing.assert_allclose(F_hat[2], est.pretrained_target_loss_, rtol=1e-12)
+    # A vanishing weight is (continuously) no weight.
+    np.testing.assert_allclose(F_hat[3], F_hat[4], rtol=1e-8)
+
+
+def test_callable_loss_matches_builtin():
+    X, y, tasks, X_target, y_target = make_problem()
+    Y, Y_target = np.eye(3)[y], np.eye(3)[y_target]
+
+    def squared(outputs, targets):
+        return ((outputs - targets) ** 2).sum(1)
+
+    S = np.array([[1, 0, 1], [1, 1, 1]])
+    builtin = fit_estimator(data=(X, Y, tasks, X_target, Y_target), loss="squared_error")
+    custom = fit_estimator(data=(X, Y, tasks, X_target, Y_target), loss=squared)
+    np.testing.assert_allclose(custom.estimate(S), builtin.estimate(S), rtol=1e-8)
+
+
+def test_iterates_stay_finite_with_a_tiny_penalty():
+    # A tiny penalty on nearly separable data drives the logits far; the line search keeps
+    # every iterate finite (at worst the solve stops at max_iter with a ConvergenceWarning).
+    est = fit_estimator(penalty=1e-8, projection_dim=6, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        F_hat = est.estimate(np.ones((2, 3)))
+    assert np.all(np.isfinite(F_hat))
+    assert np.all(F_hat > 0)
+
+
+def test_solve_subsets_batched_equals_one_by_one():
+    generator = torch.Generator().manual_seed(0)
+    G = torch.randn(30, 3, 6, generator=generator, dtype=torch.float64)
+    f0 = torch.randn(30, 3, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=generator)
+    task = torch.arange(30) % 4
+    W = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1.0]], dtype=torch.float64)
+    loss = make_loss("cross_entropy")
+    kwargs = dict(loss=loss, penalty=0.2, solver="newton", tol=1e-14)
+    batched, _, converged = solve_subsets(G, f0, y, task, W, **kwargs)
+    assert bool(converged.all())
+    for b in range(3):
+        single, _, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
+        torch.testing.assert_close(batched[b], single[0])
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def test_estimate_is_close_to_real_fine_tuning():
+    rng = np.random.RandomState(0)
+    n_tasks, n_per_task = 4, 25
+    X = rng.normal(size=(n_tasks * n_per_task, 5))
+    W = rng.normal(size=(5, 3))
+    y = np.argmax(X @ W, axis=1)
+    y[:n_per_task] = rng.randint(0, 3, n_per_task)  # task 0 has random labels
+    tasks = np.repeat(np.arange(n_tasks), n_per_task)
+    X_target = rng.normal(size=(60, 5))
+    y_target = np.argmax(X_target @ W, axis=1)
+    # A wide network stays close to its linearisation (the neural tangent kernel regime).
+    model = make_model(n_features=5, hidden=256, seed=1)
+    penalty = 0.3
+    S = np.array([[1, 1, 1, 1], [0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
+    tuner = SubsetFineTuner(model, X, y, tasks, X_target, y_target, penalty=penalty)
+    F = evaluate_subsets(tuner, S)
+    est = fit_estimator(
+        model, (X, y, tasks, X_target, y_target), penalty=penalty, projection_dim=None
+    )
+    assert est.relative_error(S, F) < 0.02
+    # The estimate tracks the differences between subsets, not just the level.
+    F_hat = est.estimate(S)
+    assert np.corrcoef(F_hat, F)[0, 1] > 0.95
+    # A mismatched penalty is visibly worse.
+    wrong = (
+        clone(est)
+        .set_params(penalty=penalty / 10)
+        .fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    )
+    assert wrong.relative_error(S, F) > 2 * est.relative_error(S, F)
+
+
+# ---------------------------------------------------------------- estimator behaviour
+
+
+def test_determinism_with_random_state():
+    S = np.array([[1, 0, 1], [1, 1, 1]])
+    a = fit_estimator(projection_dim=6, random_state=3)
+    b = fit_estimator(projection_dim=6, random_state=3)
+    c = fit_estimator(projection_dim=6, random_state=4)
+    np.testing.assert_array_equal(a.train_gradients_, b.train_gradients_)
+    np.testing.assert_array_equal(a.estimate(S), b.estimate(S))
+    assert not np.allclose(a.train_gradients_, c.train_gradients_)
+
+
+def test_model_is_not_modified():
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit_estimator(model, projection_dim=4).estimate(np.ones((1, 3)))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.dtype == torch.float64
+
+
+def test_float32_follows_data():
+    X, y, tasks, X_target, y_target = make_problem()
+    data = (X.astype(np.float32), y, tasks, X_target.astype(np.float32), y_target)
+    est = fit_estimator(make_model(), data, projection_dim=6, tol=1e-8)
+    assert est.train_gradients_.dtype == np.float32
+    F32 = est.estimate(np.ones((1, 3)))
+    F64 = fit_estimator(make_model(), projection_dim=6).estimate(np.ones((1, 3)))
+    assert F32.dtype == np.float32
+    np.testing.assert_allclose(F32, F64, rtol=1e-4)
+
+
+def test_pickle_clone_and_device_change():
+    S = np.array([[1, 0, 1], [0, 1, 0]])
+    est = fit_estimator(projection_dim=6)
+    expected = est.estimate(S)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.estimate(S), expected)
+    loaded.set_params(device="cpu", solver="newton")
+    np.testing.assert_allclose(loaded.estimate(S), expected, rtol=1e-6)
+    assert clone(est).get_params()["projection_dim"] == 6
+
+
+def test_n_jobs_path_equals_sequential():
+    S = np.random.RandomState(0).randint(0, 2, size=(9, 3))
+    est = fit_estimator(projection_dim=6, subset_batch_size=2)
+    sequential = est.estimate(S)
+    est.set_params(n_jobs=2)
+    np.testing.assert_allclose(est.estimate(S), sequential, rtol=1e-12)
+
+
+def test_relative_error_definition():
+    est = fit_estimator(projection_dim=6)
+    S = np.array([[1, 0, 1], [0, 1, 1]])
+    F_hat = est.estimate(S)
+    F_true = F_hat * np.array([1.1, 0.8])
+    expected = np.mean(np.abs(F_hat - F_true) / F_true)
+    assert est.relative_error(S, F_true) == pytest.approx(expected)
+
+
+def test_squared_error_with_one_output():
+    X, _, tasks, X_target, _ = make_problem()
+    rng = np.random.RandomState(0)
+    y, y_target = rng.normal(size=45), rng.normal(size=20)
+    est = fit_estimator(
+        make_model(n_classes=1),
+        (X, y, tasks, X_target, y_target),
+        loss="squared_error",
+        projection_dim=5,
+    )
+    assert est.estimate([[1, 1, 0]]).shape == (1,)
+
+
+def test_verbose_reports_progress(capsys):
+    fit_estimator(projection_dim=4, verbose=1).estimate(np.ones((2, 3)))
+    out = capsys.readouterr().out
+    assert "gradients of 45 training" in out and "2/2 subsets solved" in out
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_subsets_raise():
+    est = fit_estimator(projection_dim=4)
+    with pytest.raises(ValueError, match="S has 2 columns.*n_tasks_=3"):
+        est.estimate([[1, 0]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        est.estimate([[1, 0, 2]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        est.estimate([[1, -0.5, 0]])
+    with pytest.raises(ValueError):
+        est.estimate([[1, np.nan, 0]])
+    with pytest.raises(ValueError, match="F_true has 1 values"):
+        est.relative_error([[1, 0, 1], [1, 1, 1]], [0.3])
+    with pytest.raises(ValueError, match="zeros"):
+        est.relative_error([[1, 0, 1]], [0.0])
+
+
+def test_model_data_mismatch_raises():
+    X, y, tasks, X_target, y_target = make_problem()
+    with pytest.raises(ValueError, match="model could not be applied"):
+        fit_estimator(make_model(n_features=5))
+    with pytest.raises(ValueError, match="classes must lie in"):
+        fit_estimator(make_model(n_classes=2))
+    with pytest.raises(ValueError, match="tasks has 44 entries"):
+        fit_estimator(data=(X, y, tasks[:-1], X_target, y_target))
+    with pytest.raises(ValueError, match="features"):
+        fit_estimator(data=(X, y, tasks, X_target[:, :3], y_target))
+    with pytest.raises(ValueError, match="y_target has 19 rows"):
+        fit_estimator(data=(X, y, tasks, X_target, y_target[:-1]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        fit_estimator(data=(X, y + 0.5, tasks, X_target, y_target))
+    with pytest.raises(ValueError, match="2 column"):
+        fit_estimator(
+            make_model(n_classes=3),
+            (X, np.ones((45, 2)), tasks, X_target, np.ones((20, 2))),
+            loss="squared_error",
+        )
+
+
+def test_invalid_parameters_raise():
+    with pytest.raises(ValueError, match="model"):
+        fit_estimator(model="not a model")
+    with pytest.raises(ValueError, match="projection_dim"):
+        fit_estimator(projection_dim=0)
+    with pytest.raises(ValueError, match="penalty"):
+        fit_estimator(penalty=-1.0)
+    with pytest.raises(NotFittedError):
+        GradientSubsetEstimator(make_model()).estimate(np.ones((1, 3)))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    S = np.array([[1, 0, 1], [1, 1, 1]])
+    # Without projection (the CUDA and CPU generators draw different projections).
+    cpu = fit_estimator(projection_dim=None)
+    gpu = fit_estimator(projection_dim=None, device="cuda")
+    np.testing.assert_allclose(gpu.estimate(S), cpu.estimate(S), rtol=1e-6)
+    # Fitted state is numpy: a GPU-fitted estimator estimates on the CPU after set_params.
+    gpu.set_params(device="cpu")
+    np.testing.assert_allclose(gpu.estimate(S), cpu.estimate(S), rtol=1e-6)
