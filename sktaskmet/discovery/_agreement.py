@@ -288,6 +288,11 @@ class AgreementScorer(BaseEstimator):
 
     def _encode_labelings(self, y):
         target_type = type_of_target(y, input_name="y")
+        if target_type == "unknown":
+            raise ValueError(
+                "Unknown label type: y must hold class labels (ints or strings), one "
+                "labeling per column."
+            )
         if target_type not in _LABEL_TARGETS:
             raise ValueError(
                 "y must hold class labels (one labeling per column); got a target of type "
