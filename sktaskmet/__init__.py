@@ -20,3 +20,6 @@ __all__ = [
 ]
 __all__ = ["__version__", "KernelSurrogate", "LinearSurrogate"]
 __all__ = ["__version__", "KernelSurrogate", "LinearSurrogate", "GradientSubsetEstimator"]
+from .discovery import AgreementScorer
+
+__all__ = ["__version__", "AgreementScorer"]

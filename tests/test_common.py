@@ -41,6 +41,7 @@ CHECK_PARAMS = {
     ),
     "KernelSurrogate": {"device": "cpu"},
     "LinearSurrogate": {"device": "cpu"},
+    "AgreementScorer": dict(hidden_layer_sizes=(8,), max_epochs=2, batch_size=16, device="cpu"),
 }
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.

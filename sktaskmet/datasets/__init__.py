@@ -17,3 +17,6 @@ from ._multitask import SubsetFineTuner, make_multitask_digits
 from ._surrogate import make_task_interactions
 
 __all__ = ["make_task_interactions", "make_multitask_digits", "SubsetFineTuner"]
+from ._discovery import make_class_split_tasks, make_random_labelings
+
+__all__ = ["make_class_split_tasks", "make_random_labelings"]

@@ -1,3 +1,5 @@
 """Agreement score of labelings, task discovery and the adversarial splits it implies."""
 
-__all__ = []
+from ._agreement import AgreementScorer
+
+__all__ = ["AgreementScorer"]

@@ -10,3 +10,6 @@ __all__ = ["MetricCurveDisplay", "MetricWeightsDisplay"]
 from ._surrogate import AttributionDisplay, InteractionDisplay
 
 __all__ = ["AttributionDisplay", "InteractionDisplay"]
+from ._discovery import AgreementScoreDisplay
+
+__all__ = ["AgreementScoreDisplay"]
