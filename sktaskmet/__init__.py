@@ -7,4 +7,6 @@ Each method family lives in its own subpackage; the public estimators are re-exp
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+from .discovery import TaskDiscovery, random_network_tasks
+
+__all__ = ["__version__", "TaskDiscovery", "random_network_tasks"]

@@ -1,3 +1,5 @@
 """Agreement score of labelings, task discovery and the adversarial splits it implies."""
 
-__all__ = []
+from ._task_discovery import TaskDiscovery, random_network_tasks
+
+__all__ = ["TaskDiscovery", "random_network_tasks"]
