@@ -7,6 +7,6 @@ Each method family lives in its own subpackage; the public estimators are re-exp
 
 __version__ = "0.1.0.dev0"
 
-from .discovery import TaskDiscovery, random_network_tasks
+from .discovery import AgreementScorer, TaskDiscovery, random_network_tasks
 
-__all__ = ["__version__", "TaskDiscovery", "random_network_tasks"]
+__all__ = ["__version__", "AgreementScorer", "TaskDiscovery", "random_network_tasks"]

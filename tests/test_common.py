@@ -18,7 +18,9 @@ import sktaskmet
 PUBLIC_MODULES = ["sktaskmet", "sktaskmet.model_selection"]
 
 # Small, fast settings per estimator class name (the defaults are tuned for real data).
-CHECK_PARAMS = {}
+CHECK_PARAMS = {
+    "AgreementScorer": dict(hidden_layer_sizes=(8,), max_epochs=2, batch_size=16, device="cpu"),
+}
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.
 EXPECTED_FAILED_CHECKS = {}

@@ -1,3 +1,5 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
-__all__ = []
+from ._discovery import make_class_split_tasks, make_random_labelings
+
+__all__ = ["make_class_split_tasks", "make_random_labelings"]

@@ -1,3 +1,5 @@
 """Cross-validation splitters."""
 
-__all__ = []
+from ._adversarial import AdversarialSplit
+
+__all__ = ["AdversarialSplit"]

@@ -1,0 +1,516 @@
+"""Agreement score of labelings: do networks trained on a labeling agree off its points?"""
+
+from itertools import combinations
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
+from .._nn import ACTIVATIONS
+from ._ensemble import DATA_MODES, MLPEnsemble, batch_schedule, train_ensemble
+
+__all__ = ["AgreementScorer"]
+
+_LABEL_TARGETS = ("binary", "multiclass", "multiclass-multioutput", "multilabel-indicator")
+
+
+class AgreementScorer(BaseEstimator):
+    r"""Agreement score of one or many labelings of a data set.
+
+    A labeling :math:`\tau` of inputs :math:`x_1, \dots, x_n` is scored by training
+    ``n_models`` networks :math:`f_1, \dots, f_K` on :math:`(x_i, \tau(x_i))` from different
+    random initialisations and measuring how often their argmax predictions agree on
+    held-out inputs :math:`H`:
+
+    .. math::
+
+        \mathrm{AS}(\tau) = \frac{2}{K (K - 1)} \sum_{a < b}
+        \frac{1}{|H|} \sum_{x \in H} \mathbb{1}\left[f_a(x) = f_b(x)\right].
+
+    No held-out labels are needed. Networks generalize on labelings of high agreement
+    (human-made class splits score close to 1), while random labelings score low: each
+    network memorises the training labels and guesses differently elsewhere. This is the
+    measure of Atanov et al., *Task Discovery: Finding the Tasks that Neural Networks
+    Generalize on* (NeurIPS 2022).
+
+    All ``n_tasks * n_models`` networks are multi-layer perceptrons trained together as one
+    batched ensemble (parameters stacked with :func:`torch.func.stack_module_state` and
+    evaluated under :func:`torch.func.vmap`), so scoring many labelings costs little more
+    than scoring one on a GPU. Each network is trained by its own Adam optimiser on the
+    mean cross-entropy of its own minibatches, exactly as if trained alone. Model ``k``
+    starts from the same initial weights and sees the same data order for every labeling,
+    so the score of a labeling does not depend on which other labelings are scored with it.
+
+    Alternatively, ``estimator`` takes any scikit-learn classifier with a ``random_state``
+    parameter; its clones with ``n_models`` different seeds are fitted through
+    :class:`joblib.Parallel`.
+
+    Read more in the :ref:`User Guide <discovery>`.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+        Widths of the hidden layers of the networks.
+    n_models : int, default=2
+        Networks trained per labeling (:math:`K \geq 2`).
+    data_mode : {"same", "independent", "disjoint"}, default="same"
+        What the networks of one labeling are trained on.
+
+        - ``"same"``: every network sees the same minibatches in the same order; only the
+          initialisation differs (the evaluation protocol of the paper).
+        - ``"independent"``: each network draws its own data order every epoch.
+        - ``"disjoint"``: the training points are split once into ``n_models`` parts of
+          equal size (up to ``n_models - 1`` points are left out); network ``k`` trains on
+          part ``k`` with minibatches of ``batch_size // n_models`` points, its share of
+          every batch (as in the inner loop of task discovery). Random labelings then score
+          about ``1 / n_classes``: the networks share no training label.
+
+        With ``estimator``, ``"same"`` and ``"independent"`` both fit every clone on all
+        training points (a scikit-learn estimator draws its data order from its
+        ``random_state``), and ``"disjoint"`` fits clone ``k`` on part ``k``.
+    max_epochs : int, default=60
+        Passes over the training points.
+    batch_size : int, default=100
+        Minibatch size (clipped to the number of training points).
+    learning_rate : float, default=1e-3
+        Adam step size.
+    test_size : float or int, default=0.25
+        Held-out part of ``X`` on which agreement and test accuracy are measured: a
+        fraction in (0, 1) (rounded down) or a number of points. The same split is used for
+        every labeling.
+    activation : {"relu", "tanh", "gelu", "identity"}, default="relu"
+        Hidden-layer activation.
+    estimator : scikit-learn classifier or None, default=None
+        A classifier with a ``random_state`` parameter used instead of the networks.
+    n_jobs : int or None, default=None
+        Parallel fits when ``estimator`` is given (``None`` means 1 unless in a
+        :func:`joblib.parallel_backend` context, so a dask or ray backend scales it out).
+    device : str or torch.device, default="auto"
+        Where the networks are trained: ``"auto"`` (CUDA when available), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the held-out split, the initialisations and the data orders.
+    verbose : int, default=0
+        Prints the mean training loss every epoch (and joblib progress) when positive.
+
+    Attributes
+    ----------
+    agreement_scores_ : ndarray of shape (n_tasks,)
+        Agreement score of each labeling on the held-out points.
+    agreement_score_ : float
+        Mean of ``agreement_scores_``.
+    train_accuracies_ : ndarray of shape (n_tasks, n_models)
+        Accuracy of each network on its labeling over the training points.
+    test_accuracies_ : ndarray of shape (n_tasks, n_models)
+        Accuracy of each network on its labeling over the held-out points.
+    classes_ : list of ndarray
+        Class labels of each labeling.
+    n_tasks_ : int
+        Number of labelings (columns of ``y``).
+    train_indices_, test_indices_ : ndarray of int
+        Rows of ``X`` used for training and held out.
+    ensemble_state_ : dict of str to ndarray or None
+        Parameters of the networks as numpy arrays stacked along a first axis of size
+        ``n_tasks * n_models`` (network ``k`` of labeling ``t`` at ``t * n_models + k``), so a
+        model fitted on a GPU pickles and scores on a CPU. ``None`` with ``estimator``.
+    estimators_ : list of list of estimators or None
+        ``estimators_[t][k]``: clone ``k`` fitted on labeling ``t``; ``None`` without
+        ``estimator``.
+    loss_curve_ : list of float
+        Mean training loss of the networks at each epoch (empty with ``estimator``).
+    n_iter_ : int
+        Epochs run.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    sktaskmet.model_selection.AdversarialSplit : Train/test split implied by a labeling.
+
+    References
+    ----------
+    A. Atanov, A. Filatov, T. Yeo, A. Sohmshetty and A. Zamir, "Task Discovery: Finding the
+    Tasks that Neural Networks Generalize on", NeurIPS 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sktaskmet import AgreementScorer
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype(np.float32)
+    >>> human = (y >= 5).astype(int)
+    >>> random = np.random.RandomState(0).randint(0, 2, len(y))
+    >>> scorer = AgreementScorer(hidden_layer_sizes=(32,), max_epochs=5, device="cpu",
+    ...                          random_state=0)
+    >>> scorer.fit(X, np.column_stack([human, random])).agreement_scores_.round(1)
+    array([0.9, 0.6])
+    """
+
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like"],
+        "n_models": [Interval(Integral, 2, None, closed="left")],
+        "data_mode": [StrOptions(set(DATA_MODES))],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "test_size": [
+            Interval(RealNotInt, 0, 1, closed="neither"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "n_jobs": [Integral, None],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(128, 128),
+        n_models=2,
+        data_mode="same",
+        max_epochs=60,
+        batch_size=100,
+        learning_rate=1e-3,
+        test_size=0.25,
+        activation="relu",
+        estimator=None,
+        n_jobs=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.n_models = n_models
+        self.data_mode = data_mode
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.test_size = test_size
+        self.activation = activation
+        self.estimator = estimator
+        self.n_jobs = n_jobs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        return tags
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train ``n_models`` networks per labeling and score their agreement.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs (float32 input trains in float32, anything else in float64).
+        y : array-like of shape (n_samples,) or (n_samples, n_tasks)
+            One labeling, or one labeling per column. Each labeling needs at least two
+            classes.
+
+        Returns
+        -------
+        self : AgreementScorer
+            The fitted scorer.
+        """
+        hidden = self._check_hidden_layer_sizes()
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=True,
+            multi_output=True,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2,
+        )
+        labelings, self.classes_ = self._encode_labelings(y)
+        n_samples, n_tasks = labelings.shape
+        self.n_tasks_ = n_tasks
+
+        seed = seed_from_random_state(self.random_state)
+        rng = np.random.RandomState(seed % (2**32))
+        self.train_indices_, self.test_indices_ = self._split(n_samples, rng)
+        model_seeds = rng.randint(0, 2**31 - 1, size=self.n_models)
+        order_seed = int(rng.randint(0, 2**31 - 1))
+        for t in range(n_tasks):
+            if np.unique(labelings[self.train_indices_, t]).size < 2:
+                raise ValueError(
+                    f"Labeling {t} (column {t} of y) has a single class among the "
+                    f"{self.train_indices_.size} training points; lower test_size or pass "
+                    "more points."
+                )
+
+        if self.estimator is None:
+            predictions = self._fit_networks(X, labelings, hidden, model_seeds, order_seed)
+            self.estimators_ = None
+        else:
+            predictions = self._fit_estimators(X, labelings, model_seeds)
+            self.ensemble_state_ = None
+            self.loss_curve_ = []
+            self.n_iter_ = 0
+
+        train_pred = predictions[:, :, self.train_indices_]
+        test_pred = predictions[:, :, self.test_indices_]
+        truth = labelings.T[:, None, :]
+        self.train_accuracies_ = (train_pred == truth[:, :, self.train_indices_]).mean(axis=2)
+        self.test_accuracies_ = (test_pred == truth[:, :, self.test_indices_]).mean(axis=2)
+        self.agreement_scores_ = _agreement_numpy(test_pred)
+        self.agreement_score_ = float(self.agreement_scores_.mean())
+        return self
+
+    def _check_hidden_layer_sizes(self):
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
+        if sizes.ndim != 1 or not all(
+            isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a sequence of positive ints; got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+        return tuple(int(h) for h in sizes)
+
+    def _encode_labelings(self, y):
+        target_type = type_of_target(y, input_name="y")
+        if target_type == "unknown":
+            raise ValueError(
+                "Unknown label type: y must hold class labels (ints or strings), one "
+                "labeling per column."
+            )
+        if target_type not in _LABEL_TARGETS:
+            raise ValueError(
+                "y must hold class labels (one labeling per column); got a target of type "
+                f"{target_type!r}. Continuous targets have no agreement score."
+            )
+        y = np.asarray(y)
+        if y.ndim == 1:
+            y = y[:, None]
+        classes, columns = [], []
+        for t in range(y.shape[1]):
+            labels, encoded = np.unique(y[:, t], return_inverse=True)
+            if labels.size < 2:
+                raise ValueError(
+                    f"Labeling {t} (column {t} of y) has a single class {labels[0]!r}; a "
+                    "labeling needs at least two classes."
+                )
+            classes.append(labels)
+            columns.append(encoded.reshape(-1))
+        return np.column_stack(columns).astype(np.int64), classes
+
+    def _split(self, n_samples, rng):
+        if isinstance(self.test_size, Integral):
+            n_test = int(self.test_size)
+        else:
+            n_test = int(np.floor(self.test_size * n_samples))
+        if n_test < 1:
+            raise ValueError(
+                f"test_size={self.test_size!r} leaves no held-out point among {n_samples} "
+                "samples; the agreement is measured on held-out points, so raise test_size."
+            )
+        n_train = n_samples - n_test
+        needed = self.n_models if self.data_mode == "disjoint" else 2
+        if n_train < needed:
+            raise ValueError(
+                f"test_size={self.test_size!r} leaves {n_train} training point(s) among "
+                f"{n_samples} samples; at least {needed} are needed."
+            )
+        order = rng.permutation(n_samples)
+        return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+    def _fit_networks(self, X, labelings, hidden, model_seeds, order_seed):
+        device = resolve_device(self.device)
+        n_samples, n_tasks = labelings.shape
+        n_members = n_tasks * self.n_models
+        n_classes = np.array([c.size for c in self.classes_])
+        self._architecture = {
+            "in_features": X.shape[1],
+            "hidden_layer_sizes": hidden,
+            "out_features": int(n_classes.max()),
+            "activation": self.activation,
+            "n_classes": n_classes,
+        }
+        ensemble = MLPEnsemble(
+            X.shape[1],
+            hidden,
+            int(n_classes.max()),
+            seeds=np.tile(model_seeds, n_tasks),
+            activation=self.activation,
+            dtype=to_tensor(X[:1]).dtype,
+            device=device,
+        )
+        X_all = to_tensor(X, device)
+        targets = to_tensor(labelings, device)
+        train = to_tensor(self.train_indices_, device)
+        task_of_member = torch.arange(n_members, device=device) // self.n_models
+        next_epoch = batch_schedule(
+            train.numel(),
+            self.n_models,
+            n_members,
+            min(self.batch_size, train.numel()),
+            self.data_mode,
+            make_generator(order_seed, device),
+            device,
+        )
+        logit_mask = _logit_mask(n_classes, self.n_models, X_all.dtype, device)
+        loss_curve = train_ensemble(
+            ensemble,
+            X_all[train],
+            targets[train],
+            task_of_member,
+            next_epoch,
+            self.max_epochs,
+            self.learning_rate,
+            verbose=self.verbose,
+            logit_mask=logit_mask,
+        )
+        self.loss_curve_ = [float(v) for v in loss_curve.mean(axis=1)]
+        self.n_iter_ = len(self.loss_curve_)
+        self.ensemble_state_ = ensemble.state_numpy()
+        predictions = ensemble.predict(X_all, logit_mask=logit_mask)
+        return to_numpy(predictions).reshape(n_tasks, self.n_models, n_samples)
+
+    def _fit_estimators(self, X, labelings, model_seeds):
+        n_tasks = labelings.shape[1]
+        if "random_state" not in self.estimator.get_params():
+            raise ValueError(
+                f"estimator {type(self.estimator).__name__} has no random_state parameter; "
+                "the agreement score needs models that differ only by their seed."
+            )
+        train = self.train_indices_
+        if self.data_mode == "disjoint":
+            part = train.size // self.n_models
+            shuffled = np.random.RandomState(int(model_seeds[0])).permutation(train)
+            rows = [np.sort(shuffled[k * part : (k + 1) * part]) for k in range(self.n_models)]
+        else:
+            rows = [train] * self.n_models
+        jobs = [
+            delayed(_fit_clone)(
+                self.estimator, int(model_seeds[k]), X[rows[k]], labelings[rows[k], t]
+            )
+            for t in range(n_tasks)
+            for k in range(self.n_models)
+        ]
+        fitted = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(jobs)
+        self.estimators_ = [
+            fitted[t * self.n_models : (t + 1) * self.n_models] for t in range(n_tasks)
+        ]
+        return self._estimator_predictions(X)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _estimator_predictions(self, X):
+        return np.stack(
+            [np.stack([np.asarray(est.predict(X)) for est in row]) for row in self.estimators_]
+        )
+
+    def _network_predictions(self, X):
+        arch = self._architecture
+        device = resolve_device(self.device)
+        n_members = self.n_tasks_ * self.n_models_fitted
+        ensemble = MLPEnsemble(
+            arch["in_features"],
+            arch["hidden_layer_sizes"],
+            arch["out_features"],
+            seeds=[0] * n_members,
+            activation=arch["activation"],
+            dtype=to_tensor(X[:1]).dtype,
+            device=device,
+        )
+        ensemble.load_state_numpy(self.ensemble_state_, device, X.dtype)
+        mask = _logit_mask(arch["n_classes"], self.n_models_fitted, ensemble.dtype, device)
+        predictions = ensemble.predict(to_tensor(X, device), logit_mask=mask)
+        return to_numpy(predictions).reshape(self.n_tasks_, self.n_models_fitted, len(X))
+
+    @property
+    def n_models_fitted(self):
+        """Networks per labeling in the fitted ensemble."""
+        return self.train_accuracies_.shape[1]
+
+    def predict_members(self, X):
+        """Predictions of every fitted network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        predictions : ndarray of shape (n_tasks, n_models, n_samples)
+            ``predictions[t, k]``: labels (from ``classes_[t]``) predicted by network ``k``
+            of labeling ``t``.
+        """
+        check_is_fitted(self, "agreement_scores_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if self.estimators_ is not None:
+            return self._estimator_predictions(X)
+        encoded = self._network_predictions(X)
+        return np.stack([np.asarray(self.classes_[t])[encoded[t]] for t in range(self.n_tasks_)])
+
+    def agreement(self, X):
+        """Agreement score of each labeling's networks on new inputs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_tasks,)
+        """
+        return _agreement_numpy(self.predict_members(X))
+
+    def score(self, X, y=None):
+        """Mean agreement score of the fitted networks on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored: the agreement score needs no labels.
+
+        Returns
+        -------
+        score : float
+            Fraction of points of ``X`` on which two networks of the same labeling agree,
+            averaged over network pairs and labelings.
+        """
+        return float(self.agreement(X).mean())
+
+
+def _fit_clone(estimator, seed, X, y):
+    return clone(estimator).set_params(random_state=seed).fit(X, y)
+
+
+def _agreement_numpy(predictions):
+    """Pairwise agreement of (n_tasks, n_models, n) predictions, averaged over pairs."""
+    n_models = predictions.shape[1]
+    pairs = list(combinations(range(n_models), 2))
+    return np.mean(
+        [(predictions[:, a] == predictions[:, b]).mean(axis=1) for a, b in pairs], axis=0
+    )
+
+
+def _logit_mask(n_classes, n_models, dtype, device):
+    """-inf on the logits of classes a labeling does not have; None when all have as many."""
+    if np.all(n_classes == n_classes.max()):
+        return None
+    mask = torch.zeros((n_classes.size, int(n_classes.max())), dtype=dtype, device=device)
+    for t, c in enumerate(n_classes):
+        mask[t, c:] = -torch.inf
+    return mask.repeat_interleave(n_models, dim=0)[:, None, :]

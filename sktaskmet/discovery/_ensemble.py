@@ -1,0 +1,337 @@
+"""Ensembles of small networks trained as one batched computation.
+
+Scoring many labelings means training many small networks of one architecture: ``n_tasks``
+labelings times ``n_models`` initialisations. A Python loop over ``torch.nn.Module`` objects
+pays the interpreter and kernel-launch overhead once per network and step; here the
+parameters of all members are stacked along a leading axis
+(:func:`torch.func.stack_module_state`) and one functional forward pass
+(:func:`torch.func.functional_call` under :func:`torch.func.vmap`) evaluates every member
+on its own minibatch, so a training step of ``M`` networks is a handful of batched matrix
+products.
+
+Each member is exactly the network it would be if trained alone:
+
+* the loss is the *sum* over members of each member's mean cross-entropy, so the gradient
+  with respect to a member's parameters is the gradient of its own loss;
+* Adam is elementwise (its moments, bias corrections and update act on each parameter
+  entry separately), so one :class:`torch.optim.Adam` over the stacked tensors performs
+  ``M`` independent Adam updates;
+* there is no state shared between members (no BatchNorm running statistics, which do
+  not work under ``vmap``).
+
+This module holds the torch numerics only; :class:`~sktaskmet.AgreementScorer` is the
+scikit-learn side.
+"""
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch.func import functional_call, stack_module_state, vmap
+
+from .._backend import seeded, to_numpy, to_tensor
+from .._nn import make_mlp
+
+__all__ = ["MLPEnsemble", "batch_schedule", "train_ensemble", "pairwise_agreement"]
+
+DATA_MODES = ("same", "independent", "disjoint")
+
+
+class MLPEnsemble:
+    """``n_members`` MLPs of one architecture with their parameters stacked.
+
+    Member ``m`` is initialised exactly as ``make_mlp(...)`` built inside
+    ``seeded(seeds[m])``, so any member can be rebuilt alone (see :meth:`member`).
+
+    Parameters
+    ----------
+    in_features : int
+    hidden_layer_sizes : sequence of int
+    out_features : int
+    seeds : sequence of int
+        One initialisation seed per member.
+    activation : str, default="relu"
+    dtype : torch.dtype, default=torch.float32
+    device : torch.device, default="cpu"
+    """
+
+    def __init__(
+        self,
+        in_features,
+        hidden_layer_sizes,
+        out_features,
+        seeds,
+        activation="relu",
+        dtype=torch.float32,
+        device="cpu",
+    ):
+        self.in_features = int(in_features)
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
+        self.out_features = int(out_features)
+        self.activation = activation
+        self.seeds = [int(s) for s in seeds]
+        modules = []
+        for seed in self.seeds:
+            with seeded(seed):
+                modules.append(self._build())
+        params, buffers = stack_module_state(modules)
+        if buffers:
+            raise ValueError("ensemble members must not carry buffers (e.g. BatchNorm statistics)")
+        self.params = {
+            name: value.detach().to(device=device, dtype=dtype).requires_grad_(True)
+            for name, value in params.items()
+        }
+        # A parameter-free copy on the meta device: functional_call only needs its structure.
+        self._skeleton = copy.deepcopy(modules[0]).to("meta")
+        self._vmapped = {}
+
+    def _build(self):
+        return make_mlp(
+            self.in_features, self.hidden_layer_sizes, self.out_features, self.activation
+        )
+
+    @property
+    def n_members(self):
+        return len(self.seeds)
+
+    @property
+    def dtype(self):
+        return next(iter(self.params.values())).dtype
+
+    def _call_one(self, params, x):
+        return functional_call(self._skeleton, params, (x,))
+
+    def forward(self, X):
+        """Logits of every member.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_members, n, in_features) or (n, in_features)
+            Either one minibatch per member, or one input shared by every member.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members, n, out_features)
+        """
+        shared = X.dim() == 2
+        if shared not in self._vmapped:
+            self._vmapped[shared] = vmap(self._call_one, in_dims=(0, None if shared else 0))
+        return self._vmapped[shared](self.params, X)
+
+    __call__ = forward
+
+    def predict(self, X, logit_mask=None, chunk_size=4096):
+        """Argmax predictions of every member on a shared input, without gradients.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n, in_features)
+        logit_mask : torch.Tensor of shape (n_members, 1, out_features), optional
+            Added to the logits (``-inf`` on classes a member's labeling does not have).
+        chunk_size : int, default=4096
+            Points per forward pass, to bound memory.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members, n), int64
+        """
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(X), chunk_size):
+                logits = self.forward(X[start : start + chunk_size])
+                if logit_mask is not None:
+                    logits = logits + logit_mask
+                parts.append(logits.argmax(-1))
+        if not parts:
+            return torch.empty((self.n_members, 0), dtype=torch.int64, device=X.device)
+        return torch.cat(parts, dim=1)
+
+    def state_numpy(self):
+        """The stacked parameters as numpy arrays (name -> array of shape (n_members, ...))."""
+        return {name: to_numpy(value) for name, value in self.params.items()}
+
+    def load_state_numpy(self, state, device="cpu", dtype=None):
+        """Load parameters saved by :meth:`state_numpy` onto ``device``."""
+        for name in self.params:
+            value = to_tensor(state[name], device, dtype)
+            self.params[name] = value.requires_grad_(True)
+        return self
+
+    def member(self, index):
+        """Member ``index`` as a standalone :class:`torch.nn.Sequential` (a copy)."""
+        first = next(iter(self.params.values()))
+        with seeded(0):  # the initial values are overwritten; keep the global RNG untouched
+            module = self._build().to(device=first.device, dtype=first.dtype)
+        module.load_state_dict(
+            {name: value[index].detach().clone() for name, value in self.params.items()}
+        )
+        return module
+
+
+def batch_schedule(n_samples, n_models, n_members, batch_size, data_mode, generator, device):
+    """Minibatch indices of every member for the epochs to come.
+
+    Member ``m`` is model ``m % n_models`` of labeling ``m // n_models``. The data order
+    depends on the model index only, so every labeling is trained with the same orders and
+    the score of a labeling does not depend on which other labelings share the ensemble.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of training points.
+    n_models, n_members : int
+    batch_size : int
+    data_mode : {"same", "independent", "disjoint"}
+        ``"same"``: every model sees the same minibatches (one permutation per epoch).
+        ``"independent"``: each model draws its own permutation every epoch.
+        ``"disjoint"``: the training points are split once into ``n_models`` equal parts
+        (up to ``n_models - 1`` points are left out so that the parts have equal size);
+        model ``k`` trains on part ``k`` only, with minibatches of
+        ``max(1, batch_size // n_models)`` points, i.e. its share of every batch.
+    generator : torch.Generator
+    device : torch.device
+
+    Returns
+    -------
+    next_epoch : callable
+        ``next_epoch()`` returns the list of index tensors of shape (n_members, b) of one
+        epoch (the last batch may be smaller).
+    """
+    if data_mode not in DATA_MODES:
+        raise ValueError(f"data_mode must be one of {DATA_MODES}; got {data_mode!r}.")
+    model_of_member = torch.arange(n_members, device=device) % n_models
+
+    def random_orders(n_orders, length):
+        keys = torch.rand((n_orders, length), generator=generator, device=device)
+        return torch.argsort(keys, dim=1)
+
+    if data_mode == "disjoint":
+        part_size = n_samples // n_models
+        if part_size < 1:
+            raise ValueError(
+                f"data_mode='disjoint' needs at least n_models={n_models} training points; "
+                f"got {n_samples}."
+            )
+        first = random_orders(1, n_samples)[0]
+        parts = first[: part_size * n_models].reshape(n_models, part_size)
+        step = max(1, batch_size // n_models)
+    else:
+        step = batch_size
+
+    def next_epoch():
+        if data_mode == "same":
+            order = random_orders(1, n_samples).expand(n_members, n_samples)
+        elif data_mode == "independent":
+            order = random_orders(n_models, n_samples)[model_of_member]
+        else:
+            within = random_orders(n_models, part_size)
+            order = torch.gather(parts, 1, within)[model_of_member]
+        return list(torch.split(order, step, dim=1))
+
+    return next_epoch
+
+
+def train_ensemble(
+    ensemble,
+    X,
+    targets,
+    task_of_member,
+    next_epoch,
+    max_epochs,
+    learning_rate,
+    verbose=0,
+    logit_mask=None,
+):
+    """Train every member with Adam on the cross-entropy of its own labeling.
+
+    Parameters
+    ----------
+    ensemble : MLPEnsemble
+    X : torch.Tensor of shape (n_samples, n_features)
+        Training inputs shared by all members.
+    targets : torch.Tensor of shape (n_samples, n_tasks), int64
+        Encoded labelings.
+    task_of_member : torch.Tensor of shape (n_members,), int64
+        Column of ``targets`` that each member learns.
+    next_epoch : callable
+        From :func:`batch_schedule`.
+    max_epochs : int
+    learning_rate : float
+    verbose : int, default=0
+        Prints the mean training loss every epoch when positive.
+    logit_mask : torch.Tensor of shape (n_members, 1, out_features), optional
+        Added to the logits: ``-inf`` on the classes that a member's labeling does not
+        have, so that labelings with fewer classes than the output layer train as networks
+        with that many outputs would.
+
+    Returns
+    -------
+    loss_curve : ndarray of shape (n_epochs_run, n_members)
+        Mean training loss of each member in each epoch.
+    """
+    params = list(ensemble.params.values())
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    history = []
+    last_good = [p.detach().clone() for p in params]
+    for epoch in range(max_epochs):
+        epoch_loss = torch.zeros(ensemble.n_members, dtype=X.dtype, device=X.device)
+        n_seen = 0
+        for batch in next_epoch():
+            logits = ensemble(X[batch])  # (M, b, C)
+            if logit_mask is not None:
+                logits = logits + logit_mask
+            labels = targets[batch, task_of_member[:, None].expand_as(batch)]
+            # Per-member mean cross-entropy; summing over members keeps gradients separate.
+            log_probs = torch.log_softmax(logits, dim=-1)
+            member_loss = -log_probs.gather(-1, labels[..., None])[..., 0].mean(dim=1)
+            optimizer.zero_grad(set_to_none=True)
+            member_loss.sum().backward()
+            optimizer.step()
+            epoch_loss += member_loss.detach() * batch.shape[1]
+            n_seen += batch.shape[1]
+        epoch_loss /= n_seen
+        # One host synchronisation per epoch, not per step.
+        if not bool(torch.isfinite(epoch_loss).all()):
+            with torch.no_grad():
+                for p, good in zip(params, last_good, strict=True):
+                    p.copy_(good)
+            warnings.warn(
+                f"The training loss became non-finite in epoch {epoch + 1}; the networks were "
+                "restored to the end of the previous epoch. Lower learning_rate or scale X.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+            break
+        history.append(to_numpy(epoch_loss))
+        with torch.no_grad():
+            for p, good in zip(params, last_good, strict=True):
+                good.copy_(p)
+        if verbose:
+            print(
+                f"[ensemble] epoch {epoch + 1}/{max_epochs}: mean loss "
+                f"{float(epoch_loss.mean()):.4f} over {ensemble.n_members} networks"
+            )
+    if not history:
+        return np.empty((0, ensemble.n_members))
+    return np.stack(history)
+
+
+def pairwise_agreement(predictions):
+    """Agreement of argmax predictions averaged over model pairs.
+
+    Parameters
+    ----------
+    predictions : torch.Tensor of shape (n_tasks, n_models, n)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_tasks,)
+        For each labeling, the fraction of points on which two models agree, averaged over
+        the ``n_models * (n_models - 1) / 2`` pairs.
+    """
+    n_models = predictions.shape[1]
+    i, j = torch.triu_indices(n_models, n_models, offset=1, device=predictions.device)
+    same = (predictions[:, i, :] == predictions[:, j, :]).to(torch.float64)
+    return same.mean(dim=(1, 2))
