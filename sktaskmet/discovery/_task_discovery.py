@@ -358,13 +358,13 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             optimizer.step()
             good_state = copy.deepcopy(encoder.state_dict())
             self.n_iter_ = iteration + 1
-            self.history_["loss"].append(float(loss.detach()))
-            self.history_["agreement_loss"].append(float(agreement.detach()))
-            self.history_["uniformity_loss"].append(float(uniform.detach()))
+            values = [float(v.detach()) for v in (loss, agreement, uniform)]
+            for key, value in zip(("loss", "agreement_loss", "uniformity_loss"), values):
+                self.history_[key].append(value)
             if self.verbose and (iteration + 1) % report_every == 0:
                 print(
-                    f"[TaskDiscovery] iter {iteration + 1}/{self.max_iter} loss {float(loss):.4f} "
-                    f"(agreement {float(agreement):.4f}, uniformity {float(uniform):.4f}) "
+                    f"[TaskDiscovery] iter {iteration + 1}/{self.max_iter} loss {values[0]:.4f} "
+                    f"(agreement {values[1]:.4f}, uniformity {values[2]:.4f}) "
                     f"{time.perf_counter() - start:.1f}s"
                 )
 
