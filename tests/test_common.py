@@ -20,6 +20,15 @@ PUBLIC_MODULES = ["sktaskmet", "sktaskmet.model_selection"]
 # Small, fast settings per estimator class name (the defaults are tuned for real data).
 CHECK_PARAMS = {
     "AgreementScorer": dict(hidden_layer_sizes=(8,), max_epochs=2, batch_size=16, device="cpu"),
+    "TaskDiscovery": dict(
+        n_tasks=2,
+        hidden_layer_sizes=(4,),
+        inner_steps=2,
+        max_iter=2,
+        batch_size=16,
+        agreement_scorer="skip",
+        device="cpu",
+    ),
 }
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.

@@ -293,14 +293,10 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_generator))
         with seeded(init_seed):
             encoder = self._build_encoder(n_features)
-            learners = [
-                make_mlp(n_features, self._hidden_layer_sizes(), 2) for _ in range(2)
-            ]
+            learners = [make_mlp(n_features, self._hidden_layer_sizes(), 2) for _ in range(2)]
         encoder = encoder.to(device=device, dtype=dtype)
         learner_pair = LearnerPair(learners).to(device=device, dtype=dtype)
-        heads = orthonormal_heads(
-            self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device
-        )
+        heads = orthonormal_heads(self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device)
 
         self.history_ = {"loss": [], "agreement_loss": [], "uniformity_loss": []}
         self.n_iter_ = 0
@@ -353,13 +349,16 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
                     "Lower learning_rate or inner_lr.",
                     ConvergenceWarning,
+                    stacklevel=3,
                 )
                 break
             optimizer.step()
             good_state = copy.deepcopy(encoder.state_dict())
             self.n_iter_ = iteration + 1
             values = [float(v.detach()) for v in (loss, agreement, uniform)]
-            for key, value in zip(("loss", "agreement_loss", "uniformity_loss"), values):
+            for key, value in zip(
+                ("loss", "agreement_loss", "uniformity_loss"), values, strict=True
+            ):
                 self.history_[key].append(value)
             if self.verbose and (iteration + 1) % report_every == 0:
                 print(
