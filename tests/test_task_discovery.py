@@ -343,3 +343,46 @@ def test_cuda_fit_matches_shapes_and_loads_on_cpu(data):
     restored = pickle.loads(pickle.dumps(est)).set_params(device="cpu")
     agree = np.mean(restored.transform(data) == est.tasks_)
     assert agree > 0.99  # float rounding may flip points on a hyperplane
+
+
+# ----------------------------------------------------------------------------- plotting
+
+
+def test_discovered_tasks_display(fitted):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sktaskmet.plotting import DiscoveredTasksDisplay
+
+    rng = np.random.RandomState(0)
+    images = rng.uniform(size=(80, 16))  # 4 x 4 "images"
+    tasks = np.column_stack([np.arange(80) % 2, (np.arange(80) < 3).astype(int)])
+    display = DiscoveredTasksDisplay.from_tasks(tasks, images, n_images=4, random_state=0)
+    assert display.axes_.shape == (2,)
+    assert display.images.shape == (2, 2, 4, 4, 4)
+    for row in range(2):
+        for label in (0, 1):
+            shown = display.indices[row, label]
+            shown = shown[shown >= 0]
+            assert np.all(tasks[shown, row] == label)
+            np.testing.assert_array_equal(
+                display.images[row, label, : shown.size].reshape(shown.size, -1), images[shown]
+            )
+    # task 1 has only 3 ones: the fourth slot stays blank
+    assert display.indices[1, 1, 3] == -1 and np.isnan(display.images[1, 1, 3]).all()
+    plt.close(display.figure_)
+
+    # from_estimator labels X with transform and titles rows with balance (and AS)
+    X = rng.normal(size=(80, 5))
+    with pytest.raises(ValueError, match="image_shape"):
+        DiscoveredTasksDisplay.from_estimator(fitted, X)
+    est = TaskDiscovery(random_state=0, **{**TINY, "max_iter": 1}).fit(images)
+    display = DiscoveredTasksDisplay.from_estimator(est, images, n_images=2, task_indices=[2, 0])
+    assert display.task_names[0].startswith("task 2 (balance")
+    assert display.axes_.shape == (2,)
+    plt.close(display.figure_)
+    with pytest.raises(ValueError, match="binary"):
+        DiscoveredTasksDisplay.from_tasks(tasks + 1, images)

@@ -4,4 +4,6 @@ matplotlib is optional (``pip install sktaskmet[plot]``): it is imported when a 
 plotted, not when this module is imported.
 """
 
-__all__ = []
+from ._discovery_tasks import DiscoveredTasksDisplay
+
+__all__ = ["DiscoveredTasksDisplay"]
