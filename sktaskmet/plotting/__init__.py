@@ -4,6 +4,7 @@ matplotlib is optional (``pip install sktaskmet[plot]``): it is imported when a 
 plotted, not when this module is imported.
 """
 
+from ._discovery import AgreementScoreDisplay
 from ._discovery_tasks import DiscoveredTasksDisplay
 
-__all__ = ["DiscoveredTasksDisplay"]
+__all__ = ["AgreementScoreDisplay", "DiscoveredTasksDisplay"]
