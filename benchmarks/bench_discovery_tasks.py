@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import ShuffleSplit, cross_val_score
@@ -70,6 +71,7 @@ def main():
     parser.add_argument("--inner-steps", type=int, default=10)
     parser.add_argument("--inner-lr", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--uniformity", type=float, default=1.0)
     parser.add_argument("--n-targets", type=int, default=3, help="human target tasks")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,6 +121,7 @@ def main():
         inner_lr=args.inner_lr,
         max_iter=args.max_iter,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         agreement_scorer="skip",
         device=args.device,
         random_state=args.seed,
@@ -155,6 +158,7 @@ def main():
         flush=True,
     )
     baseline = np.mean(random_split)
+    all_scores, all_accuracies = [], []
     discovered_label = f"discovered, uniformity {args.uniformity:g}"
     for family in ["random labels", "random-network tasks", discovered_label]:
         scores, tasks = families[family]
@@ -163,6 +167,8 @@ def main():
                 split_accuracy(X, targets[:, t], AdversarialSplit(tasks[:, j]), t)
                 for t in range(args.n_targets)
             ]
+            all_scores.append(scores[j])
+            all_accuracies.append(np.mean(accs))
             print(
                 f"{family + f' #{j}':<34} AS {scores[j]:.3f}  test accuracy {np.mean(accs):.3f} "
                 f"(drop {baseline - np.mean(accs):+.3f}; per target "
@@ -170,6 +176,8 @@ def main():
                 flush=True,
             )
     print("targets (positive classes):", positive.tolist())
+    rho = spearmanr(all_scores, all_accuracies).statistic
+    print(f"Spearman correlation of the splitting task's AS with test accuracy: {rho:.3f}")
 
 
 if __name__ == "__main__":

@@ -88,9 +88,8 @@ rows = [
 accuracies = []
 for name, score, cv in rows:
     accuracies.append(held_out_accuracy(cv))
-    print(
-        f"{name:<15} AS of the splitting task {score:.3f}  held-out accuracy {accuracies[-1]:.3f}"
-    )
+    shown = "-" if np.isnan(score) else f"{score:.3f}"
+    print(f"{name:<15} AS of the splitting task {shown:>5}  held-out accuracy {accuracies[-1]:.3f}")
 
 # %%
 # A random labeling leaves the accuracy where the random split puts it: the network has no
