@@ -69,12 +69,13 @@ def main():
     parser.add_argument("--n-tasks", type=int, default=8)
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--inner-steps", type=int, default=10)
-    parser.add_argument("--inner-lr", type=float, default=0.1)
+    parser.add_argument("--inner-lr", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--uniformity", type=float, default=1.0)
     parser.add_argument("--n-targets", type=int, default=3, help="human target tasks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-splits", action="store_true", help="part 1 only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -144,6 +145,8 @@ def main():
             flush=True,
         )
 
+    if args.no_splits:
+        return
     print("\n== Part 2: adversarial splits, MLPClassifier(128, 128) on human 5-vs-5 targets")
     targets, positive = make_class_split_tasks(
         digits.target, args.n_targets, random_state=args.seed + 1
