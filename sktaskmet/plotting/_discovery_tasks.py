@@ -230,7 +230,7 @@ class DiscoveredTasksDisplay:
         n_tasks, _, n_images = self.images.shape[:3]
         height, width = self.images.shape[3:5]
         if figure is None:
-            figure = plt.figure(figsize=(0.45 * (2 * n_images + 1) + 1, 0.75 * n_tasks + 0.4))
+            figure = plt.figure(figsize=(0.45 * (2 * n_images + 1) + 1, 0.9 * n_tasks + 0.4))
         axes = figure.subplots(n_tasks, 1, squeeze=False)[:, 0]
         gap = max(1, width // 2)
         for row, ax in enumerate(axes):
