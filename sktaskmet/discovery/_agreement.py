@@ -128,7 +128,7 @@ class AgreementScorer(BaseEstimator):
         Epochs run.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
@@ -422,7 +422,7 @@ class AgreementScorer(BaseEstimator):
     def _network_predictions(self, X):
         arch = self._architecture
         device = resolve_device(self.device)
-        n_members = self.n_tasks_ * self.n_models_fitted
+        n_members = self.n_tasks_ * self._n_models_fitted
         ensemble = MLPEnsemble(
             arch["in_features"],
             arch["hidden_layer_sizes"],
@@ -433,13 +433,13 @@ class AgreementScorer(BaseEstimator):
             device=device,
         )
         ensemble.load_state_numpy(self.ensemble_state_, device, X.dtype)
-        mask = _logit_mask(arch["n_classes"], self.n_models_fitted, ensemble.dtype, device)
+        mask = _logit_mask(arch["n_classes"], self._n_models_fitted, ensemble.dtype, device)
         predictions = ensemble.predict(to_tensor(X, device), logit_mask=mask)
-        return to_numpy(predictions).reshape(self.n_tasks_, self.n_models_fitted, len(X))
+        return to_numpy(predictions).reshape(self.n_tasks_, self._n_models_fitted, len(X))
 
     @property
-    def n_models_fitted(self):
-        """Networks per labeling in the fitted ensemble."""
+    def _n_models_fitted(self):
+        # Networks per labeling in the fitted ensemble (n_models may be changed after fit).
         return self.train_accuracies_.shape[1]
 
     def predict_members(self, X):
