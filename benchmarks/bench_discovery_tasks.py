@@ -62,6 +62,66 @@ def split_accuracy(X, target, cv, seed):
         return float(cross_val_score(clf, X, target, cv=cv).mean())
 
 
+def time_meta_step(X, args, repeats=5):
+    """Median seconds of one outer step (meta-loss + backward), all tasks batched vs a loop."""
+    from sktaskmet._backend import seeded
+    from sktaskmet._nn import make_mlp
+    from sktaskmet.discovery._meta import (
+        LearnerPair,
+        TaskEncoder,
+        meta_loss,
+        orthonormal_heads,
+        uniformity_loss,
+    )
+
+    device = torch.device(args.device)
+    x = torch.as_tensor(X, device=device)
+    with seeded(args.seed):
+        encoder = TaskEncoder(X.shape[1], (128, 128), args.n_tasks).to(device)
+        learners = LearnerPair([make_mlp(X.shape[1], (128, 128), 2) for _ in range(2)])
+    learners.to(device=device)
+    generator = torch.Generator().manual_seed(args.seed)
+    heads = orthonormal_heads(args.n_tasks, args.n_tasks, generator, x.dtype, device)
+    x_inner, x_heldout = x[: args.batch_size], x[args.batch_size : 2 * args.batch_size]
+    step = (args.inner_steps, args.inner_lr)
+
+    def batched():
+        loss = meta_loss(encoder, heads, learners, x_inner, x_heldout, *step, args.uniformity)[0]
+        loss.backward()
+
+    def looped():
+        # One task at a time: the same loss, T separate unrolled inner loops.
+        loss = 0.0
+        for i in range(args.n_tasks):
+            one = meta_loss(encoder, heads[:, i : i + 1], learners, x_inner, x_heldout, *step, 0.0)
+            loss = loss + one[0] / args.n_tasks
+        loss = loss + args.uniformity * uniformity_loss(encoder(x_inner))
+        loss.backward()
+
+    def median_time(fn):
+        times = []
+        for _ in range(repeats):
+            encoder.zero_grad()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    batched()  # warm-up
+    looped()
+    t_batched, t_looped = median_time(batched), median_time(looped)
+    print(
+        f"outer step, {args.n_tasks} tasks x 2 learners, {args.inner_steps} inner steps: "
+        f"vmapped {1000 * t_batched:.0f} ms, loop over tasks {1000 * t_looped:.0f} ms, "
+        f"ratio {t_looped / t_batched:.1f}x (median of {repeats})",
+        flush=True,
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -76,6 +136,7 @@ def main():
     parser.add_argument("--n-targets", type=int, default=3, help="human target tasks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-splits", action="store_true", help="part 1 only")
+    parser.add_argument("--timing-only", action="store_true", help="only time one outer step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -83,6 +144,10 @@ def main():
     X = (digits.data / 16.0).astype(np.float32)
     n, k = len(X), args.n_tasks
     print(f"digits: {X.shape}, device {args.device}, torch threads {args.threads}")
+    print("\n== Part 0: cost of one outer step", flush=True)
+    time_meta_step(X, args)
+    if args.timing_only:
+        return
 
     def agreement(tasks):
         scorer = AgreementScorer(
