@@ -1,5 +1,8 @@
 """Task discovery on sklearn digits: agreement, balance and collapse, then adversarial splits.
 
+Part 0 (cost). One outer step of discovery (meta-loss and its backward pass) with all
+tasks batched by vmap, against the same loss computed one task at a time.
+
 Part 1 (discovery table). Agreement score (AS) of five task families on the 1797 digits,
 all measured with the same protocol as the spec's table (AgreementScorer, "same" data mode,
 MLP 64-128-128-2, Adam 1e-3, batch 100, 60 epochs, 1200 train / 597 held-out points):
@@ -18,9 +21,12 @@ of a random 50/50 split. Splitting tasks: random labelings, random-network tasks
 discovered tasks (with uniformity), each printed with its AS so that the ordering of the
 accuracy drop by AS can be read off.
 
-Run (about 10-15 minutes on one loaded CPU core)::
+Run (about 15 minutes on one loaded CPU core)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_discovery_tasks.py --device cpu
+
+``--timing-only`` runs part 0 alone, ``--no-splits`` skips part 2; ``--device cuda`` runs the
+torch parts on a GPU.
 """
 
 import argparse
