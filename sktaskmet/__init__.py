@@ -21,5 +21,6 @@ __all__ = [
 __all__ = ["__version__", "KernelSurrogate", "LinearSurrogate"]
 __all__ = ["__version__", "KernelSurrogate", "LinearSurrogate", "GradientSubsetEstimator"]
 from .discovery import AgreementScorer
+from .discovery import AgreementScorer, TaskDiscovery, random_network_tasks
 
-__all__ = ["__version__", "AgreementScorer"]
+__all__ = ["__version__", "AgreementScorer", "TaskDiscovery", "random_network_tasks"]

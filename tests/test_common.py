@@ -42,6 +42,15 @@ CHECK_PARAMS = {
     "KernelSurrogate": {"device": "cpu"},
     "LinearSurrogate": {"device": "cpu"},
     "AgreementScorer": dict(hidden_layer_sizes=(8,), max_epochs=2, batch_size=16, device="cpu"),
+    "TaskDiscovery": dict(
+        n_tasks=2,
+        hidden_layer_sizes=(4,),
+        inner_steps=2,
+        max_iter=2,
+        batch_size=16,
+        agreement_scorer="skip",
+        device="cpu",
+    ),
 }
 
 # {class name: {check name: reason}}; reasons are shown to users in the test report.

@@ -11,5 +11,6 @@ from ._surrogate import AttributionDisplay, InteractionDisplay
 
 __all__ = ["AttributionDisplay", "InteractionDisplay"]
 from ._discovery import AgreementScoreDisplay
+from ._discovery_tasks import DiscoveredTasksDisplay
 
-__all__ = ["AgreementScoreDisplay"]
+__all__ = ["AgreementScoreDisplay", "DiscoveredTasksDisplay"]

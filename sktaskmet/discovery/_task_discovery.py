@@ -1,0 +1,514 @@
+"""Task discovery: meta-optimised labelings that networks generalize on.
+
+Atanov, Filatov, Yeo, Sohmshetty and Zamir, "Task Discovery: Finding the Tasks that Neural
+Networks Generalize on", NeurIPS 2022. The torch numerics live in :mod:`._meta`; this module
+is the scikit-learn glue (validation, the outer optimisation loop, fitted state as numpy).
+"""
+
+import copy
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+    clone,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._backend import (
+    load_numpy_state,
+    make_generator,
+    resolve_device,
+    seeded,
+    state_to_numpy,
+    to_numpy,
+    to_tensor,
+)
+from .._nn import make_mlp
+from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
+
+__all__ = ["TaskDiscovery", "random_network_tasks"]
+
+# Fewest samples that leave two learner halves and a held-out point in every batch.
+MIN_SAMPLES = 4
+
+
+def _task_similarity(tasks):
+    """Symmetric agreement ``max(a, 1 - a)`` between every pair of binary tasks.
+
+    ``a`` is the fraction of samples on which two tasks give the same label; a task and its
+    complement are the same task, hence the ``max``.
+    """
+    signed = 2.0 * np.asarray(tasks, dtype=np.float64) - 1.0
+    agree = 0.5 * (1.0 + signed.T @ signed / signed.shape[0])
+    return np.maximum(agree, 1.0 - agree)
+
+
+class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    r"""Discover binary tasks on which networks generalize, by meta-optimising agreement.
+
+    A task network is a shared encoder :math:`h(x) \in \mathbb{R}^d` (an MLP backbone, a
+    linear map without bias and a batch normalisation with its bias frozen at zero) and
+    ``n_tasks`` fixed orthonormal heads :math:`w_1, \dots, w_T` (drawn from
+    ``random_state``); task :math:`i` labels :math:`x` as 1 when :math:`h(x) \cdot w_i > 0`.
+    Only the encoder is trained, to minimise on each batch
+
+    .. math::
+
+        L = \frac{1}{T} \sum_{i=1}^{T}
+            \mathrm{SCE}\big(f_{\theta_A^i}(x'), f_{\theta_B^i}(x')\big)
+            + \lambda\, \log \frac{2}{n(n-1)} \sum_{j<k}
+              e^{-t \lVert z_j - z_k \rVert^2},
+        \qquad z_j = \frac{h(x_j)}{\lVert h(x_j) \rVert},\ t = 2,
+
+    where :math:`\theta_A^i, \theta_B^i` are two learner networks started from a fixed pair
+    of initial weights and trained by ``inner_steps`` plain SGD steps (rate ``inner_lr``) on
+    the soft labels :math:`\mathrm{softmax}(5 [-h \cdot w_i, h \cdot w_i])`, learner A on
+    one half of the batch and learner B on the other ("disjoint" halves); :math:`x'` is a
+    held-out batch and SCE the symmetric cross-entropy
+    :math:`\mathrm{CE}(p, q) + \mathrm{CE}(q, p)`. The gradient flows through the fully
+    unrolled inner SGD trajectories (second derivatives included). All ``n_tasks x 2``
+    learners are trained as one batched computation (:func:`torch.func.vmap`). The second
+    term, weighted by :math:`\lambda` = ``uniformity``, spreads the embeddings over the
+    sphere; without it the tasks collapse into imbalanced near-duplicates.
+
+    After fitting, the agreement score of every discovered task is measured with an
+    :class:`AgreementScorer` trained on the discovered labels (see ``agreement_scorer``).
+
+    Read more in the :ref:`User Guide <discovery>`.
+
+    Parameters
+    ----------
+    n_tasks : int, default=8
+        Number of tasks, one per orthonormal head. At most ``embedding_dim``.
+    embedding_dim : int, default=None
+        Dimension ``d`` of the embedding ``h``; ``None`` uses ``n_tasks``.
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+        Hidden layers of the encoder's backbone and of the two learner networks (the same
+        architecture, as in the paper).
+    inner_steps : int, default=20
+        SGD steps of the learners in the unrolled inner loop. The paper uses 50 with a
+        ResNet-18; cost (time and memory of the backward pass) grows linearly with it.
+    inner_lr : float, default=0.5
+        Learning rate of the learners' plain SGD. The paper uses 0.01 for a ResNet-18; small
+        MLPs need a larger rate to move away from their initialisation in a few steps (on
+        the digits, 0.1 leaves the agreement term nearly flat and the discovered tasks no
+        better than those of a random network; 0.5 finds tasks of higher agreement).
+    uniformity : float, default=1.0
+        Weight :math:`\lambda` of the uniformity loss. ``0`` disables it.
+    max_iter : int, default=300
+        Outer (Adam) steps on the encoder. ``0`` keeps the random initial encoder: its tasks
+        are the random-network baseline (see :func:`random_network_tasks`).
+    batch_size : int, default=256
+        Points per inner batch (each learner trains on half of it); a held-out batch of the
+        same size is drawn from the remaining points. Both are capped for small data sets.
+    learning_rate : float, default=1e-3
+        Adam learning rate of the encoder.
+    agreement_scorer : estimator, None or "skip", default=None
+        How the agreement scores of the discovered tasks are measured after fitting: an
+        :class:`AgreementScorer` (cloned, then fitted on ``(X, tasks_)``), ``None`` for an
+        ``AgreementScorer(hidden_layer_sizes=hidden_layer_sizes, data_mode="same")`` with
+        this estimator's ``device`` and ``random_state``, or ``"skip"`` to leave
+        ``agreement_scores_`` as None.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+        :class:`torch.device`.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the encoder, the learners' initial weights, the heads and the batches.
+    verbose : int, default=0
+        Print the loss every ``max(1, max_iter // 10)`` iterations when positive.
+
+    Attributes
+    ----------
+    tasks_ : ndarray of shape (n_samples, n_tasks), dtype int64
+        Labels (0 or 1) of the training samples under every discovered task.
+    balance_ : ndarray of shape (n_tasks,)
+        Fraction of ones per task on the training samples.
+    similarity_ : ndarray of shape (n_tasks, n_tasks)
+        Symmetric agreement :math:`\max(a, 1 - a)` between tasks, :math:`a` the fraction of
+        equal labels; 1 on the diagonal, 0.5 for unrelated balanced tasks.
+    agreement_scores_ : ndarray of shape (n_tasks,) or None
+        Agreement score of every task measured by ``agreement_scorer``; NaN for a task that
+        labels every sample alike (it has no agreement to measure).
+    agreement_scorer_ : AgreementScorer or None
+        The fitted scorer.
+    heads_ : ndarray of shape (embedding_dim, n_tasks)
+        The fixed orthonormal heads.
+    encoder_state_ : dict of str to ndarray
+        Parameters and frozen normalisation statistics of the encoder.
+    history_ : dict of str to list of float
+        Per iteration: ``"loss"``, ``"agreement_loss"`` (mean symmetric cross-entropy) and
+        ``"uniformity_loss"``.
+    n_iter_ : int
+        Outer iterations run.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Defined when ``X`` has string feature names.
+
+    See Also
+    --------
+    random_network_tasks : Tasks of an untrained encoder, the baseline of discovery.
+    AgreementScorer : Agreement score of given labelings.
+    sktaskmet.model_selection.AdversarialSplit : Train/test split along a discovered task.
+
+    Notes
+    -----
+    Memory of the backward pass grows as ``inner_steps x n_tasks x 2`` copies of the
+    learners' activations on half a batch, since the whole inner loop is unrolled.
+
+    References
+    ----------
+    .. [1] A. Atanov, A. Filatov, T. Yeo, A. Sohmshetty and A. Zamir, "Task Discovery:
+       Finding the Tasks that Neural Networks Generalize on", NeurIPS 2022.
+    .. [2] T. Wang and P. Isola, "Understanding Contrastive Representation Learning through
+       Alignment and Uniformity on the Hypersphere", ICML 2020.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sktaskmet import TaskDiscovery
+    >>> X = load_digits().data[:300] / 16
+    >>> discovery = TaskDiscovery(n_tasks=4, max_iter=5, inner_steps=3,
+    ...                           agreement_scorer="skip", random_state=0).fit(X)
+    >>> discovery.tasks_.shape
+    (300, 4)
+    >>> discovery.transform(X[:5]).shape
+    (5, 4)
+    """
+
+    _parameter_constraints = {
+        "n_tasks": [Interval(Integral, 1, None, closed="left")],
+        "embedding_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_layer_sizes": ["array-like"],
+        "inner_steps": [Interval(Integral, 1, None, closed="left")],
+        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "uniformity": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "agreement_scorer": [None, HasMethods(["fit"]), StrOptions({"skip"})],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_tasks=8,
+        *,
+        embedding_dim=None,
+        hidden_layer_sizes=(128, 128),
+        inner_steps=20,
+        inner_lr=0.5,
+        uniformity=1.0,
+        max_iter=300,
+        batch_size=256,
+        learning_rate=1e-3,
+        agreement_scorer=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_tasks = n_tasks
+        self.embedding_dim = embedding_dim
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.uniformity = uniformity
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.agreement_scorer = agreement_scorer
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation helpers
+
+    def _embedding_dim(self):
+        return self.n_tasks if self.embedding_dim is None else int(self.embedding_dim)
+
+    def _hidden_layer_sizes(self):
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes))
+        if sizes.ndim != 1 or (sizes.size and not np.issubdtype(sizes.dtype, np.integer)):
+            raise ValueError(
+                "hidden_layer_sizes must be a sequence of positive integers; got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+        if np.any(sizes <= 0):
+            raise ValueError(
+                f"hidden_layer_sizes must hold positive integers; got {self.hidden_layer_sizes!r}."
+            )
+        return tuple(int(s) for s in sizes)
+
+    def _check_params_against_data(self, n_samples):
+        if self.n_tasks > self._embedding_dim():
+            raise ValueError(
+                f"TaskDiscovery was asked for more tasks than its embedding can hold: "
+                f"n_tasks={self.n_tasks} > embedding_dim={self._embedding_dim()}. The tasks are "
+                "defined by orthonormal heads in the embedding, so use n_tasks <= embedding_dim."
+            )
+        if n_samples < MIN_SAMPLES:
+            raise ValueError(
+                f"TaskDiscovery needs at least {MIN_SAMPLES} samples (two learner halves and a "
+                f"held-out point per batch); got n_samples = {n_samples}."
+            )
+
+    def _build_encoder(self, n_features):
+        return TaskEncoder(n_features, self._hidden_layer_sizes(), self._embedding_dim())
+
+    # ------------------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Discover ``n_tasks`` tasks on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs; float32 input computes in float32, anything else in float64.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : TaskDiscovery
+            Fitted estimator.
+        """
+        X = validate_data(self, X, reset=True, dtype=[np.float64, np.float32])
+        self._check_params_against_data(X.shape[0])
+        device = resolve_device(self.device)
+        x = to_tensor(X, device)
+        dtype = x.dtype
+        n_samples, n_features = X.shape
+
+        generator = make_generator(self.random_state, device)
+        cpu_generator = make_generator(self.random_state, "cpu")
+        init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_generator))
+        with seeded(init_seed):
+            encoder = self._build_encoder(n_features)
+            learners = [make_mlp(n_features, self._hidden_layer_sizes(), 2) for _ in range(2)]
+        encoder = encoder.to(device=device, dtype=dtype)
+        learner_pair = LearnerPair(learners).to(device=device, dtype=dtype)
+        heads = orthonormal_heads(self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device)
+
+        self.history_ = {"loss": [], "agreement_loss": [], "uniformity_loss": []}
+        self.n_iter_ = 0
+        if self.max_iter > 0:
+            self._meta_optimise(encoder, heads, learner_pair, x, generator)
+
+        encoder.freeze_statistics(x)
+        self.heads_ = to_numpy(heads)
+        self.encoder_state_ = state_to_numpy(encoder)
+        self.tasks_ = self._labels(encoder, heads, x)
+        self._n_features_out = self.n_tasks
+        self.balance_ = self.tasks_.mean(axis=0)
+        self.similarity_ = _task_similarity(self.tasks_)
+        self._score_tasks(X)
+        return self
+
+    def _meta_optimise(self, encoder, heads, learner_pair, x, generator):
+        n_samples = x.shape[0]
+        # Inner batch (two learner halves) and a held-out batch from the remaining points.
+        n_inner = min(self.batch_size, (2 * n_samples) // 3)
+        n_inner -= n_inner % 2
+        n_heldout = min(self.batch_size, n_samples - n_inner)
+        optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
+        good_state = copy.deepcopy(encoder.state_dict())
+        report_every = max(1, self.max_iter // 10)
+        start = time.perf_counter()
+        for iteration in range(self.max_iter):
+            order = torch.randperm(n_samples, generator=generator, device=x.device)
+            x_inner = x[order[:n_inner]]
+            x_heldout = x[order[n_inner : n_inner + n_heldout]]
+            loss, agreement, uniform = meta_loss(
+                encoder,
+                heads,
+                learner_pair,
+                x_inner,
+                x_heldout,
+                self.inner_steps,
+                self.inner_lr,
+                self.uniformity,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            finite = torch.isfinite(loss) and all(
+                torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None
+            )
+            if not finite:
+                encoder.load_state_dict(good_state)
+                warnings.warn(
+                    f"TaskDiscovery: the meta-loss or its gradient became non-finite at "
+                    f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
+                    "Lower learning_rate or inner_lr.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+                break
+            optimizer.step()
+            good_state = copy.deepcopy(encoder.state_dict())
+            self.n_iter_ = iteration + 1
+            values = [float(v.detach()) for v in (loss, agreement, uniform)]
+            for key, value in zip(
+                ("loss", "agreement_loss", "uniformity_loss"), values, strict=True
+            ):
+                self.history_[key].append(value)
+            if self.verbose and (iteration + 1) % report_every == 0:
+                print(
+                    f"[TaskDiscovery] iter {iteration + 1}/{self.max_iter} loss {values[0]:.4f} "
+                    f"(agreement {values[1]:.4f}, uniformity {values[2]:.4f}) "
+                    f"{time.perf_counter() - start:.1f}s"
+                )
+
+    def _score_tasks(self, X):
+        self.agreement_scorer_ = None
+        self.agreement_scores_ = None
+        if isinstance(self.agreement_scorer, str) and self.agreement_scorer == "skip":
+            return
+        if self.agreement_scorer is None:
+            from . import AgreementScorer
+
+            scorer = AgreementScorer(
+                hidden_layer_sizes=self._hidden_layer_sizes(),
+                data_mode="same",
+                device=self.device,
+                random_state=self.random_state,
+            )
+        else:
+            scorer = clone(self.agreement_scorer)
+        scores = np.full(self.n_tasks, np.nan)
+        # A constant labeling has nothing to agree on (and a classifier cannot be trained
+        # on it); it keeps NaN.
+        varied = np.flatnonzero((self.balance_ > 0) & (self.balance_ < 1))
+        if varied.size:
+            scorer.fit(X, self.tasks_[:, varied])
+            scores[varied] = np.asarray(scorer.agreement_scores_, dtype=np.float64)
+            self.agreement_scorer_ = scorer
+        self.agreement_scores_ = scores
+
+    # ------------------------------------------------------------------------ transform
+
+    @torch.no_grad()
+    def _labels(self, encoder, heads, x, chunk_size=4096):
+        encoder.eval()
+        labels = [
+            (encoder(x[i : i + chunk_size], batch_statistics=False) @ heads > 0)
+            for i in range(0, x.shape[0], chunk_size)
+        ]
+        return to_numpy(torch.cat(labels)).astype(np.int64)
+
+    def transform(self, X):
+        """Labels of ``X`` under every discovered task.
+
+        The encoder normalises with the statistics of the training set frozen after fitting,
+        so a sample's labels do not depend on the other samples passed with it, and
+        ``transform`` of the training set equals ``tasks_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        tasks : ndarray of shape (n_samples, n_tasks), dtype int64
+            Label (0 or 1) of every sample under every task.
+        """
+        check_is_fitted(self, "encoder_state_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        device = resolve_device(self.device)
+        x = to_tensor(X, device)
+        encoder = load_numpy_state(
+            self._build_encoder(self.n_features_in_).to("meta").to_empty(device="cpu"),
+            self.encoder_state_,
+            device,
+            x.dtype,
+        )
+        heads = to_tensor(self.heads_, device, x.dtype)
+        return self._labels(encoder, heads, x)
+
+    def fit_transform(self, X, y=None):
+        """Fit on ``X`` and return ``tasks_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        tasks : ndarray of shape (n_samples, n_tasks), dtype int64
+        """
+        return self.fit(X).tasks_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []
+        tags.target_tags.required = False
+        return tags
+
+
+def random_network_tasks(
+    X,
+    n_tasks=8,
+    *,
+    embedding_dim=None,
+    hidden_layer_sizes=(128, 128),
+    device="auto",
+    random_state=None,
+):
+    """Tasks of an untrained, randomly initialised task network: the baseline of discovery.
+
+    The same encoder and orthonormal heads as :class:`TaskDiscovery` at its initialisation
+    (``max_iter=0``): ``tau_i(x) = [h(x) . w_i > 0]`` with ``h`` a random MLP followed by a
+    bias-free projection and a normalisation by the statistics of ``X``. Such labelings
+    inherit the network's inductive biases, so their agreement score sits between those of
+    human-labelled tasks and of random labels; a discovered task is only interesting if it
+    beats them.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    n_tasks : int, default=8
+    embedding_dim : int, default=None
+        ``None`` uses ``n_tasks``.
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+    device : str or torch.device, default="auto"
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    tasks : ndarray of shape (n_samples, n_tasks), dtype int64
+        Label (0 or 1) of every sample under every task.
+
+    See Also
+    --------
+    TaskDiscovery : Meta-optimised tasks.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sktaskmet import random_network_tasks
+    >>> tasks = random_network_tasks(load_digits().data, n_tasks=3, random_state=0)
+    >>> tasks.shape
+    (1797, 3)
+    """
+    discovery = TaskDiscovery(
+        n_tasks=n_tasks,
+        embedding_dim=embedding_dim,
+        hidden_layer_sizes=hidden_layer_sizes,
+        max_iter=0,
+        agreement_scorer="skip",
+        device=device,
+        random_state=random_state,
+    )
+    return discovery.fit(X).tasks_
