@@ -1,5 +1,8 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
+from ._discovery import make_class_split_tasks, make_random_labelings
+from ._multitask import SubsetFineTuner, make_multitask_digits
+from ._surrogate import make_task_interactions
 from ._taskmet import (
     make_budget_allocation,
     make_cartpole_distractors,
@@ -8,15 +11,16 @@ from ._taskmet import (
 )
 
 __all__ = [
+    # TaskMet problems
     "make_cubic_topk",
     "make_portfolio",
     "make_budget_allocation",
     "make_cartpole_distractors",
+    # Task attribution
+    "make_task_interactions",
+    "make_multitask_digits",
+    "SubsetFineTuner",
+    # Agreement score and task discovery
+    "make_class_split_tasks",
+    "make_random_labelings",
 ]
-from ._multitask import SubsetFineTuner, make_multitask_digits
-from ._surrogate import make_task_interactions
-
-__all__ = ["make_task_interactions", "make_multitask_digits", "SubsetFineTuner"]
-from ._discovery import make_class_split_tasks, make_random_labelings
-
-__all__ = ["make_class_split_tasks", "make_random_labelings"]

@@ -4,13 +4,16 @@ matplotlib is optional (``pip install sktaskmet[plot]``): it is imported when a 
 plotted, not when this module is imported.
 """
 
-from ._taskmet import MetricCurveDisplay, MetricWeightsDisplay
-
-__all__ = ["MetricCurveDisplay", "MetricWeightsDisplay"]
-from ._surrogate import AttributionDisplay, InteractionDisplay
-
-__all__ = ["AttributionDisplay", "InteractionDisplay"]
 from ._discovery import AgreementScoreDisplay
 from ._discovery_tasks import DiscoveredTasksDisplay
+from ._surrogate import AttributionDisplay, InteractionDisplay
+from ._taskmet import MetricCurveDisplay, MetricWeightsDisplay
 
-__all__ = ["AgreementScoreDisplay", "DiscoveredTasksDisplay"]
+__all__ = [
+    "MetricCurveDisplay",
+    "MetricWeightsDisplay",
+    "AttributionDisplay",
+    "InteractionDisplay",
+    "AgreementScoreDisplay",
+    "DiscoveredTasksDisplay",
+]
