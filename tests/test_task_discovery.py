@@ -250,7 +250,17 @@ def test_agreement_scores_measured_with_given_scorer(data):
     assert not hasattr(scorer, "agreement_scores_")
 
 
-def test_constant_task_gets_nan_agreement(data, monkeypatch):
+def test_default_scorer_uses_the_same_architecture_in_same_mode(data):
+    est = TaskDiscovery(random_state=0, **{**TINY, "agreement_scorer": None}).fit(data)
+    scorer = est.agreement_scorer_
+    assert isinstance(scorer, AgreementScorer)
+    assert scorer.data_mode == "same"
+    assert tuple(scorer.hidden_layer_sizes) == (8,)
+    assert scorer.device == "cpu"
+    assert np.all((est.agreement_scores_ >= 0) & (est.agreement_scores_ <= 1))
+
+
+def test_constant_task_gets_nan_agreement(data):
     est = TaskDiscovery(random_state=0, **TINY).fit(data)
     est.balance_ = np.array([0.5, 1.0, 0.4])
     est.tasks_ = est.tasks_.copy()

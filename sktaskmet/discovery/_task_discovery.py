@@ -94,7 +94,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Hidden layers of the encoder's backbone and of the two learner networks (the same
         architecture, as in the paper).
-    inner_steps : int, default=20
+    inner_steps : int, default=10
         SGD steps of the learners in the unrolled inner loop. The paper uses 50 with a
         ResNet-18; cost (time and memory of the backward pass) grows linearly with it.
     inner_lr : float, default=0.5
@@ -107,7 +107,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     max_iter : int, default=300
         Outer (Adam) steps on the encoder. ``0`` keeps the random initial encoder: its tasks
         are the random-network baseline (see :func:`random_network_tasks`).
-    batch_size : int, default=256
+    batch_size : int, default=128
         Points per inner batch (each learner trains on half of it); a held-out batch of the
         same size is drawn from the remaining points. Both are capped for small data sets.
     learning_rate : float, default=1e-3
@@ -206,11 +206,11 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         *,
         embedding_dim=None,
         hidden_layer_sizes=(128, 128),
-        inner_steps=20,
+        inner_steps=10,
         inner_lr=0.5,
         uniformity=1.0,
         max_iter=300,
-        batch_size=256,
+        batch_size=128,
         learning_rate=1e-3,
         agreement_scorer=None,
         device="auto",
