@@ -7,6 +7,7 @@ is exported.
 
 import importlib
 import os
+import re
 import sys
 import warnings
 
@@ -57,6 +58,24 @@ sphinx_gallery_conf = {
 # Non-interactive backend for the gallery; matplotlib warns otherwise on headless machines.
 os.environ.setdefault("MPLBACKEND", "Agg")
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
+
+# Inherited scikit-learn methods (score, set_output, the metadata-routing setters) carry
+# cross-references into scikit-learn's own documentation. The build has no network, so no
+# intersphinx inventory: render those references as literals instead of leaving dangling
+# labels, while references in sktaskmet's own docstrings stay checked by -W.
+_SKLEARN_XREF = re.compile(r":(?:ref|term|func|class|meth|mod|attr):`~?([^`<]*?)\s*(?:<[^>]*>)?`")
+
+
+def _literal_sklearn_references(app, what, name, obj, options, lines):
+    module = getattr(obj, "__module__", None) or ""
+    if not module.startswith("sklearn"):
+        return
+    lines[:] = [_SKLEARN_XREF.sub(lambda m: f"``{m.group(1).strip()}``", line) for line in lines]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _literal_sklearn_references)
+
 
 # --------------------------------------------------------------------------------------
 # API reference, generated from the public names
