@@ -47,7 +47,7 @@ pred = least_squares.predict(X_test).reshape(-1, 50, 1)
 dq_mse = task.normalized_decision_quality(
     torch.as_tensor(pred), torch.as_tensor(y_test.reshape(-1, 50, 1))
 )
-print(f"least squares: slope {least_squares.coef_[0]:.2f}, normalised decision quality {dq_mse:.3f}")
+print(f"least squares: slope {least_squares.coef_[0]:.2f}, decision quality {dq_mse:.3f}")
 
 # %%
 # TaskMet

@@ -451,9 +451,10 @@ class TaskMetRegressor(_BaseTaskRegressor):
         Hidden widths when ``predictor="mlp"``.
     metric : str, default="conditional_full"
         Parameterisation of :math:`\Lambda`: one of ``"conditional_full"``,
-        ``"conditional_diagonal"``, ``"full"``, ``"diagonal"``, ``"identity"``. The paper's ``conditional_full`` is
-        :math:`L(x)L(x)^\top + e^s I` with :math:`L(x)` from an MLP of the features;
-        ``identity`` gives plain least squares (no metric learning).
+        ``"conditional_diagonal"``, ``"full"``, ``"diagonal"``, ``"identity"``. The
+        paper's ``conditional_full`` is :math:`L(x)L(x)^\top + e^s I` with :math:`L(x)`
+        from an MLP of the features; ``identity`` gives plain least squares (no metric
+        learning).
     metric_hidden_layer_sizes : tuple of int, default=(200,)
         Hidden widths of the conditional metric's network.
     alpha : float, default=0.0
