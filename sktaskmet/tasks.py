@@ -1,9 +1,9 @@
 """Downstream decision tasks for :class:`~sktaskmet.TaskMetRegressor` and DFL.
 
 A task gives a differentiable relaxed task loss for training and hard decisions, their
-quality and the optimal and random references for evaluation. See :ref:`taskmet_tasks`.
+quality and the optimal and random references for evaluation. See :ref:`decision_tasks`.
 """
 
-from .taskmet._tasks import Task, TopK
+from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
-__all__ = ["Task", "TopK"]
+__all__ = ["Task", "TopK", "Portfolio", "BudgetAllocation", "CallableTask", "StateReward"]

@@ -226,18 +226,19 @@ def solve_simplex_qp(returns, hessian, n_iter=200, n_refine=20, tol=None):
 # --------------------------------------------------------------------------------------
 # Budget allocation: coverage objective on a capped simplex
 # --------------------------------------------------------------------------------------
-def project_capped_simplex(v, budget, n_bisect=60):
+def project_capped_simplex(v, budget):
     r"""Projection of each row of ``v`` onto :math:`\{0 \le z \le 1, \sum_i z_i \le B\}`.
 
     The projection is :math:`z = \mathrm{clip}(v - \tau, 0, 1)` with :math:`\tau = 0` when
     that point already meets the budget, and otherwise the :math:`\tau > 0` that makes
-    :math:`\sum_i z_i = B`, found by bisection (the sum is monotone in :math:`\tau`).
+    :math:`\sum_i z_i = B`. The sum is piecewise linear and decreasing in :math:`\tau` with
+    breakpoints :math:`v_i` and :math:`v_i - 1`, so :math:`\tau` is found exactly by
+    sorting the breakpoints and interpolating on the segment where the sum crosses B.
 
     Parameters
     ----------
     v : Tensor of shape (batch, m)
     budget : float
-    n_bisect : int, default=60
 
     Returns
     -------
@@ -245,16 +246,16 @@ def project_capped_simplex(v, budget, n_bisect=60):
     tau : Tensor of shape (batch, 1)
         The multiplier of the budget constraint (0 where it is inactive).
     """
-    z0 = v.clamp(0.0, 1.0)
-    needs_threshold = z0.sum(-1, keepdim=True) > budget
-    low = torch.zeros_like(v[:, :1])
-    high = v.amax(-1, keepdim=True).clamp_min(0.0)
-    for _ in range(n_bisect):
-        mid = 0.5 * (low + high)
-        too_much = (v - mid).clamp(0.0, 1.0).sum(-1, keepdim=True) > budget
-        low = torch.where(too_much, mid, low)
-        high = torch.where(too_much, high, mid)
-    tau = torch.where(needs_threshold, 0.5 * (low + high), torch.zeros_like(low))
+    needs_threshold = v.clamp(0.0, 1.0).sum(-1, keepdim=True) > budget
+    breakpoints, _ = torch.sort(torch.cat([v - 1.0, v], dim=-1), dim=-1)  # (batch, 2m)
+    sums = (v.unsqueeze(1) - breakpoints.unsqueeze(-1)).clamp(0.0, 1.0).sum(-1)  # decreasing
+    # Last breakpoint whose sum is still >= budget; the crossing is on the next segment.
+    k = ((sums >= budget).sum(-1, keepdim=True) - 1).clamp(0, breakpoints.shape[-1] - 2)
+    left, right = breakpoints.gather(-1, k), breakpoints.gather(-1, k + 1)
+    s_left, s_right = sums.gather(-1, k), sums.gather(-1, k + 1)
+    drop = (s_left - s_right).clamp_min(torch.finfo(v.dtype).tiny)
+    tau = left + (s_left - budget) * (right - left) / drop
+    tau = torch.where(needs_threshold, tau.clamp_min(0.0), torch.zeros_like(tau))
     return (v - tau).clamp(0.0, 1.0), tau
 
 

@@ -12,13 +12,20 @@ this module holds the user-facing classes.
 import inspect
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
-from ._decision_solvers import soft_topk
+from ._decision_solvers import (
+    coverage_objective,
+    soft_topk,
+    solve_coverage,
+    solve_simplex_qp,
+)
 
-__all__ = ["Task", "TopK"]
+__all__ = ["Task", "TopK", "Portfolio", "BudgetAllocation", "CallableTask", "StateReward"]
 
 
 def _check_positive_int(value, name, minimum=1):
@@ -387,3 +394,484 @@ class TopK(Task):
         self._check_batch(y_true, "y_true")
         k, _, _ = self._validate(y_true.shape[1])
         return k * y_true[..., 0].detach().mean(-1)
+
+
+class Portfolio(Task):
+    r"""Markowitz portfolio on the simplex: :math:`g(x, y) = y^\top x - \lambda x^\top \Sigma x`.
+
+    Each instance is one day with m assets whose returns are predicted. The decision is
+
+    .. math::
+        x^\star(\hat y) = \arg\max_{x \ge 0,\ \sum_i x_i = 1}
+            \hat y^\top x - \lambda\, x^\top \Sigma x ,
+
+    and its quality is measured with the realised returns :math:`y`. The batched solver
+    runs on the device: accelerated projected gradient with exact simplex projection
+    finds the support, primal-dual active-set corrections make it exact, and the KKT
+    system on the support is solved once more with autograd enabled. The solution on a
+    fixed support is affine in :math:`\hat y`, so the gradient of that single linear solve
+    is the implicit derivative of the QP (KKT conditions on the active set); the
+    iterations are never unrolled. The hard decision is the QP solution itself, and the
+    relaxed loss is the exact :math:`-g(x^\star(\hat y), y)`: it is piecewise smooth and
+    needs no further smoothing.
+
+    Parameters
+    ----------
+    risk_aversion : float, default=0.1
+        :math:`\lambda`.
+    covariance : array-like of shape (m, m) or None, default=None
+        The risk model :math:`\Sigma`, symmetric positive definite, shared by all
+        instances; :func:`sktaskmet.datasets.make_portfolio` returns the one of its factor
+        model with ``return_covariance=True``. None uses the identity (uncorrelated assets
+        of unit variance).
+    n_iter : int, default=200
+        Accelerated projected-gradient iterations before the active-set corrections.
+    n_refine : int, default=20
+        Maximum number of active-set corrections.
+
+    Notes
+    -----
+    The random reference is the expected quality of a portfolio drawn uniformly from the
+    simplex (a flat Dirichlet distribution), in closed form:
+    :math:`\bar y - \lambda (\mathrm{tr}\,\Sigma + 1^\top \Sigma 1) / (m (m + 1))`.
+    """
+
+    requires_groups = True
+    n_outputs = 1
+
+    def __init__(self, risk_aversion=0.1, covariance=None, n_iter=200, n_refine=20):
+        self.risk_aversion = risk_aversion
+        self.covariance = covariance
+        self.n_iter = n_iter
+        self.n_refine = n_refine
+
+    def _covariance(self, like):
+        m = like.shape[1]
+        if self.covariance is None:
+            return torch.eye(m, dtype=like.dtype, device=like.device)
+        cov = _as_tensor(self.covariance, like=like)
+        if cov.shape != (m, m):
+            raise ValueError(
+                f"Portfolio: covariance must have shape (m, m) = ({m}, {m}) for instances "
+                f"of {m} assets; got {tuple(cov.shape)}."
+            )
+        if not bool(torch.isfinite(cov).all()):
+            raise ValueError("Portfolio: covariance contains NaN or inf.")
+        return cov
+
+    def _solve(self, returns):
+        lam = _check_positive_float(self.risk_aversion, "risk_aversion")
+        n_iter = _check_positive_int(self.n_iter, "n_iter")
+        n_refine = _check_positive_int(self.n_refine, "n_refine", minimum=0)
+        cov = self._covariance(returns.unsqueeze(-1))
+        weights, converged = solve_simplex_qp(
+            returns, 2.0 * lam * cov, n_iter=n_iter, n_refine=n_refine
+        )
+        if not bool(converged.all()):
+            warnings.warn(
+                f"Portfolio: the active set of {int((~converged).sum())} instance(s) did not "
+                f"settle in n_refine={n_refine} corrections; their projected-gradient "
+                "solution is used without a gradient. Increase n_iter or n_refine.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return weights
+
+    def loss(self, y_pred, y_true):
+        self._check_pair(y_pred, y_true)
+        return -self.quality(self._solve(y_pred[..., 0]), y_true)
+
+    def decide(self, y_pred):
+        self._check_batch(y_pred, "y_pred")
+        with torch.no_grad():
+            return self._solve(y_pred[..., 0].detach())
+
+    def quality(self, decisions, y_true):
+        lam = _check_positive_float(self.risk_aversion, "risk_aversion")
+        cov = self._covariance(y_true)
+        risk = torch.einsum("bi,ij,bj->b", decisions, cov, decisions)
+        return (decisions * y_true[..., 0]).sum(-1) - lam * risk
+
+    def random_quality(self, y_true):
+        self._check_batch(y_true, "y_true")
+        lam = _check_positive_float(self.risk_aversion, "risk_aversion")
+        m = y_true.shape[1]
+        cov = self._covariance(y_true)
+        # E[x] = 1/m and E[x x^T] = (I + 1 1^T) / (m (m + 1)) for x ~ Dirichlet(1, ..., 1).
+        risk = (torch.trace(cov) + cov.sum()) / (m * (m + 1))
+        return y_true[..., 0].detach().mean(-1) - lam * risk
+
+
+class BudgetAllocation(Task):
+    r"""Budget allocation over channels with a coverage objective (Wilder et al., 2019).
+
+    Each instance has m channels (items) and d targets (outputs): :math:`y_{jt} \in [0, 1]`
+    is the probability that channel j reaches target t. The decision spends a budget
+    :math:`z \in [0, 1]^m`, :math:`\sum_j z_j \le B`, to maximise the expected weighted
+    number of targets reached
+
+    .. math::
+        g(z, y) = \sum_t w_t \Bigl(1 - \prod_j (1 - z_j y_{jt})\Bigr).
+
+    The hard decision runs ``n_iter`` steps of projected gradient ascent from the uniform
+    allocation (a local maximiser of this DR-submodular objective). The maximisers of the
+    multilinear objective sit at vertices, where the decision does not move with
+    :math:`\hat y`; the relaxed loss therefore solves the problem with a quadratic
+    regulariser :math:`-\tfrac{\gamma}{2}\|z\|^2` (``smoothing``) and differentiates its
+    solution at the fixed point of the projected-gradient map
+    :math:`T(z) = P(z + \eta \nabla_z g_\gamma(z, \hat y))` by the implicit function
+    theorem: with :math:`J = \partial_z T`, :math:`dz^\star = (I - J)^{-1}
+    \partial_{\hat y} T\, d\hat y`, an m-by-m dense solve per instance. The loss is
+    :math:`-g(z^\star_\gamma(\hat y), y)`. Predictions are clipped to [0, 1].
+
+    Parameters
+    ----------
+    budget : float, default=2.0
+        :math:`B`.
+    n_iter : int, default=100
+        Projected-gradient steps.
+    lr : float, default=0.1
+        Step size :math:`\eta`.
+    weights : array-like of shape (d,) or None, default=None
+        Target weights :math:`w_t`; None gives 1 to every target.
+    smoothing : float, default=1.0
+        Quadratic regularisation :math:`\gamma` of the relaxed problem used by
+        :meth:`loss` (the hard decision uses none).
+    n_random_draws : int, default=2000
+        Number of seeded uniform draws from the feasible set used by
+        :meth:`random_quality` (there is no closed form).
+    random_state : int, default=0
+        Seed of those draws, so that the random reference is the same on every call.
+    """
+
+    requires_groups = True
+    n_outputs = None
+
+    def __init__(
+        self,
+        budget=2.0,
+        n_iter=100,
+        lr=0.1,
+        weights=None,
+        smoothing=1.0,
+        n_random_draws=2000,
+        random_state=0,
+    ):
+        self.budget = budget
+        self.n_iter = n_iter
+        self.lr = lr
+        self.weights = weights
+        self.smoothing = smoothing
+        self.n_random_draws = n_random_draws
+        self.random_state = random_state
+
+    def check_targets(self, y):
+        super().check_targets(y)
+        if self.weights is not None:
+            shape = tuple(y.shape) if hasattr(y, "shape") else np.shape(y)
+            d = 1 if len(shape) == 1 else shape[-1]
+            n_weights = len(np.ravel(np.asarray(self.weights)))
+            if d != n_weights:
+                raise ValueError(
+                    f"BudgetAllocation has {n_weights} target weights, but the targets have "
+                    f"{d} output(s) (shape {shape})."
+                )
+
+    def _weights(self, like):
+        d = like.shape[-1]
+        if self.weights is None:
+            return torch.ones(d, dtype=like.dtype, device=like.device)
+        return _as_tensor(np.ravel(np.asarray(self.weights, dtype=float)), like=like)
+
+    def _settings(self):
+        budget = _check_positive_float(self.budget, "budget")
+        n_iter = _check_positive_int(self.n_iter, "n_iter")
+        lr = _check_positive_float(self.lr, "lr")
+        smoothing = _check_positive_float(self.smoothing, "smoothing", allow_zero=True)
+        return budget, n_iter, lr, smoothing
+
+    def loss(self, y_pred, y_true):
+        self._check_pair(y_pred, y_true)
+        budget, n_iter, lr, smoothing = self._settings()
+        weights = self._weights(y_pred)
+        z = solve_coverage(y_pred.clamp(0.0, 1.0), weights, budget, lr, n_iter, smoothing)
+        return -coverage_objective(z, y_true, weights)
+
+    def decide(self, y_pred):
+        self._check_batch(y_pred, "y_pred")
+        budget, n_iter, lr, _ = self._settings()
+        with torch.no_grad():
+            y = y_pred.detach().clamp(0.0, 1.0)
+            return solve_coverage(y, self._weights(y), budget, lr, n_iter, 0.0)
+
+    def quality(self, decisions, y_true):
+        return coverage_objective(decisions, y_true, self._weights(y_true))
+
+    def _random_allocations(self, m, like):
+        """Seeded uniform draws from {0 <= z <= 1, sum z <= budget}, shape (n, m)."""
+        budget = _check_positive_float(self.budget, "budget")
+        n_draws = _check_positive_int(self.n_random_draws, "n_random_draws")
+        rng = np.random.RandomState(self.random_state)
+        if budget >= m:
+            draws = rng.uniform(size=(n_draws, m))
+        else:
+            # Uniform on the scaled simplex {z >= 0, sum z <= B} (a flat Dirichlet on m + 1
+            # coordinates, the last one being the slack), keeping the draws inside the cube.
+            kept, total = [], 0
+            for _ in range(1000):
+                batch = budget * rng.dirichlet(np.ones(m + 1), size=2 * n_draws)[:, :m]
+                batch = batch[(batch <= 1.0).all(axis=1)]
+                kept.append(batch)
+                total += len(batch)
+                if total >= n_draws:
+                    break
+            draws = np.concatenate(kept)[:n_draws]
+            if len(draws) < n_draws:
+                raise ValueError(
+                    f"BudgetAllocation: could not draw uniform allocations for budget={budget} "
+                    f"and {m} channels."
+                )
+        return torch.as_tensor(draws).to(device=like.device, dtype=like.dtype)
+
+    def random_quality(self, y_true):
+        self._check_batch(y_true, "y_true")
+        y = y_true.detach()
+        draws = self._random_allocations(y.shape[1], y)  # (n, m)
+        weights = self._weights(y)
+        total = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        # Chunks of draws bound the (batch, chunk, m, d) intermediate.
+        for chunk in torch.split(draws, 256):
+            miss = 1.0 - chunk.view(1, -1, y.shape[1], 1) * y.unsqueeze(1)
+            total = total + ((1.0 - miss.prod(dim=2)) * weights).sum(-1).sum(-1)
+        return total / draws.shape[0]
+
+
+def _check_per_instance(values, batch, name):
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"{name} must return a torch.Tensor of shape (batch,); got {type(values).__name__}."
+        )
+    if tuple(values.shape) != (batch,):
+        raise ValueError(
+            f"{name} must return one value per decision instance, shape (batch,) = ({batch},); "
+            f"got shape {tuple(values.shape)}."
+        )
+    if not bool(torch.isfinite(values.detach()).all()):
+        bad = torch.nonzero(~torch.isfinite(values.detach())).flatten()[:5].tolist()
+        raise ValueError(f"{name} returned NaN or inf for instance(s) {bad}.")
+    return values
+
+
+class CallableTask(Task):
+    r"""A task defined by the user's own differentiable loss function.
+
+    ``loss_fn(y_pred, y_true)`` receives tensors of shape (batch, m, d) and must return a
+    differentiable tensor of shape (batch,): the task loss of each decision instance,
+    lower is better. It should be written with torch operations only, so that it runs on
+    the device and dtype of its inputs.
+
+    Evaluation needs decisions and their quality. By default the decision *is* the
+    prediction (``decide`` returns ``y_pred`` unchanged) and its quality is
+    ``-loss_fn(decisions, y_true)``. Give ``decide_fn`` and ``quality_fn`` for a task with
+    hard decisions, e.g. a relaxed loss for training and an exact solver for evaluation.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn(y_pred, y_true) -> Tensor (batch,)``.
+    quality_fn : callable or None, default=None
+        ``quality_fn(decisions, y_true) -> Tensor (batch,)``, higher is better. Required
+        when ``decide_fn`` is given.
+    decide_fn : callable or None, default=None
+        ``decide_fn(y_pred) -> Tensor (batch, ...)``.
+    optimal_fn : callable or None, default=None
+        ``optimal_fn(y_true) -> Tensor (batch,)``, the best attainable quality; defaults to
+        the quality of the decisions taken from the true targets.
+    requires_groups : bool, default=True
+        Whether a decision involves several items (rows sharing a group).
+    n_outputs : int or None, default=None
+        The number d of outputs per item the loss needs (None: any).
+    n_random_draws : int, default=20
+        Number of seeded permutations used by :meth:`random_quality`.
+    random_state : int, default=0
+        Seed of those permutations.
+
+    Notes
+    -----
+    The random reference is the mean quality of decisions taken from *uninformed*
+    predictions: the true targets of the batch with their item rows shuffled across all
+    instances (predictions drawn from the marginal distribution of the targets), averaged
+    over ``n_random_draws`` seeded permutations. Tasks are estimator parameters: to pickle
+    a fitted estimator, define the functions at module level (not as lambdas).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktaskmet.tasks import CallableTask
+    >>> def weighted_error(y_pred, y_true):
+    ...     weights = torch.tensor([10.0, 1.0], dtype=y_pred.dtype, device=y_pred.device)
+    ...     return ((y_pred - y_true) ** 2 * weights).sum(dim=(1, 2))
+    >>> task = CallableTask(weighted_error, requires_groups=False, n_outputs=2)
+    >>> y = torch.zeros(4, 1, 2)
+    >>> task.loss(y + 1, y)
+    tensor([11., 11., 11., 11.])
+    """
+
+    def __init__(
+        self,
+        loss_fn,
+        quality_fn=None,
+        decide_fn=None,
+        optimal_fn=None,
+        requires_groups=True,
+        n_outputs=None,
+        n_random_draws=20,
+        random_state=0,
+    ):
+        self.loss_fn = loss_fn
+        self.quality_fn = quality_fn
+        self.decide_fn = decide_fn
+        self.optimal_fn = optimal_fn
+        self.requires_groups = requires_groups
+        self.n_outputs = n_outputs
+        self.n_random_draws = n_random_draws
+        self.random_state = random_state
+
+    def _check_callables(self):
+        for name in ("loss_fn", "quality_fn", "decide_fn", "optimal_fn"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"CallableTask: {name} must be callable; got {value!r}.")
+        if self.loss_fn is None:
+            raise TypeError("CallableTask: loss_fn is required.")
+        if self.decide_fn is not None and self.quality_fn is None:
+            raise ValueError(
+                "CallableTask: quality_fn is required when decide_fn is given (the quality "
+                "of custom decisions cannot be derived from the loss)."
+            )
+
+    def loss(self, y_pred, y_true):
+        self._check_callables()
+        self._check_pair(y_pred, y_true)
+        return _check_per_instance(self.loss_fn(y_pred, y_true), y_pred.shape[0], "loss_fn")
+
+    def decide(self, y_pred):
+        self._check_callables()
+        self._check_batch(y_pred, "y_pred")
+        if self.decide_fn is None:
+            return y_pred.detach()
+        with torch.no_grad():
+            return self.decide_fn(y_pred.detach())
+
+    def quality(self, decisions, y_true):
+        self._check_callables()
+        if self.quality_fn is None:
+            values = -self.loss_fn(decisions, y_true)
+            return _check_per_instance(values, y_true.shape[0], "loss_fn")
+        return _check_per_instance(
+            self.quality_fn(decisions, y_true), y_true.shape[0], "quality_fn"
+        )
+
+    def optimal_quality(self, y_true):
+        if self.optimal_fn is None:
+            return super().optimal_quality(y_true)
+        self._check_callables()
+        self._check_batch(y_true, "y_true")
+        with torch.no_grad():
+            values = self.optimal_fn(y_true)
+        return _check_per_instance(values, y_true.shape[0], "optimal_fn")
+
+    def random_quality(self, y_true):
+        self._check_callables()
+        self._check_batch(y_true, "y_true")
+        n_draws = _check_positive_int(self.n_random_draws, "n_random_draws")
+        y = y_true.detach()
+        rows = y.reshape(-1, y.shape[-1])
+        rng = np.random.RandomState(self.random_state)
+        total = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        with torch.no_grad():
+            for _ in range(n_draws):
+                order = torch.as_tensor(rng.permutation(rows.shape[0]), device=y.device)
+                uninformed = rows[order].reshape(y.shape)
+                total = total + self.quality(self.decide(uninformed), y)
+        return total / n_draws
+
+
+class StateReward(Task):
+    r"""Reward prediction from a predicted next state (model-based RL with distractors).
+
+    Each sample is one transition; the prediction is the next state (d outputs, m = 1, no
+    groups). A smooth reward depends only on some state dimensions,
+
+    .. math::
+        r(s) = \exp\Bigl(-\tfrac12 \sum_k (s_{i_k} / c_k)^2\Bigr),
+
+    by default the CartPole cart position (column 0, scale 2.4, the track half-length)
+    and pole angle (column 2, scale 0.2095 rad, the 12 degree failure angle). The task loss
+    is the squared reward prediction error :math:`(r(\hat s) - r(s))^2`: errors in the
+    other dimensions (velocities, distractors) cost nothing. The "decision" is the
+    predicted reward and its quality is the negative squared reward error (0 is optimal).
+
+    Parameters
+    ----------
+    dims : sequence of int, default=(0, 2)
+        The reward-relevant output columns :math:`i_k`.
+    scales : sequence of float, default=(2.4, 0.2095)
+        Their length scales :math:`c_k`.
+    n_outputs : int or None, default=None
+        The state dimension d the task expects (None: any with ``max(dims) < d``).
+
+    Notes
+    -----
+    The random reference predicts, for each sample, the reward of another sample of the
+    batch drawn at random: its expected quality is
+    :math:`-(r_i - \bar r)^2 - \mathrm{Var}(r)` in closed form.
+    """
+
+    requires_groups = False
+
+    def __init__(self, dims=(0, 2), scales=(2.4, 0.2095), n_outputs=None):
+        self.dims = dims
+        self.scales = scales
+        self.n_outputs = n_outputs
+
+    def _dims_scales(self, d):
+        dims = [int(i) for i in np.ravel(self.dims)]
+        scales = [float(c) for c in np.ravel(self.scales)]
+        if not dims or len(dims) != len(scales):
+            raise ValueError(
+                f"StateReward: dims and scales must be non-empty and of the same length; got "
+                f"{len(dims)} dims and {len(scales)} scales."
+            )
+        if min(dims) < 0 or max(dims) >= d:
+            raise ValueError(
+                f"StateReward: dims {dims} must index the {d} output column(s) of the targets."
+            )
+        if not all(c > 0 and math.isfinite(c) for c in scales):
+            raise ValueError(f"StateReward: scales must be finite and > 0; got {scales}.")
+        return dims, scales
+
+    def reward(self, states):
+        """Smooth reward of states of shape (batch, m, d); returns (batch, m)."""
+        dims, scales = self._dims_scales(states.shape[-1])
+        idx = torch.as_tensor(dims, device=states.device)
+        c = torch.as_tensor(scales, dtype=states.dtype, device=states.device)
+        return torch.exp(-0.5 * ((states.index_select(-1, idx) / c) ** 2).sum(-1))
+
+    def loss(self, y_pred, y_true):
+        self._check_pair(y_pred, y_true)
+        return ((self.reward(y_pred) - self.reward(y_true)) ** 2).sum(-1)
+
+    def decide(self, y_pred):
+        self._check_batch(y_pred, "y_pred")
+        return self.reward(y_pred.detach())
+
+    def quality(self, decisions, y_true):
+        return -((decisions - self.reward(y_true)) ** 2).sum(-1)
+
+    def random_quality(self, y_true):
+        self._check_batch(y_true, "y_true")
+        r = self.reward(y_true.detach())  # (batch, m)
+        mean = r.mean(0, keepdim=True)
+        var = r.var(0, unbiased=False, keepdim=True)
+        return -((r - mean) ** 2 + var).sum(-1)
