@@ -83,9 +83,16 @@ def run_decision_problem(problem, seed, args):
     )
     models = {
         # Least squares with the same predictor class (exact for the linear one).
+        # (for the MLP: Adam on the squared error with as many steps as TaskMet's inner
+        # solver takes in total).
         "MSE": LinearRegression()
         if args.predictor == "linear"
-        else DFLRegressor(None, learning_rate=args.dfl_lr, **common),
+        else DFLRegressor(
+            None,
+            learning_rate=args.inner_lr,
+            batch_size=10,
+            **{**common, "max_iter": args.inner_steps_first + args.max_iter * args.inner_steps},
+        ),
         "DFL alpha=1": DFLRegressor(
             task, alpha=1.0, learning_rate=args.dfl_lr, **{**common, "max_iter": args.dfl_max_iter}
         ),

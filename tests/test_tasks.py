@@ -478,3 +478,34 @@ def test_every_task_pickles_and_clones(task):
         assert type(copy) is type(task)
         assert repr(copy) == repr(task)
         assert set(copy.get_params()) == set(task.get_params())
+
+
+def _inputs_for(task, dtype):
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(task, BudgetAllocation):
+        y = torch.rand(3, 5, 4, generator=gen, dtype=torch.float64)
+    elif isinstance(task, StateReward):
+        y = 0.1 * torch.randn(6, 1, 5, generator=gen, dtype=torch.float64)
+    else:
+        y = torch.randn(3, 6, 1, generator=gen, dtype=torch.float64)
+    pred = y + 0.1 * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    return pred.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: type(t).__name__)
+def test_every_task_follows_dtype_and_device(task, dtype, device):
+    pred, y = _inputs_for(task, dtype)
+    pred, y = pred.to(device).requires_grad_(True), y.to(device)
+    loss = task.loss(pred, y)
+    assert loss.shape == (y.shape[0],)
+    assert loss.dtype == dtype and loss.device.type == torch.device(device).type
+    loss.sum().backward()
+    assert pred.grad.dtype == dtype and torch.isfinite(pred.grad).all()
+    for values in (
+        task.decision_quality(pred, y),
+        task.optimal_quality(y),
+        task.random_quality(y),
+    ):
+        assert values.shape == (y.shape[0],) and values.dtype == dtype
+    assert np.isfinite(task.normalized_decision_quality(pred.detach(), y))

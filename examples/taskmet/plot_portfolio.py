@@ -39,7 +39,7 @@ from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_portfolio
 from sktaskmet.tasks import Portfolio
 
-n_assets, n_train = 50, 100
+n_assets, n_train = 50, 60
 X, y, groups, covariance = make_portfolio(
     n_days=2 * n_train, n_assets=n_assets, return_covariance=True, random_state=0
 )
@@ -59,14 +59,15 @@ def by_day(values):
 common = dict(validation_fraction=0.2, random_state=0, device="cpu")
 models = {
     "MSE": LinearRegression(),
-    "DFL": DFLRegressor(task, alpha=1.0, learning_rate=5e-2, max_iter=150, **common),
+    "DFL": DFLRegressor(task, alpha=1.0, learning_rate=0.1, max_iter=100, **common),
     "TaskMet": TaskMetRegressor(
         task,
-        inner_steps_first=300,
+        inner_lr=0.1,
+        inner_steps_first=200,
         inner_steps=10,
         metric_hidden_layer_sizes=(32,),
         learning_rate=1e-2,
-        max_iter=30,
+        max_iter=20,
         **common,
     ),
 }

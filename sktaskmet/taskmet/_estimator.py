@@ -350,6 +350,24 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             pred = to_numpy(module(to_tensor(X, device)))
         return pred.ravel() if self._y_ndim == 1 else pred
 
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination :math:`R^2` of the predictions.
+
+        The prediction-accuracy score used by scikit-learn's model selection; see
+        :meth:`task_score` for the quality of the decisions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        float
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
     def task_score(self, X, y, groups=None):
         """Normalised decision quality of hard decisions made from the predictions.
 
@@ -431,11 +449,12 @@ class TaskMetRegressor(_BaseTaskRegressor):
         estimator's seed).
     hidden_layer_sizes : tuple of int, default=(100,)
         Hidden widths when ``predictor="mlp"``.
-    metric : {"conditional_full", "conditional_diagonal", "full", "diagonal", "identity"}, \
-            default="conditional_full"
-        Parameterisation of :math:`\Lambda`. The paper's ``conditional_full`` is
-        :math:`L(x)L(x)^\top + e^s I` with :math:`L(x)` from an MLP of the features;
-        ``identity`` gives plain least squares (no metric learning).
+    metric : str, default="conditional_full"
+        Parameterisation of :math:`\Lambda`: one of ``"conditional_full"``,
+        ``"conditional_diagonal"``, ``"full"``, ``"diagonal"``, ``"identity"``. The
+        paper's ``conditional_full`` is :math:`L(x)L(x)^\top + e^s I` with :math:`L(x)`
+        from an MLP of the features; ``identity`` gives plain least squares (no metric
+        learning).
     metric_hidden_layer_sizes : tuple of int, default=(200,)
         Hidden widths of the conditional metric's network.
     alpha : float, default=0.0

@@ -424,8 +424,9 @@ class Portfolio(Task):
         instances; :func:`sktaskmet.datasets.make_portfolio` returns the one of its factor
         model with ``return_covariance=True``. None uses the identity (uncorrelated assets
         of unit variance).
-    n_iter : int, default=200
-        Accelerated projected-gradient iterations before the active-set corrections.
+    n_iter : int, default=50
+        Accelerated projected-gradient iterations before the active-set corrections (they
+        only need to find the support roughly: the corrections make the solution exact).
     n_refine : int, default=20
         Maximum number of active-set corrections.
 
@@ -439,7 +440,7 @@ class Portfolio(Task):
     requires_groups = True
     n_outputs = 1
 
-    def __init__(self, risk_aversion=0.1, covariance=None, n_iter=200, n_refine=20):
+    def __init__(self, risk_aversion=0.1, covariance=None, n_iter=50, n_refine=20):
         self.risk_aversion = risk_aversion
         self.covariance = covariance
         self.n_iter = n_iter
