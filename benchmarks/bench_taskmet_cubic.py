@@ -8,7 +8,7 @@ Methods (as in the specification's table):
 
 Setting per seed (the paper's): 400 training instances of 50 items, half of them held out
 for validation (early stopping, patience 100 outer steps checked every 10), 400 test
-instances, ``TopK(k=1)`` with 200 Sinkhorn iterations at epsilon 0.01, a linear predictor,
+instances, ``TopK(k=1)`` (entropic OT soft top-1) at epsilon 0.01, a linear predictor,
 TaskMet's inner Adam at lr 0.1 (500 steps first, then 100 per outer step) and outer Adam
 at lr 1e-3 on batches of 50 instances. Printed per method: normalised test decision quality
 (1 = optimal, 0 = random), test MSE, wall time per run, and for TaskMet the learned

@@ -79,6 +79,36 @@ def test_topk_loss_prefers_good_predictions():
     )
 
 
+def _sinkhorn_reference(scores, k, epsilon, n_iter):
+    """Plain log-domain Sinkhorn iterations on the same normalised cost (Xie et al. 2020)."""
+    batch, m = scores.shape
+    cost = (scores.unsqueeze(-1) - torch.tensor([0.0, 1.0], dtype=scores.dtype)) ** 2
+    cost = cost / cost.detach().amax(dim=(1, 2), keepdim=True)  # the scale is a constant
+    log_mu = torch.full((batch, m), -np.log(m), dtype=scores.dtype)
+    log_nu = torch.log(torch.tensor([(m - k) / m, k / m], dtype=scores.dtype)).expand(batch, 2)
+    f, g = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(n_iter):
+        f = epsilon * (log_mu - torch.logsumexp((g.unsqueeze(1) - cost) / epsilon, dim=2))
+        g = epsilon * (log_nu - torch.logsumexp((f.unsqueeze(2) - cost) / epsilon, dim=1))
+    return m * torch.exp((f + g[:, 1:2] - cost[:, :, 1]) / epsilon)
+
+
+@pytest.mark.parametrize("k, epsilon", [(1, 0.1), (3, 0.05), (2, 0.02)])
+def test_soft_topk_equals_the_sinkhorn_fixed_point_and_its_derivative(k, epsilon):
+    gen = torch.Generator().manual_seed(4)
+    scores = 3 * torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    weights = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    exact = scores.clone().requires_grad_(True)
+    unrolled = scores.clone().requires_grad_(True)
+    z_exact = soft_topk(exact, k, epsilon, 200)
+    z_sinkhorn = _sinkhorn_reference(unrolled, k, epsilon, 3000)
+    np.testing.assert_allclose(z_exact.detach().numpy(), z_sinkhorn.detach().numpy(), atol=1e-9)
+    # The implicit derivative equals the derivative of the converged iterations.
+    (z_exact * weights).sum().backward()
+    (z_sinkhorn * weights).sum().backward()
+    np.testing.assert_allclose(exact.grad.numpy(), unrolled.grad.numpy(), rtol=1e-6, atol=1e-9)
+
+
 def test_topk_gradient_matches_finite_differences():
     gen = torch.Generator().manual_seed(3)
     scores = torch.randn(2, 6, generator=gen, dtype=torch.float64).requires_grad_(True)

@@ -308,9 +308,11 @@ class TopK(Task):
     The decision is the indicator of the k largest predictions of the m items of an
     instance. Training uses the soft top-k of Xie et al. (2020): an entropic optimal
     transport plan between the items and the anchors {0, 1} with item marginals
-    :math:`1/m` and anchor marginals :math:`((m-k)/m, k/m)`, computed by ``n_iter``
-    log-domain Sinkhorn iterations (stable for small ``epsilon``) on the squared-distance
-    cost divided by its maximum over the instance. The soft indicator
+    :math:`1/m` and anchor marginals :math:`((m-k)/m, k/m)` under the squared-distance
+    cost divided by its maximum over the instance. The converged plan is computed exactly
+    (two anchors leave one scalar potential to find, by bisection) and differentiated
+    implicitly, see :func:`~sktaskmet.taskmet._decision_solvers.soft_topk`, so small
+    ``epsilon`` is stable and the gradient costs one elementwise pass. The soft indicator
     :math:`\tilde z_j = m \Gamma_{j1}` lies in [0, 1], sums to k and tends to the hard
     indicator as ``epsilon -> 0``; the relaxed loss is :math:`-\sum_j \tilde z_j y_j`.
 
@@ -321,7 +323,8 @@ class TopK(Task):
     epsilon : float, default=0.01
         Entropic regularisation, relative to the largest cost of the instance.
     n_iter : int, default=200
-        Sinkhorn iterations (differentiated by automatic differentiation).
+        Maximum number of bisection steps for the anchor potential; the search stops once
+        the bracket reaches the resolution of the dtype (about 60 steps in float64).
 
     Notes
     -----
