@@ -53,9 +53,7 @@ retrain_time = time.perf_counter() - start
 # --------------------------------------------
 # The estimator uses the same penalty; a mismatched one shows what that matters.
 start = time.perf_counter()
-est = GradientSubsetEstimator(
-    data.model, projection_dim=400, penalty=penalty, random_state=0
-)
+est = GradientSubsetEstimator(data.model, projection_dim=400, penalty=penalty, random_state=0)
 est.fit(data.X, data.y, tasks=data.tasks, X_target=data.X_target, y_target=data.y_target)
 F_hat = est.estimate(S)
 estimate_time = time.perf_counter() - start
