@@ -130,6 +130,10 @@ class GradientSubsetEstimator(BaseEstimator):
     verbose : int, default=0
         Print progress of the Jacobian computation and of the subset batches.
 
+    ``penalty``, ``solver``, ``max_iter``, ``tol``, ``subset_batch_size``, ``n_jobs`` and
+    ``device`` are used by :meth:`estimate` only: changing them with ``set_params`` after
+    :meth:`fit` takes effect without recomputing the gradients.
+
     Attributes
     ----------
     tasks_ : ndarray of shape (n_tasks,)
