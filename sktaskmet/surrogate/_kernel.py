@@ -76,7 +76,7 @@ class KernelSurrogate(BaseSurrogate):
         computed from **one eigendecomposition of the (centred) kernel per gamma**, with
         closed-form held-out residuals, so the search costs about one eigendecomposition
         per gamma instead of one fit per fold and grid point.
-    alphas : array-like of float > 0, default=(1e-3, 3e-3, ..., 3, 10)
+    alphas : array-like of float > 0, default=(1e-4, 3e-4, ..., 3, 10)
         Penalties searched when ``cv`` is set.
     gammas : array-like of float > 0, default=None
         Kernel widths searched when ``cv`` is set (``"rbf"`` and ``"poly"`` only); None
@@ -153,7 +153,7 @@ class KernelSurrogate(BaseSurrogate):
         coef0=1.0,
         fit_intercept=True,
         cv=None,
-        alphas=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
+        alphas=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
         gammas=None,
         greater_is_better=True,
         device="auto",

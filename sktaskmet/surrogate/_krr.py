@@ -202,8 +202,9 @@ def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
     eigvals = eigvals.clamp_min(0.0)
     shrink = eigvals[None, :] / (eigvals[None, :] + alphas[:, None])  # (A, r)
     proj = eigvecs.T @ y  # (r, t)
-    # Residuals of the fit on all samples, r = (I - H) y, for every alpha: (A, m, t).
-    fitted = torch.einsum("mr,ar,rt->amt", eigvecs, shrink, proj)
+    # Residuals of the fit on all samples, r = (I - H) y, for every alpha: (A, m, t), as
+    # one batched product U @ (shrink * U^T y) rather than an (A, m, r) intermediate.
+    fitted = torch.matmul(eigvecs, shrink[:, :, None] * proj[None])
     if fit_intercept:
         fitted = fitted + y.mean(dim=0)
     residuals = y[None] - fitted
