@@ -2,7 +2,7 @@
 
 On the multi-task digits problem (``sktaskmet.datasets.make_multitask_digits``: 12 tasks,
 clean, noisy, duplicated and class-restricted, a held-out target task, an MLP with one
-hidden layer of 128 tanh units pretrained on a separate split), the same subsets
+hidden layer of 256 tanh units (``--hidden``) pretrained on a separate split), the same subsets
 (Bernoulli(0.5)) are
 
 * fine-tuned for real: full-batch L-BFGS on all parameters from the pretrained weights,
@@ -54,7 +54,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-subsets", type=int, default=60)
     parser.add_argument("--projection-dim", type=int, default=400)
-    parser.add_argument("--projection", default="sparse")
+    parser.add_argument("--projection", default="rademacher")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden units of the MLP")
     parser.add_argument("--tol", type=float, default=1e-9, help="Newton tolerance (objective)")
     parser.add_argument("--penalty", type=float, default=0.1)
     parser.add_argument("--mismatched-penalty", type=float, default=0.01)
@@ -66,7 +67,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = make_multitask_digits(random_state=args.seed)
+    data = make_multitask_digits(random_state=args.seed, hidden_layer_sizes=(args.hidden,))
     n_tasks = len(data.task_kinds)
     S = sample_subsets(n_tasks, args.n_subsets, p=0.5, random_state=args.seed + 1)
     n_params = sum(p.numel() for p in data.model.parameters())
@@ -104,19 +105,22 @@ def main():
         best = np.inf
         for _ in range(args.repeats):
             F_hat, elapsed, est = estimate(data, S, penalty, args)
-            best = min(best, elapsed)
+            if elapsed < best:
+                best, best_fit = elapsed, est.fit_time_
         error = float(np.mean(np.abs(F_hat - F) / np.abs(F)))
-        rows.append((label, penalty, error, best, F_hat))
+        rows.append((label, penalty, error, best, F_hat, best_fit))
         print(
             f"gradient estimate, {label} penalty {penalty:g} (fine-tuning {args.penalty:g}), "
             f"projection={args.projection!r}, projection_dim={args.projection_dim}: "
             f"relative error {100 * error:.2f}%, "
-            f"time {best:.2f} s (best of {args.repeats}; gradients {est.fit_time_:.2f} s)"
+            f"time {best:.2f} s (best of {args.repeats}; of which gradients {best_fit:.2f} s)"
         )
-    matched_time = rows[0][3]
+    matched_time, gradient_time = rows[0][3], rows[0][5]
     print(
         f"speed-up over retraining the same {args.n_subsets} subsets: "
-        f"{retrain_time / matched_time:.1f}x ({retrain_time:.1f} s / {matched_time:.2f} s)"
+        f"{retrain_time / matched_time:.1f}x ({retrain_time:.1f} s / {matched_time:.2f} s); "
+        f"per additional subset (gradients excluded): "
+        f"{retrain_time / (matched_time - gradient_time):.1f}x"
     )
 
     # Surrogates fitted on estimated F-hat, judged on held-out true F.

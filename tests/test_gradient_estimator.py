@@ -410,3 +410,12 @@ def test_cuda_matches_cpu():
     # Fitted state is numpy: a GPU-fitted estimator estimates on the CPU after set_params.
     gpu.set_params(device="cpu")
     np.testing.assert_allclose(gpu.estimate(S), cpu.estimate(S), rtol=1e-6)
+
+
+def test_penalty_change_after_fit_equals_refit():
+    S = np.array([[1, 0, 1], [1, 1, 1]])
+    est = fit_estimator(projection_dim=6, penalty=0.1)
+    refit = fit_estimator(projection_dim=6, penalty=0.01)
+    np.testing.assert_allclose(
+        est.set_params(penalty=0.01).estimate(S), refit.estimate(S), rtol=1e-10
+    )

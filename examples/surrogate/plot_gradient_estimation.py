@@ -39,8 +39,8 @@ for k, name in enumerate(data.task_names):
 # ---------------------------------
 # Fine-tuning minimises the mean cross-entropy of the chosen tasks plus
 # ``penalty / 2 * ||theta - theta_0||^2``, starting from the pretrained weights.
-penalty = 0.1
-S = sample_subsets(n_tasks, 8, p=0.5, random_state=1)
+penalty = 0.3
+S = sample_subsets(n_tasks, 6, p=0.5, random_state=1)
 tuner = SubsetFineTuner(
     data.model, data.X, data.y, data.tasks, data.X_target, data.y_target, penalty=penalty
 )
@@ -51,26 +51,29 @@ retrain_time = time.perf_counter() - start
 # %%
 # Gradient-based estimates of the same subsets
 # --------------------------------------------
-# The estimator uses the same penalty; a mismatched one shows what that matters.
+# The estimator uses the same penalty; a mismatched one shows how much that matters.
 start = time.perf_counter()
-est = GradientSubsetEstimator(
-    data.model, projection_dim=400, projection="sparse", penalty=penalty, random_state=0
-)
+est = GradientSubsetEstimator(data.model, projection_dim=400, penalty=penalty, random_state=0)
 est.fit(data.X, data.y, tasks=data.tasks, X_target=data.X_target, y_target=data.y_target)
 F_hat = est.estimate(S)
 estimate_time = time.perf_counter() - start
 
-wrong = GradientSubsetEstimator(
-    data.model, projection_dim=400, projection="sparse", penalty=penalty / 10, random_state=0
-)
-wrong.fit(data.X, data.y, tasks=data.tasks, X_target=data.X_target, y_target=data.y_target)
-F_wrong = wrong.estimate(S)
+# The gradients do not depend on the penalty: change it after fitting to see the effect of
+# a mismatch.
+F_wrong = est.set_params(penalty=penalty / 10).estimate(S)
 
 error = np.mean(np.abs(F_hat - F) / F)
 error_wrong = np.mean(np.abs(F_wrong - F) / F)
 print(f"relative error, matched penalty: {100 * error:.2f}%")
 print(f"relative error, penalty / 10:    {100 * error_wrong:.2f}%")
 print(f"fine-tuning: {retrain_time:.1f} s, estimation: {estimate_time:.1f} s")
+
+# %%
+# On a problem this small, full-batch L-BFGS fine-tuning is itself cheap, and the
+# estimate's time is mostly the one-off gradient computation; each further subset costs
+# the estimator only a small solve whose size does not depend on the network. The
+# benchmark page records the comparison on more subsets and a smaller penalty, where
+# fine-tuning takes longer.
 
 # %%
 # Estimated vs real target loss

@@ -10,7 +10,7 @@ import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, column_or_1d
+from sklearn.utils import check_array, column_or_1d, metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -130,6 +130,10 @@ class GradientSubsetEstimator(BaseEstimator):
     verbose : int, default=0
         Print progress of the Jacobian computation and of the subset batches.
 
+    ``penalty``, ``solver``, ``max_iter``, ``tol``, ``subset_batch_size``, ``n_jobs`` and
+    ``device`` are used by :meth:`estimate` only: changing them with ``set_params`` after
+    :meth:`fit` takes effect without recomputing the gradients.
+
     Attributes
     ----------
     tasks_ : ndarray of shape (n_tasks,)
@@ -140,15 +144,17 @@ class GradientSubsetEstimator(BaseEstimator):
     n_params_ : int
         Number of trainable parameters of the model.
     projection_dim_ : int
-        Dimension of the projected gradients (``n_params_`` without projection).
+        Dimension of the projected gradients (``n_params_`` without projection;
+        ``projection_dim`` in the shapes below).
     n_outputs_ : int
-    train_outputs_ : ndarray of shape (n_samples, n_outputs_)
+        Number of model outputs (``n_outputs`` in the shapes below).
+    train_outputs_ : ndarray of shape (n_samples, n_outputs)
         Pretrained outputs on the training examples.
-    train_gradients_ : ndarray of shape (n_samples, n_outputs_, projection_dim_)
+    train_gradients_ : ndarray of shape (n_samples, n_outputs, projection_dim)
         Projected output Jacobians of the training examples.
-    target_outputs_ : ndarray of shape (n_target, n_outputs_)
-    target_gradients_ : ndarray of shape (n_target, n_outputs_, projection_dim_)
-    task_hessians_ : ndarray of shape (n_tasks, projection_dim_, projection_dim_)
+    target_outputs_ : ndarray of shape (n_target, n_outputs)
+    target_gradients_ : ndarray of shape (n_target, n_outputs, projection_dim)
+    task_hessians_ : ndarray of shape (n_tasks, projection_dim, projection_dim)
         Per-task sums of projected Gauss-Newton terms at the pretrained outputs.
     pretrained_target_loss_ : float
         Mean target loss of the pretrained model: :math:`\hat F` of the empty subset.
@@ -184,6 +190,13 @@ class GradientSubsetEstimator(BaseEstimator):
     >>> est.estimate([[1, 1, 1], [1, 0, 0]]).shape
     (2,)
     """
+
+    # tasks, X_target and y_target are required inputs of fit, not metadata to route.
+    __metadata_request__fit = {
+        "tasks": metadata_routing.UNUSED,
+        "X_target": metadata_routing.UNUSED,
+        "y_target": metadata_routing.UNUSED,
+    }
 
     _parameter_constraints: dict = {
         "model": [torch.nn.Module],
