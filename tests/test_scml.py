@@ -345,6 +345,19 @@ def test_mlp_head(problem):
     np.testing.assert_array_equal(model.predict(X), again.predict(X))
 
 
+def test_local_model_with_mlp_head_and_float32(problem):
+    X, y = problem
+    X32 = X.astype(np.float32)
+    model = SCMLRegressor(
+        local=True, head="mlp", head_max_iter=100, n_kernel_components=4, random_state=0, **FAST
+    ).fit(X32, y)
+    assert model.local_coef_.dtype == np.float32
+    features = model.transform(X32)
+    assert features.dtype == np.float32 and features.shape[1] == model._n_features_out
+    predictions = model.predict(X32)
+    assert predictions.dtype == np.float32 and np.all(np.isfinite(predictions))
+
+
 def test_same_seed_same_model_and_dtype_follows_the_data(problem):
     X, y = problem
     a = SCMLRegressor(random_state=5, **FAST).fit(X, y)
