@@ -113,7 +113,7 @@ def test_bases_have_unit_rows_and_the_asked_shape(problem):
     generator = torch.Generator().manual_seed(0)
     bases = {
         "triplet_diffs": triplet_diff_basis(X_t, triplets, 15, generator),
-        "lda": lda_basis(X_t, y_t, 15, random_state=0),
+        "lda": lda_basis(X_t, y_t, 15, generator),
         "random": random_basis(15, X.shape[1], generator, dtype=torch.float64),
         "identity": identity_basis(X.shape[1]),
     }
