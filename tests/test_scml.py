@@ -113,7 +113,7 @@ def test_bases_have_unit_rows_and_the_asked_shape(problem):
     generator = torch.Generator().manual_seed(0)
     bases = {
         "triplet_diffs": triplet_diff_basis(X_t, triplets, 15, generator),
-        "lda": lda_basis(X_t, y_t, 15, random_state=0),
+        "lda": lda_basis(X_t, y_t, 15, generator),
         "random": random_basis(15, X.shape[1], generator, dtype=torch.float64),
         "identity": identity_basis(X.shape[1]),
     }
@@ -343,6 +343,19 @@ def test_mlp_head(problem):
     assert model.score(X, y) > 0.5
     again = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
     np.testing.assert_array_equal(model.predict(X), again.predict(X))
+
+
+def test_local_model_with_mlp_head_and_float32(problem):
+    X, y = problem
+    X32 = X.astype(np.float32)
+    model = SCMLRegressor(
+        local=True, head="mlp", head_max_iter=100, n_kernel_components=4, random_state=0, **FAST
+    ).fit(X32, y)
+    assert model.local_coef_.dtype == np.float32
+    features = model.transform(X32)
+    assert features.dtype == np.float32 and features.shape[1] == model._n_features_out
+    predictions = model.predict(X32)
+    assert predictions.dtype == np.float32 and np.all(np.isfinite(predictions))
 
 
 def test_same_seed_same_model_and_dtype_follows_the_data(problem):

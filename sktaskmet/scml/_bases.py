@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 __all__ = [
     "triplet_diff_basis",
@@ -170,22 +169,51 @@ def _batched_lda_directions(points, labels, n_classes, num_eig, shrinkage=1e-3):
     return directions / torch.linalg.vector_norm(directions, dim=2, keepdim=True)
 
 
-def lda_basis(X, y, n_basis, random_state, n_bins=N_TARGET_BINS):
+def kmeans_centres(X, n_clusters, generator, n_iter=20):
+    """k-means++ seeding and Lloyd iterations, in torch on the device of X.
+
+    The centres only anchor neighbourhoods for the local LDAs, so one seeding and a few
+    Lloyd steps suffice; doing it in torch keeps the basis construction on the device.
+    """
+    n = X.shape[0]
+    first = torch.randint(n, (1,), generator=generator, device=X.device)
+    centres = [X[first]]
+    closest = ((X - centres[0]) ** 2).sum(1)
+    for _ in range(1, n_clusters):
+        total = closest.sum()
+        if not bool(total > 0):
+            pick = torch.randint(n, (1,), generator=generator, device=X.device)
+        else:
+            pick = torch.multinomial(closest / total, 1, generator=generator)
+        centres.append(X[pick])
+        closest = torch.minimum(closest, ((X - centres[-1]) ** 2).sum(1))
+    centres = torch.cat(centres, dim=0)
+    for _ in range(n_iter):
+        assignment = torch.cdist(X, centres).argmin(1)
+        counts = torch.bincount(assignment, minlength=n_clusters).to(X.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, X)
+        filled = counts > 0
+        centres = torch.where(filled[:, None], sums / counts.clamp_min(1)[:, None], centres)
+    return centres
+
+
+def lda_basis(X, y, n_basis, generator, n_bins=N_TARGET_BINS):
     r"""Local LDA directions on quantile classes of the target.
 
     The target is cut into ``n_bins`` quantile classes. ``ceil(n_basis / (2 q))`` k-means
-    centres are placed in feature space (:math:`q = \min(c - 1, d)` directions per LDA);
-    around each centre, the nearest points of every class at two neighbourhood sizes
-    (10 and 20 per class, or 20 and 50 when :math:`d > 50`) give one LDA each, and its
-    :math:`q` leading discriminant directions become basis vectors.
+    centres (k-means++ seeding, 20 Lloyd steps) are placed in feature space
+    (:math:`q = \min(c - 1, d)` directions per LDA); around each centre, the nearest
+    points of every class at two neighbourhood sizes (10 and 20 per class, or 20 and 50
+    when :math:`d > 50`) give one LDA each, and its :math:`q` leading discriminant
+    directions become basis vectors.
 
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
     y : torch.Tensor of shape (n_samples,)
     n_basis : int or None
-    random_state : int
-        Seed of k-means.
+    generator : torch.Generator
+        Seeds k-means.
 
     Returns
     -------
@@ -202,9 +230,7 @@ def lda_basis(X, y, n_basis, random_state, n_bins=N_TARGET_BINS):
     if n_basis is None:
         n_basis = default_n_basis("lda", n, d, n_classes)
     n_clusters = min(math.ceil(n_basis / (2 * num_eig)), n)
-    X_np = X.detach().cpu().numpy()
-    centres = KMeans(n_clusters=n_clusters, n_init=1, random_state=random_state).fit(X_np)
-    centres = torch.as_tensor(centres.cluster_centers_, dtype=X.dtype, device=X.device)
+    centres = kmeans_centres(X, n_clusters, generator)
     scales = (20, 50) if d > 50 else (10, 20)
     directions = []
     for scale in scales:

@@ -341,7 +341,7 @@ class SCMLRegressor(
 
     # ------------------------------------------------------------------ fit
 
-    def _build_basis(self, X, y, triplets, generator, seed):
+    def _build_basis(self, X, y, triplets, generator):
         n, d = X.shape
         if not isinstance(self.basis, str):
             array = check_basis_array(self.basis, d, to_numpy(X[:0]).dtype)
@@ -350,7 +350,7 @@ class SCMLRegressor(
         if self.basis == "identity":
             return identity_basis(d, dtype=X.dtype, device=X.device)
         if self.basis == "lda":
-            return lda_basis(X, y, n_basis, random_state=seed % (2**31))
+            return lda_basis(X, y, n_basis, generator)
         if n_basis is None:
             n_basis = default_n_basis(self.basis, n, d)
         if self.basis == "random":
@@ -394,7 +394,7 @@ class SCMLRegressor(
         y_t = to_tensor(y.astype(X.dtype, copy=False), device)
 
         triplets = regression_triplets(X_t, y_t, self.k_genuine, self.k_impostor)
-        basis = self._build_basis(X_t, y_t, triplets, generator, seed)
+        basis = self._build_basis(X_t, y_t, triplets, generator)
         solver_options = dict(
             beta=float(self.beta),
             gamma=float(self.gamma),

@@ -10,7 +10,6 @@ only when its ordering is strict, :math:`|y_a - y_p| < |y_a - y_n|`, so ties in 
 (a discrete or coarsely rounded target) never produce a contradictory constraint.
 """
 
-import numpy as np
 import torch
 
 __all__ = ["regression_triplets", "euclidean_neighbors"]
@@ -132,8 +131,3 @@ def _triplets_in_pool(X, y, k_genuine, k_impostor, n_candidates):
         ],
         dim=1,
     )
-
-
-def triplets_as_numpy(triplets):
-    """Triplet indices as an int64 numpy array (for users and tests)."""
-    return np.asarray(triplets.detach().cpu().numpy(), dtype=np.int64)
