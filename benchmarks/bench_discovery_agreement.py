@@ -59,10 +59,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-tasks", type=int, default=32, help="human and random labelings each")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--modes", nargs="*", default=["same", "disjoint"])
     parser.add_argument("--size-tasks", type=int, default=16, help="labelings per family")
     parser.add_argument("--skip-size", action="store_true", help="skip the data-size study")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     X, digit = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
