@@ -41,8 +41,8 @@ class AgreementScorer(BaseEstimator):
 
     All ``n_tasks * n_models`` networks are multi-layer perceptrons trained together as one
     batched ensemble (parameters stacked with :func:`torch.func.stack_module_state` and
-    evaluated under :func:`torch.func.vmap`), so scoring many labelings costs little more
-    than scoring one on a GPU. Each network is trained by its own Adam optimiser on the
+    evaluated under :func:`torch.func.vmap`): one batched step trains every network, with
+    no Python loop over them. Each network is trained by its own Adam optimiser on the
     mean cross-entropy of its own minibatches, exactly as if trained alone. Model ``k``
     starts from the same initial weights and sees the same data order for every labeling,
     so the score of a labeling does not depend on which other labelings are scored with it.
