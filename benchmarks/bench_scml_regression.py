@@ -2,7 +2,7 @@
 
 Run (metric-learn's MLKR needs scikit-learn 1.7; without metric-learn its row is skipped)::
 
-    nice -n 10 /work/venv-ml/bin/python benchmarks/bench_scml_regression.py
+    nice -n 10 python benchmarks/bench_scml_regression.py
 
 Datasets:
 

@@ -2,7 +2,7 @@
 
 Run with the environment that has metric-learn (scikit-learn 1.7)::
 
-    nice -n 10 /work/venv-ml/bin/python benchmarks/bench_scml_vs_metric_learn.py
+    nice -n 10 python benchmarks/bench_scml_vs_metric_learn.py
 
 Problem: n=3000 points, d=20 features (make_friedman1: 5 relevant features, 15 noise),
 the same number of solver iterations (10000 mini-batches of 10 triplets, full objective
