@@ -288,6 +288,12 @@ def load_numpy_state(module, state, device="cpu", dtype=None):
     """
     device = resolve_device(device)
     tensors = {name: to_tensor(value) for name, value in state.items()}
+    # load_state_dict copies into the existing parameters' dtype: a freshly built module is
+    # float32, so float64 state would be rounded before any later cast. Cast the module to
+    # the saved floating dtype first, load, then cast to the requested dtype.
+    saved = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
+    if saved is not None:
+        module = module.to(saved)
     module.load_state_dict(tensors)
     module = module.to(device)
     if dtype is not None:

@@ -153,3 +153,16 @@ def test_numpy_state_round_trip_and_make_mlp():
     assert len(make_mlp(2, (), 1)) == 1
     with pytest.raises(ValueError, match="activation must be one of"):
         make_mlp(2, (3,), 1, activation="swish")
+
+
+def test_load_numpy_state_keeps_float64_precision():
+    from sktaskmet._backend import load_numpy_state, state_to_numpy
+
+    with seeded(0):
+        saved = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        saved.weight.add_(1e-12)  # below float32 resolution
+    fresh = torch.nn.Linear(3, 2)  # float32, as a module rebuilt at predict time
+    restored = load_numpy_state(fresh, state_to_numpy(saved), dtype=np.float64)
+    assert restored.weight.dtype == torch.float64
+    assert torch.equal(restored.weight, saved.weight)

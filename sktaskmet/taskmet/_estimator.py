@@ -25,7 +25,6 @@ from .._backend import (
     state_to_numpy,
     to_numpy,
     to_tensor,
-    torch_dtype,
 )
 from .._metric import make_metric
 from .._nn import make_mlp
@@ -83,19 +82,6 @@ def group_instances(groups, n_samples):
             "an instance jointly, so instances are stacked into an (n_instances, m, ...) array."
         )
     return np.argsort(inverse, kind="stable"), int(counts[0])
-
-
-def load_module_state(module, state, device, dtype):
-    """Load a numpy state into a freshly built module, without a float32 round trip.
-
-    A new module has float32 parameters, and ``load_state_dict`` copies into the existing
-    parameters' dtype: float64 state would be rounded to float32 before any later cast. So
-    the module is first cast to the saved dtype, then loaded, then cast to ``dtype``.
-    """
-    saved = next(iter(state.values()), None)
-    if saved is not None and np.issubdtype(saved.dtype, np.floating):
-        module = module.to(dtype=torch_dtype(saved.dtype))
-    return load_numpy_state(module, state, device=device, dtype=dtype)
 
 
 class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
@@ -219,7 +205,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
 
     def _predictor_module(self, device, dtype):
         module = self._make_predictor(self.n_features_in_, self.n_outputs_)
-        return load_module_state(module, self.predictor_state_, device, dtype)
+        return load_numpy_state(module, self.predictor_state_, device=device, dtype=dtype)
 
     def _task_loss(self):
         """The training loss per instance: the task's relaxed loss, or squared error."""
@@ -686,7 +672,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
 
     def _metric_module(self, device, dtype):
         module = self._make_metric(self.n_features_in_, self.n_outputs_)
-        return load_module_state(module, self.metric_state_, device, dtype)
+        return load_numpy_state(module, self.metric_state_, device=device, dtype=dtype)
 
     def metric_values(self, X):
         r"""The learned, normalised metric :math:`\Lambda(x) / c` at each row of X.
