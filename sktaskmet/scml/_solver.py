@@ -263,12 +263,57 @@ def _tune_scale(X, pairs, basis, weights, beta, steps=20):
     return weights * math.exp(best_log), best_value
 
 
-def _report(verbose, stage, iteration, objective, best, start):
-    if verbose:
-        print(
-            f"[SCMLRegressor] {stage} iter {iteration:6d}  objective {objective:.6f}  "
-            f"best {best:.6f}  ({time.perf_counter() - start:.2f} s)"
-        )
+class _Checkpoints:
+    """The evaluations of an RDA solve: history, best iterate, progress, non-finite guard.
+
+    Both solvers evaluate the full objective every ``output_iter`` iterations and keep the
+    best iterate seen (RDA's iterates are not monotone); this is that bookkeeping, once.
+
+    Parameters
+    ----------
+    stage : {"global", "local"}
+        Named in the progress lines and in the warning.
+    coef : torch.Tensor
+        The starting iterate.
+    objective : float
+        Its full objective.
+    verbose : int
+    advice : str
+        What the warning suggests when a value becomes non-finite.
+    """
+
+    def __init__(self, stage, coef, objective, verbose, advice):
+        self.stage, self.verbose, self.advice = stage, verbose, advice
+        self.start = time.perf_counter()
+        self.best, self.best_coef = objective, coef.clone()
+        self.history = [(0, objective)]
+        self._report(0, objective)
+
+    def _report(self, iteration, objective):
+        if self.verbose:
+            print(
+                f"[SCMLRegressor] {self.stage} iter {iteration:6d}  objective {objective:.6f}  "
+                f"best {self.best:.6f}  ({time.perf_counter() - self.start:.2f} s)"
+            )
+
+    def record(self, iteration, coef, objective):
+        """Record one evaluation; return False (after a warning) if it is not finite."""
+        if not math.isfinite(objective) or not bool(torch.isfinite(coef).all()):
+            warnings.warn(
+                f"the {self.stage} SCML solve produced a non-finite value at iteration "
+                f"{iteration}; the best weights found before it are kept. {self.advice}",
+                NumericalFailureWarning,
+                stacklevel=4,
+            )
+            return False
+        self.history.append((iteration, objective))
+        if objective < self.best:
+            self.best, self.best_coef = objective, coef.clone()
+        self._report(iteration, objective)
+        return True
+
+    def result(self, n_iter, failed):
+        return SolverResult(self.best_coef, self.best, self.history, n_iter, failed)
 
 
 @torch.inference_mode()
@@ -318,14 +363,16 @@ def rda_global(
     take = _index_stream(triplets.shape[0], generator, device)
     project = _Projector(X, basis)
     pairs = _TripletPairs(triplets, X.shape[0])
-    start = time.perf_counter()
-    best = float(global_objective(X, triplets, basis, weights, beta, pairs=pairs))
-    best_weights = weights.clone()
+    checkpoints = _Checkpoints(
+        "global",
+        weights,
+        float(global_objective(X, triplets, basis, weights, beta, pairs=pairs)),
+        verbose,
+        "Scale the features or increase gamma.",
+    )
     # Running mean of the iterates: RDA's convergence guarantee is for this average, and it
     # is far steadier than the last iterate when the steps are large.
     mean_weights = weights.clone()
-    history = [(0, best)]
-    _report(verbose, "global", 0, best, best, start)
     failed = False
     iteration = 0
     while iteration < max_iter and not failed:
@@ -350,21 +397,10 @@ def rda_global(
                 averaged, averaged_objective = _tune_scale(X, pairs, basis, mean_weights, beta)
                 if averaged_objective < objective:
                     objective, candidate = averaged_objective, averaged
-                if not math.isfinite(objective) or not bool(torch.isfinite(candidate).all()):
-                    warnings.warn(
-                        f"the global SCML solve produced a non-finite value at iteration "
-                        f"{iteration}; the best weights found before it are kept. Scale the "
-                        "features or increase gamma.",
-                        NumericalFailureWarning,
-                        stacklevel=3,
-                    )
+                if not checkpoints.record(iteration, candidate, objective):
                     failed = True
                     break
-                history.append((iteration, objective))
-                if objective < best:
-                    best, best_weights = objective, candidate.clone()
-                _report(verbose, "global", iteration, objective, best, start)
-    return SolverResult(best_weights, best, history, iteration, failed)
+    return checkpoints.result(iteration, failed)
 
 
 def local_weights(embedding, theta):
@@ -434,11 +470,13 @@ def rda_local(
     augmented = torch.cat([embedding, ones], dim=1)  # [z; 1]
     take = _index_stream(triplets.shape[0], generator, device)
     project = _Projector(X, basis)
-    start = time.perf_counter()
-    best = float(_local_objective(project, embedding, triplets, theta, beta))
-    best_theta = theta.clone()
-    history = [(0, best)]
-    _report(verbose, "local", 0, best, best, start)
+    checkpoints = _Checkpoints(
+        "local",
+        theta,
+        float(_local_objective(project, embedding, triplets, theta, beta)),
+        verbose,
+        "Increase gamma.",
+    )
     failed = False
     iteration = 0
     while iteration < max_iter and not failed:
@@ -463,21 +501,10 @@ def rda_local(
             theta = centre * shrink[:, None]
             if iteration % output_iter == 0 or iteration == max_iter:
                 objective = float(_local_objective(project, embedding, triplets, theta, beta))
-                if not math.isfinite(objective) or not bool(torch.isfinite(theta).all()):
-                    warnings.warn(
-                        f"the local SCML solve produced a non-finite value at iteration "
-                        f"{iteration}; the best local weights found before it are kept. "
-                        "Increase gamma.",
-                        NumericalFailureWarning,
-                        stacklevel=3,
-                    )
+                if not checkpoints.record(iteration, theta, objective):
                     failed = True
                     break
-                history.append((iteration, objective))
-                if objective < best:
-                    best, best_theta = objective, theta.clone()
-                _report(verbose, "local", iteration, objective, best, start)
-    return SolverResult(best_theta, best, history, iteration, failed)
+    return checkpoints.result(iteration, failed)
 
 
 class KernelPCAEmbedding:
