@@ -2,8 +2,19 @@
 
 A task gives a differentiable relaxed task loss for training and hard decisions, their
 quality and the optimal and random references for evaluation. See :ref:`decision_tasks`.
+:class:`DecisionQualityScorer` scores any regressor by the decisions its predictions lead
+to, for model selection with scikit-learn.
 """
 
+from .taskmet._scoring import DecisionQualityScorer
 from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
-__all__ = ["Task", "TopK", "Portfolio", "BudgetAllocation", "CallableTask", "StateReward"]
+__all__ = [
+    "Task",
+    "TopK",
+    "Portfolio",
+    "BudgetAllocation",
+    "CallableTask",
+    "StateReward",
+    "DecisionQualityScorer",
+]

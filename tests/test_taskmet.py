@@ -9,11 +9,13 @@ import torch
 from hypothesis import given, settings
 from sklearn import config_context
 from sklearn.base import clone
+from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
+from sktaskmet.tasks import DecisionQualityScorer
 from sktaskmet.taskmet._bilevel import NonFiniteStepWarning
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
@@ -295,6 +297,54 @@ def test_pipeline_and_grid_search_with_groups(cubic_data):
         search.fit(X, y, groups=g)
     assert search.best_params_["alpha"] in (0.0, 1.0)
     assert len(search.cv_results_["mean_test_score"]) == 2
+
+
+def test_decision_quality_scorer_in_a_group_search(cubic_data):
+    (X, y, g), _ = cubic_data
+    # Every fold is scored by the decisions made on its own held-out instances: the groups
+    # given to fit reach the splitter, the estimator and the scorer.
+    scorer = DecisionQualityScorer()
+    with config_context(enable_metadata_routing=True):
+        estimator = DFLRegressor(
+            SoftTop1(),
+            max_iter=40,
+            learning_rate=0.05,
+            batch_size=10,
+            device="cpu",
+            random_state=0,
+        ).set_fit_request(groups=True)
+        cv = GroupKFold(n_splits=2)
+        search = GridSearchCV(estimator, {"alpha": [0.0, 1e3]}, cv=cv, scoring=scorer)
+        search.fit(X, y, groups=g)
+        # The first split's score, recomputed by hand on that fold's instances.
+        train, test = next(cv.split(X, y, g))
+        best = clone(estimator).set_params(**search.best_params_)
+        best.fit(X[train], y[train], groups=g[train])
+        by_hand = best.task_score(X[test], y[test], g[test])
+    index = search.best_index_
+    assert search.cv_results_["split0_test_score"][index] == pytest.approx(by_hand)
+    assert scorer(best, X[test], y[test], groups=g[test]) == pytest.approx(by_hand)
+    assert search.best_params_["alpha"] == 0.0
+    assert search.best_score_ > 0.5
+    assert search.cv_results_["mean_test_score"].max() == search.best_score_
+
+
+def test_decision_quality_scorer_works_on_pipelines_and_baselines(cubic_data, fitted_cubic):
+    (X, y, g), _ = cubic_data
+    pipe = make_pipeline(StandardScaler(), clone(fitted_cubic).set_params(max_iter=2))
+    pipe.fit(X, y, taskmetregressor__groups=g)
+    # task=None takes the task of the pipeline's last step.
+    expected = pipe[-1].task_score(pipe[0].transform(X), y, g)
+    assert DecisionQualityScorer()(pipe, X, y, groups=g) == pytest.approx(expected)
+    least_squares = LinearRegression().fit(X, y)
+    assert DecisionQualityScorer(SoftTop1())(least_squares, X, y, groups=g) < 0
+    with pytest.raises(ValueError, match="no decision task"):
+        DecisionQualityScorer()(least_squares, X, y, groups=g)
+    with pytest.raises(ValueError, match="metadata routing"):
+        DecisionQualityScorer()(fitted_cubic, X, y)
+    with pytest.raises(ValueError, match="one group label"):
+        DecisionQualityScorer()(fitted_cubic, X, y, groups=g[:-1])
+    assert "groups" in str(DecisionQualityScorer().get_metadata_routing())
 
 
 def test_callable_predictor_and_mlp():

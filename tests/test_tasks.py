@@ -80,17 +80,21 @@ def test_topk_loss_prefers_good_predictions():
 
 
 def _sinkhorn_reference(scores, k, epsilon, n_iter):
-    """Plain log-domain Sinkhorn iterations on the same normalised cost (Xie et al. 2020)."""
+    """Plain log-domain Sinkhorn iterations on the reference relaxation (Xie et al. 2020).
+
+    The negated scores go onto the anchors (0, 1), the k chosen items to anchor 0; the cost
+    is divided by its maximum over the instance, differentiated through by autograd.
+    """
     batch, m = scores.shape
-    cost = (scores.unsqueeze(-1) - torch.tensor([0.0, 1.0], dtype=scores.dtype)) ** 2
-    cost = cost / cost.detach().amax(dim=(1, 2), keepdim=True)  # the scale is a constant
+    cost = (-scores.unsqueeze(-1) - torch.tensor([0.0, 1.0], dtype=scores.dtype)) ** 2
+    cost = cost / cost.amax(dim=(1, 2), keepdim=True)
     log_mu = torch.full((batch, m), -np.log(m), dtype=scores.dtype)
-    log_nu = torch.log(torch.tensor([(m - k) / m, k / m], dtype=scores.dtype)).expand(batch, 2)
+    log_nu = torch.log(torch.tensor([k / m, (m - k) / m], dtype=scores.dtype)).expand(batch, 2)
     f, g = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
     for _ in range(n_iter):
         f = epsilon * (log_mu - torch.logsumexp((g.unsqueeze(1) - cost) / epsilon, dim=2))
         g = epsilon * (log_nu - torch.logsumexp((f.unsqueeze(2) - cost) / epsilon, dim=1))
-    return m * torch.exp((f + g[:, 1:2] - cost[:, :, 1]) / epsilon)
+    return m * torch.exp((f + g[:, 0:1] - cost[:, :, 0]) / epsilon)
 
 
 @pytest.mark.parametrize("k, epsilon", [(1, 0.1), (3, 0.05), (2, 0.02)])
@@ -113,24 +117,33 @@ def test_topk_gradient_matches_finite_differences():
     gen = torch.Generator().manual_seed(3)
     scores = torch.randn(2, 6, generator=gen, dtype=torch.float64).requires_grad_(True)
     y = torch.randn(2, 6, generator=gen, dtype=torch.float64)
-    # The cost normalisation is a constant for the gradient; hold it fixed for the
-    # finite differences too.
+
+    # A fixed cost scale, and the default one (the instance's maximum cost, differentiated:
+    # finite differences move it too).
     scale = torch.tensor([[[7.0]], [[9.0]]], dtype=torch.float64)
+    for cost_scale in [scale, None]:
 
-    def loss(s):
-        return -(soft_topk(s, 2, 0.05, 300, cost_scale=scale) * y).sum(-1)
+        def loss(s, cost_scale=cost_scale):
+            return -(soft_topk(s, 2, 0.05, 300, cost_scale=cost_scale) * y).sum(-1)
 
-    assert torch.autograd.gradcheck(loss, (scores,), eps=1e-6, atol=1e-7, rtol=1e-5)
-    # With the default normalisation, TopK.loss is that function with the scale detached.
-    task = TopK(k=2, epsilon=0.05, n_iter=300)
-    s3 = scores.detach().unsqueeze(-1).requires_grad_(True)
-    task.loss(s3, y.unsqueeze(-1)).sum().backward()
-    auto_scale = (
-        (scores.detach().unsqueeze(-1) - torch.tensor([0.0, 1.0], dtype=torch.float64)) ** 2
-    ).amax(dim=(1, 2), keepdim=True)
-    s2 = scores.detach().clone().requires_grad_(True)
-    (-(soft_topk(s2, 2, 0.05, 300, cost_scale=auto_scale) * y).sum(-1)).sum().backward()
-    np.testing.assert_allclose(s3.grad[..., 0].numpy(), s2.grad.numpy(), rtol=1e-10)
+        assert torch.autograd.gradcheck(loss, (scores,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_topk_relaxation_depends_on_the_level_of_the_predictions():
+    # Shifting all predictions of an instance changes the cost normalisation, hence the
+    # effective temperature; the gradient has a component along the shift.
+    x, y = _cubic_batch(n_instances=8)
+    pred = (2.0 * x + 1.5).requires_grad_(True)
+    task = TopK(epsilon=0.05)
+    loss = task.loss(pred, y)
+    assert not torch.allclose(loss, task.loss(pred - 3.0, y))
+    loss.sum().backward()
+    assert pred.grad.sum(dim=(1, 2)).abs().max() > 1e-3
+    # With a fixed scale the relaxation is shift invariant.
+    fixed = torch.full((8, 1), 30.0, dtype=torch.float64)
+    z1 = soft_topk(pred[..., 0].detach(), 1, 0.05, 200, cost_scale=fixed)
+    z2 = soft_topk(pred[..., 0].detach() - 3.0, 1, 0.05, 200, cost_scale=fixed)
+    np.testing.assert_allclose(z1.numpy(), z2.numpy(), atol=1e-12)
 
 
 def test_topk_decision_quality_normalisation():

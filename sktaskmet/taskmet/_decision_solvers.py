@@ -35,20 +35,34 @@ __all__ = [
 def soft_topk(scores, k, epsilon, n_iter, cost_scale=None):
     r"""Soft top-k indicator of each row of ``scores`` by entropic optimal transport.
 
-    The m scores of an instance are transported onto the two anchors :math:`a = (0, 1)`
-    with item marginals :math:`\mu_i = 1/m` and anchor marginals
-    :math:`\nu = ((m-k)/m, k/m)`, under the squared-distance cost
-    :math:`C_{ij} = (s_i - a_j)^2` divided by its (detached) maximum over the instance so
-    that ``epsilon`` is a relative temperature. The soft indicator is
-    :math:`z_i = m \Gamma_{i1} \in [0, 1]`, with :math:`\sum_i z_i = k`, where
+    The relaxation of Xie et al. (2020) in the form the TaskMet reference code runs it: the
+    negated scores :math:`-s_i` of the m items of an instance are transported onto the two
+    anchors :math:`(0, 1)`, with item marginals :math:`\mu_i = 1/m` and anchor marginals
+    :math:`\nu = (k/m, (m-k)/m)`, so that the k largest scores go to anchor 0. The cost is
+    the squared distance divided by its maximum over the instance,
+
+    .. math::
+        C_{i0} = s_i^2 / c, \quad C_{i1} = (s_i + 1)^2 / c, \quad
+        c = \max_i \max\big(s_i^2, (s_i + 1)^2\big),
+
+    so that ``epsilon`` is a relative temperature. The soft indicator is
+    :math:`z_i = m \Gamma_{i0} \in [0, 1]`, with :math:`\sum_i z_i = k`, where
     :math:`\Gamma` is the entropic plan (the fixed point of the Sinkhorn iterations). As
     ``epsilon -> 0`` it tends to the hard top-k indicator.
 
+    The normalisation :math:`c` is part of the function and is differentiated, as
+    automatic differentiation does in the reference code. It makes the relaxation depend
+    on the level of the scores, not only on their differences: shifting every score of an
+    instance changes :math:`c`, hence the effective temperature, and the gradient says so.
+    On a decision problem whose loss would otherwise be invariant to such shifts (the
+    cubic top-1 problem with a linear predictor), this is what makes the learned TaskMet
+    metric favour the region of the top items.
+
     With two anchors the fixed point has a closed form up to one scalar. The row marginals
-    give :math:`\Gamma_{i1} = \mu_i\, \sigma((\delta - \Delta_i)/\epsilon)` with
-    :math:`\Delta_i = C_{i1} - C_{i0}` and :math:`\delta = g_1 - g_0` the difference of the
-    anchor potentials; the column marginal then fixes :math:`\delta` as the root of the
-    increasing function
+    give :math:`\Gamma_{i0} = \mu_i\, \sigma((\delta - \Delta_i)/\epsilon)` with
+    :math:`\Delta_i = C_{i0} - C_{i1} = -(1 + 2 s_i) / c` and :math:`\delta = g_0 - g_1` the
+    difference of the anchor potentials; the column marginal then fixes :math:`\delta` as
+    the root of the increasing function
 
     .. math:: F(\delta, s) = \sum_i \sigma\big((\delta - \Delta_i(s))/\epsilon\big) - k .
 
@@ -68,22 +82,25 @@ def soft_topk(scores, k, epsilon, n_iter, cost_scale=None):
         Maximum number of bisection steps; the search stops earlier once the bracket is
         below the resolution of the dtype.
     cost_scale : Tensor of shape (batch, 1) or (batch, 1, 1), optional
-        Divisor of the cost. Defaults to the detached maximum cost of each instance, which
-        the gradient treats as a constant (as in the reference implementation).
+        Divisor :math:`c` of the cost, used as given (a constant unless it carries a
+        graph). Defaults to the maximum cost of each instance, differentiated.
 
     Returns
     -------
     Tensor of shape (batch, m)
+
+    References
+    ----------
+    Xie, Dai, Chen, Dai, Zhao, Zha, Wei and Pfister, "Differentiable top-k with optimal
+    transport", NeurIPS 2020.
     """
-    anchors = torch.tensor([0.0, 1.0], dtype=scores.dtype, device=scores.device)
     if cost_scale is None:
-        cost = (scores.detach().unsqueeze(-1) - anchors) ** 2
-        cost_scale = cost.amax(dim=(1, 2)).unsqueeze(-1)
+        cost_scale = torch.maximum(scores**2, (scores + 1.0) ** 2).amax(dim=1, keepdim=True)
         cost_scale = cost_scale.clamp_min(torch.finfo(scores.dtype).tiny)
     elif cost_scale.dim() > 1:
         cost_scale = cost_scale.reshape(cost_scale.shape[0], 1)
-    # Delta_i = C_i1 - C_i0 = ((s_i - 1)^2 - s_i^2) / scale = (1 - 2 s_i) / scale.
-    delta_cost = (1.0 - 2.0 * scores) / cost_scale
+    # Delta_i = C_i0 - C_i1 = (s_i^2 - (s_i + 1)^2) / c = -(1 + 2 s_i) / c.
+    delta_cost = -(1.0 + 2.0 * scores) / cost_scale
 
     with torch.no_grad():
         gaps = delta_cost.detach()

@@ -306,14 +306,16 @@ class TopK(Task):
     r"""Choose the k items with the largest values: :math:`g(z, y) = \sum_j z_j y_j`.
 
     The decision is the indicator of the k largest predictions of the m items of an
-    instance. Training uses the soft top-k of Xie et al. (2020): an entropic optimal
-    transport plan between the items and the anchors {0, 1} with item marginals
-    :math:`1/m` and anchor marginals :math:`((m-k)/m, k/m)` under the squared-distance
-    cost divided by its maximum over the instance. The converged plan is computed exactly
-    (two anchors leave one scalar potential to find, by bisection) and differentiated
-    implicitly, see :func:`~sktaskmet.taskmet._decision_solvers.soft_topk`, so small
-    ``epsilon`` is stable and the gradient costs one elementwise pass. The soft indicator
-    :math:`\tilde z_j = m \Gamma_{j1}` lies in [0, 1], sums to k and tends to the hard
+    instance. Training uses the soft top-k of Xie et al. (2020) as the TaskMet reference
+    code runs it: an entropic optimal transport plan between the negated predictions and
+    the anchors {0, 1}, with item marginals :math:`1/m` and anchor marginals
+    :math:`(k/m, (m-k)/m)`, under the squared-distance cost divided by its maximum over the
+    instance (differentiated: the relaxation depends on the level of the predictions, not
+    only on their differences). The converged plan is computed exactly (two anchors leave
+    one scalar potential to find, by bisection) and differentiated implicitly, see
+    :func:`~sktaskmet.taskmet._decision_solvers.soft_topk`, so small ``epsilon`` is stable
+    and the gradient costs one elementwise pass. The soft indicator
+    :math:`\tilde z_j = m \Gamma_{j0}` lies in [0, 1], sums to k and tends to the hard
     indicator as ``epsilon -> 0``; the relaxed loss is :math:`-\sum_j \tilde z_j y_j`.
 
     Parameters
