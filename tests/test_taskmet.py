@@ -15,8 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
-from sktaskmet.tasks import DecisionQualityScorer
 from sktaskmet.taskmet._bilevel import NonFiniteStepWarning
+from sktaskmet.tasks import DecisionQualityScorer
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
 
