@@ -85,6 +85,17 @@ def test_lasso_penalty_is_sklearn_lasso(data):
     assert cv.alpha_ in (1e-3, 1e-2, 1e-1)
 
 
+def _module_level_laplacian(A, B):
+    return np.exp(-0.3 * np.abs(A[:, None] - B[None]).sum(-1))
+
+
+def test_callable_kernel_pickles_when_defined_at_module_level(data):
+    S, y, _ = data
+    model = KernelSurrogate(_module_level_laplacian, device="cpu").fit(S, y)
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(loaded.predict(S[:10]), model.predict(S[:10]))
+
+
 def test_callable_kernel_equals_builtin(data):
     S, y, _ = data
 

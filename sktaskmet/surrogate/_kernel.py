@@ -54,7 +54,9 @@ class KernelSurrogate(BaseSurrogate):
         :math:`\\langle s, s'\\rangle` (ridge regression in the dual). A callable
         ``kernel(A, B)`` receives two 2-D numpy arrays and returns their
         ``(len(A), len(B))`` Gram matrix; it must be positive semi-definite, and
-        ``attribution(method="gradient")`` is not available for it.
+        ``attribution(method="gradient")`` is not available for it. The fitted estimator
+        keeps the callable, so it pickles only if the callable does: use a function
+        defined at module level, not a lambda or a local function.
     alpha : float > 0, default=0.1
         Ridge penalty. Ignored when ``cv`` is set (``alphas`` is searched instead).
     gamma : float > 0, default=None
