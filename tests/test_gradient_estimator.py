@@ -13,10 +13,14 @@ from sktaskmet import GradientSubsetEstimator
 from sktaskmet.datasets import SubsetFineTuner
 from sktaskmet.surrogate import evaluate_subsets
 from sktaskmet.surrogate._linearized import (
+    _linear_layers,
+    _vmap_jacobians,
     make_loss,
     output_jacobians,
     random_projection,
     solve_subsets,
+    task_hessians,
+    trainable_parameters,
 )
 
 
@@ -62,6 +66,94 @@ def test_per_example_jacobians_equal_autograd_loop():
             rows.append(torch.cat([g.reshape(-1) for g in grads]))
         torch.testing.assert_close(jac[i], torch.stack(rows))
         torch.testing.assert_close(outputs[i], out.detach())
+
+
+class TwiceApplied(torch.nn.Module):
+    """One linear layer used twice: its Jacobian is a sum of two outer products."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+class Scaled(torch.nn.Module):
+    """An MLP with a parameter that belongs to no linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = make_model()
+        self.scale = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.scale * self.mlp(x)
+
+
+class PerPosition(torch.nn.Module):
+    """A linear layer applied to every position of a (batch, 2, features) input."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.layer(x.reshape(x.shape[0], 2, 2)).sum(1)
+
+
+def autograd_jacobians(model, X):
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(X.shape[0]):
+        out = model(X[i : i + 1]).reshape(-1)
+        grads = []
+        for c in range(out.shape[0]):
+            g = torch.autograd.grad(out[c], params, retain_graph=True, allow_unused=True)
+            grads.append(
+                torch.cat(
+                    [
+                        (z if z is not None else torch.zeros_like(p)).reshape(-1)
+                        for z, p in zip(g, params, strict=True)
+                    ]
+                )
+            )
+        rows.append(torch.stack(grads))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind", [None, "rademacher", "gaussian", "sparse"])
+@pytest.mark.parametrize("frozen", [None, "0.weight", "2.bias"])
+def test_linear_layer_jacobians_equal_vmap(kind, frozen):
+    """The closed-form Jacobians of linear layers equal torch.func's, projected or not."""
+    model = make_model(hidden=6)
+    if frozen is not None:
+        model.get_parameter(frozen).requires_grad_(False)
+    params = {k: p.detach() for k, p in trainable_parameters(model).items()}
+    assert _linear_layers(model, trainable_parameters(model)) is not None
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(9, 4)))
+    n_params = sum(p.numel() for p in params.values())
+    projection = None
+    if kind is not None:
+        generator = torch.Generator().manual_seed(0)
+        projection = random_projection(n_params, 7, kind, generator, torch.float64, "cpu")
+    outputs, jac = output_jacobians(model, X, projection, batch_size=4)
+    expected_out, expected = _vmap_jacobians(model, params, X, projection)
+    torch.testing.assert_close(outputs, expected_out)
+    torch.testing.assert_close(jac, expected)
+    if kind is None:
+        torch.testing.assert_close(jac, autograd_jacobians(model, X))
+
+
+@pytest.mark.parametrize("model_class", [TwiceApplied, Scaled, PerPosition])
+def test_other_models_fall_back_to_vmap(model_class):
+    torch.manual_seed(0)
+    model = model_class().double()
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(5, 4)))
+    outputs, jac = output_jacobians(model, X, None, batch_size=2)
+    torch.testing.assert_close(jac, autograd_jacobians(model, X))
+    torch.testing.assert_close(outputs, model(X).detach())
 
 
 def test_frozen_parameters_are_left_out():
@@ -218,20 +310,35 @@ def test_iterates_stay_finite_with_a_tiny_penalty():
     assert np.all(F_hat > 0)
 
 
-def test_solve_subsets_batched_equals_one_by_one():
+@pytest.mark.parametrize("solver", ["newton", "newton-cg"])
+def test_solve_subsets_batched_equals_one_by_one(solver):
     generator = torch.Generator().manual_seed(0)
     G = torch.randn(30, 3, 6, generator=generator, dtype=torch.float64)
     f0 = torch.randn(30, 3, generator=generator, dtype=torch.float64)
     y = torch.randint(0, 3, (30,), generator=generator)
     task = torch.arange(30) % 4
-    W = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1.0]], dtype=torch.float64)
+    # Rows converge after different numbers of iterations (the empty one at once), so the
+    # batch shrinks while the others are still being solved.
+    W = torch.tensor(
+        [[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1.0], [0, 0, 0, 0], [0.2, 1, 0, 0.5]],
+        dtype=torch.float64,
+    )
     loss = make_loss("cross_entropy")
-    kwargs = dict(loss=loss, penalty=0.2, solver="newton", tol=1e-14)
-    batched, _, converged = solve_subsets(G, f0, y, task, W, **kwargs)
+    hessians = task_hessians(G, f0, y, task, 4, loss)
+    kwargs = dict(loss=loss, penalty=0.2, solver=solver, tol=1e-14, pretrained_hessians=hessians)
+    batched, n_iter, converged = solve_subsets(G, f0, y, task, W, **kwargs)
     assert bool(converged.all())
-    for b in range(3):
-        single, _, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
-        torch.testing.assert_close(batched[b], single[0])
+    assert n_iter[3] == 0 and len(set(n_iter.tolist())) > 1
+    for b in range(W.shape[0]):
+        single, single_iter, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
+        # The solves stop when the objective is within a few ulps of its minimum, which
+        # pins w down to about sqrt(ulp / penalty) ~ 1e-7.
+        torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-6)
+        # The optimality condition holds for every subset of the batch.
+        a = W[b, task] / W[b, task].sum() if W[b].sum() > 0 else torch.zeros(30)
+        out = f0 + torch.einsum("icd,d->ic", G, batched[b])
+        grad = torch.einsum("icd,ic->d", G, loss.grad(out, y) * a[:, None]) + 0.2 * batched[b]
+        assert float(grad.abs().max()) < 1e-6
 
 
 # ---------------------------------------------------------------- accuracy

@@ -6,10 +6,11 @@ The model is linearised at its pretrained parameters :math:`\\theta_0`,
 
 where :math:`J(x)` is the Jacobian of the outputs with respect to the trainable parameters
 (one row per output, one column per parameter). The Jacobians of every example are computed
-once, batched with :func:`torch.func.vmap` over :func:`torch.func.jacrev`, and multiplied by a
-random projection :math:`P` (``n_params x d``, entries of variance ``1/d``) so that each example
-keeps a ``C x d`` matrix :math:`G(x) = J(x) P`. Fine-tuning on a subset of tasks then becomes
-the small convex problem
+once (in closed form from layer inputs and backpropagated output gradients when the trainable
+parameters are those of linear layers, otherwise batched with :func:`torch.func.vmap` over
+:func:`torch.func.jacrev`), and multiplied by a random projection :math:`P` (``n_params x d``,
+entries of variance ``1/d``) so that each example keeps a ``C x d`` matrix
+:math:`G(x) = J(x) P`. Fine-tuning on a subset of tasks then becomes the small convex problem
 
 .. math::
 
@@ -17,8 +18,9 @@ the small convex problem
     + \\frac{\\lambda}{2} \\lVert w \\rVert^2 ,
 
 with :math:`a_i` the normalised weight of the task that example :math:`i` belongs to. It is
-solved for many subsets at once by a batched damped Newton method (Cholesky solves of
-``d x d`` systems, Armijo backtracking per subset).
+solved for many subsets at once by a batched damped Newton method (conjugate gradients
+preconditioned by the Hessian at ``w = 0``, or Cholesky solves of ``d x d`` systems; Armijo
+backtracking per subset; subsets leave the batch as they converge).
 
 This module holds the numerics only; input checking lives in the estimator.
 """
@@ -64,9 +66,13 @@ class CrossEntropyLoss:
         return torch.diag_embed(prob) - prob.unsqueeze(-1) * prob.unsqueeze(-2)
 
     def hessian_vector(self, out, y, u):
-        # (diag(p) - p p^T) u without forming the C x C matrices
+        return self.hessian_operator(out, y)(u)
+
+    def hessian_operator(self, out, y):
+        # u -> (diag(p) - p p^T) u without forming the C x C matrices; the probabilities are
+        # computed once for the many products of a conjugate-gradient solve.
         prob = torch.softmax(out, dim=-1)
-        return prob * (u - (prob * u).sum(-1, keepdim=True))
+        return lambda u: prob * (u - (prob * u).sum(-1, keepdim=True))
 
 
 class SquaredErrorLoss:
@@ -86,6 +92,9 @@ class SquaredErrorLoss:
 
     def hessian_vector(self, out, y, u):
         return 2.0 * u
+
+    def hessian_operator(self, out, y):
+        return lambda u: 2.0 * u
 
 
 class CallableLoss:
@@ -124,7 +133,11 @@ class CallableLoss:
         return self._hessian(flat_out, flat_y).reshape(*lead, n, c, c)
 
     def hessian_vector(self, out, y, u):
-        return torch.einsum("...cj,...j->...c", self.hessian(out, y), u)
+        return self.hessian_operator(out, y)(u)
+
+    def hessian_operator(self, out, y):
+        hess = self.hessian(out, y)
+        return lambda u: torch.einsum("...cj,...j->...c", hess, u)
 
 
 def make_loss(loss):
@@ -191,8 +204,149 @@ def random_projection(n_params, dim, kind, generator, dtype, device):
     return matrix.div_(math.sqrt(dim))
 
 
+def _linear_layers(model, params):
+    """The ``nn.Linear`` modules that own every trainable parameter, or None.
+
+    Returns a list of ``(module, weight_name, bias_name)`` (a name is None when that
+    parameter is frozen) when each trainable parameter is the ``weight`` or ``bias`` of an
+    :class:`torch.nn.Linear`; their per-example Jacobians then have the closed form used by
+    :func:`output_jacobians`. Any other parameter (convolutions, embeddings,
+    parametrisations, ...) returns None.
+    """
+    layers = {}
+    for name, param in params.items():
+        prefix, _, attr = name.rpartition(".")
+        try:
+            module = model.get_submodule(prefix)
+        except AttributeError:
+            return None
+        if type(module) is not torch.nn.Linear or getattr(module, attr, None) is not param:
+            return None
+        entry = layers.setdefault(prefix, [module, None, None])
+        entry[1 if attr == "weight" else 2] = name
+    return [tuple(entry) for entry in layers.values()]
+
+
+def _layer_activations(model, layers, xb):
+    r"""Outputs, layer inputs and output gradients of one batch, by one forward pass.
+
+    For a linear layer :math:`z = W a + b` the Jacobian of output :math:`c` of example
+    :math:`i` with respect to :math:`W` is the outer product :math:`\delta_{ic} a_i^\top`,
+    with :math:`\delta_{ic} = \partial f_c(x_i) / \partial z_i`, and :math:`\delta_{ic}`
+    with respect to :math:`b`. One batched forward pass records every :math:`a_i` and
+    :math:`z_i`; one backward pass per output gives :math:`\delta_{ic}` for all examples at
+    once (the examples of a batch do not interact in evaluation mode).
+
+    Returns None when a layer is called more than once per forward pass or on inputs that
+    are not ``(batch, features)`` matrices (its Jacobian is then a sum of outer products).
+    """
+    inputs, pre_activations, valid = {}, {}, [True]
+
+    def record(key):
+        def hook(module, args, output):
+            if key in inputs or args[0].ndim != 2 or args[0].shape[0] != xb.shape[0]:
+                valid[0] = False
+            inputs[key] = args[0].detach()
+            pre_activations[key] = output
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(record(index)) for index, (module, _, _) in enumerate(layers)
+    ]
+    try:
+        with torch.enable_grad():
+            out = model(xb).reshape(xb.shape[0], -1)
+            if not valid[0] or len(inputs) != len(layers):
+                return None
+            zs = [pre_activations[index] for index in range(len(layers))]
+            deltas = [[] for _ in layers]
+            for c in range(out.shape[1]):
+                grads = torch.autograd.grad(
+                    out[:, c].sum(), zs, retain_graph=c + 1 < out.shape[1], allow_unused=True
+                )
+                for index, grad in enumerate(grads):
+                    deltas[index].append(torch.zeros_like(zs[index]) if grad is None else grad)
+    finally:
+        for handle in handles:
+            handle.remove()
+    activations = [inputs[index] for index in range(len(layers))]
+    deltas = [torch.stack(delta, 1) for delta in deltas]  # (b, C, out) each
+    return out.detach(), activations, deltas
+
+
+def _structured_jacobians(model, layers, params, xb, projection):
+    r"""(Projected) Jacobians of one batch from layer inputs and output gradients.
+
+    With a dense projection the flattened outer products are never formed: the block of
+    ``P`` that belongs to a weight of shape ``(out, in)``, viewed as ``(out, in, d)``, is
+    contracted with :math:`a_i` first (``b * in * out * d`` work) and then with each
+    :math:`\delta_{ic}` (``b * C * out * d``), instead of ``b * C * out * in * d`` for the
+    product of the full Jacobian with ``P``.
+    """
+    recorded = _layer_activations(model, layers, xb)
+    if recorded is None:
+        return None
+    out, activations, deltas = recorded
+    by_name = {}
+    for (_, weight_name, bias_name), a, delta in zip(layers, activations, deltas, strict=True):
+        if weight_name is not None:
+            by_name[weight_name] = ("weight", a, delta)
+        if bias_name is not None:
+            by_name[bias_name] = ("bias", a, delta)
+    b, n_out = out.shape
+    if projection is None or isinstance(projection, SparseProjection):
+        pieces = []
+        for name in params:
+            kind, a, delta = by_name[name]
+            if kind == "weight":
+                pieces.append((delta.unsqueeze(-1) * a[:, None, None, :]).reshape(b, n_out, -1))
+            else:
+                pieces.append(delta)
+        flat = torch.cat(pieces, 2)
+        if projection is not None:
+            flat = projection.apply(flat)
+        return out, flat
+    d = projection.shape[1]
+    result = out.new_zeros(b, n_out, d)
+    for name, block in projection.blocks.items():
+        kind, a, delta = by_name[name]
+        if kind == "weight":
+            n_rows = delta.shape[-1]
+            contracted = (a @ block).reshape(b, n_rows, d)  # sum_j a_j P[(o, j), :]
+            result.baddbmm_(delta, contracted)
+        else:
+            result += (delta.reshape(b * n_out, -1) @ block).reshape(b, n_out, d)
+    return out, result
+
+
+class _BlockedProjection:
+    """The rows of a dense projection cut into per-parameter blocks, arranged for
+    :func:`_structured_jacobians`: a weight's block ``(out * in, d)`` becomes
+    ``(in, out * d)`` (one copy per :func:`output_jacobians` call, not per batch)."""
+
+    def __init__(self, projection, params):
+        self.shape = projection.shape
+        d = projection.shape[1]
+        self.blocks = {}
+        offset = 0
+        for name, param in params.items():
+            block = projection[offset : offset + param.numel()]
+            offset += param.numel()
+            if param.ndim == 2:
+                n_rows, n_cols = param.shape
+                block = block.reshape(n_rows, n_cols, d).transpose(0, 1).reshape(n_cols, -1)
+            self.blocks[name] = block
+
+
 def output_jacobians(model, X, projection=None, batch_size=256):
     """Outputs and (projected) output Jacobians of every example at the current parameters.
+
+    When every trainable parameter is the weight or bias of an ``nn.Linear`` layer called
+    once per forward pass on ``(batch, features)`` inputs (multi-layer perceptrons, linear
+    heads on a frozen body), the Jacobians come in closed form from one batched forward
+    pass and one backward pass per output (see :func:`_layer_activations`). Other models use
+    ``torch.func.vmap`` over ``jacrev``. Both give the same numbers.
 
     Parameters
     ----------
@@ -202,8 +356,8 @@ def output_jacobians(model, X, projection=None, batch_size=256):
     projection : torch.Tensor of shape (n_params, d), SparseProjection or None
         ``None`` keeps the full Jacobians (``d = n_params``).
     batch_size : int
-        Examples per vectorised Jacobian call; bounds memory at about
-        ``batch_size * C * n_params`` numbers.
+        Examples per batch; bounds memory at about ``batch_size * C * n_params`` numbers
+        (``batch_size * max(C, out) * d`` for linear layers with a dense projection).
 
     Returns
     -------
@@ -211,6 +365,27 @@ def output_jacobians(model, X, projection=None, batch_size=256):
     jacobians : torch.Tensor of shape (n, C, d)
     """
     params = {name: p.detach() for name, p in trainable_parameters(model).items()}
+    layers = _linear_layers(model, trainable_parameters(model))
+    blocked = projection
+    if layers is not None and isinstance(projection, torch.Tensor):
+        blocked = _BlockedProjection(projection, params)
+    outputs, jacobians = [], []
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start : start + batch_size]
+        result = None
+        if layers is not None:
+            result = _structured_jacobians(model, layers, params, xb, blocked)
+            if result is None:  # a layer is reused or sees non-matrix inputs
+                layers = None
+        if result is None:
+            result = _vmap_jacobians(model, params, xb, projection)
+        outputs.append(result[0])
+        jacobians.append(result[1])
+    return torch.cat(outputs, 0), torch.cat(jacobians, 0)
+
+
+def _vmap_jacobians(model, params, xb, projection):
+    """(Projected) Jacobians of one batch by ``torch.func.vmap`` over ``jacrev``."""
     names = list(params)
     # Frozen parameters and buffers enter the call as constants.
     constants = {name: p.detach() for name, p in model.named_parameters() if name not in params}
@@ -220,22 +395,16 @@ def output_jacobians(model, X, projection=None, batch_size=256):
         out = functional_call(model, {**p, **constants}, (x.unsqueeze(0),))
         return out.reshape(-1)
 
-    jacobian_fn = vmap(jacrev(single_output), in_dims=(None, 0))
-    outputs, jacobians = [], []
     with torch.no_grad():
-        for start in range(0, X.shape[0], batch_size):
-            xb = X[start : start + batch_size]
-            out = model(xb).reshape(xb.shape[0], -1)
-            jac = jacobian_fn(params, xb)
-            pieces = [jac[name].reshape(xb.shape[0], out.shape[1], -1) for name in names]
-            flat = torch.cat(pieces, 2)
-            if isinstance(projection, SparseProjection):
-                flat = projection.apply(flat)
-            elif projection is not None:
-                flat = flat @ projection
-            outputs.append(out)
-            jacobians.append(flat)
-    return torch.cat(outputs, 0), torch.cat(jacobians, 0)
+        out = model(xb).reshape(xb.shape[0], -1)
+        jac = vmap(jacrev(single_output), in_dims=(None, 0))(params, xb)
+        pieces = [jac[name].reshape(xb.shape[0], out.shape[1], -1) for name in names]
+        flat = torch.cat(pieces, 2)
+        if isinstance(projection, SparseProjection):
+            flat = projection.apply(flat)
+        elif projection is not None:
+            flat = flat @ projection
+    return out, flat
 
 
 def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
@@ -298,16 +467,18 @@ def _cholesky_with_jitter(matrix):
     return factor
 
 
-def _preconditioned_cg(hvp, rhs, factor, max_iter, rtol):
+def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
     """Solve ``H x = rhs`` for a batch of SPD operators by preconditioned conjugate gradients.
 
-    ``hvp(v)`` applies the batch of Hessians to ``v`` (B, d); the preconditioner is
-    ``(L L^T)^{-1}`` for the Cholesky factors ``factor`` (B, d, d). Each system stops on its
-    own once its residual falls below ``rtol`` times the norm of its right-hand side.
+    ``hvp(v)`` applies the batch of Hessians to ``v`` (B, d); ``inverse`` (B, d, d) holds the
+    inverses of the preconditioners, applied by one batched matrix product per iteration
+    (batched triangular solves with a single right-hand side are several times slower). Each
+    system stops on its own once its residual falls below ``rtol`` times the norm of its
+    right-hand side.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    z = torch.cholesky_solve(r.unsqueeze(-1), factor).squeeze(-1)
+    z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
     p = z.clone()
     rz = (r * z).sum(1)
     target = rtol * rhs.norm(dim=1)
@@ -321,7 +492,7 @@ def _preconditioned_cg(hvp, rhs, factor, max_iter, rtol):
         x = x + alpha.unsqueeze(1) * p
         r = r - alpha.unsqueeze(1) * hp
         done = done | (r.norm(dim=1) <= target) | (curvature <= 0)
-        z = torch.cholesky_solve(r.unsqueeze(-1), factor).squeeze(-1)
+        z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
         rz_new = (r * z).sum(1)
         beta = torch.where(done, 0.0, rz_new / rz.clamp_min(1e-300))
         p = z + beta.unsqueeze(1) * p
@@ -394,35 +565,42 @@ def solve_subsets(
     example_weights = torch.where(totals > 0, example_weights / totals.clamp_min(tiny), 0.0)
     eye = torch.eye(d, dtype=dtype, device=device)
 
-    def objective(w):
+    def objective(w, weights):
         out = outputs + torch.einsum("icd,bd->bic", jacobians, w)
-        data = (example_weights * loss.value(out, y)).sum(1)
+        data = (weights * loss.value(out, y)).sum(1)
         return data + 0.5 * penalty * (w * w).sum(1), out
 
-    w = torch.zeros(B, d, dtype=dtype, device=device)
-    value, out = objective(w)
+    solution = torch.zeros(B, d, dtype=dtype, device=device)
     n_iter = torch.zeros(B, dtype=torch.int64, device=device)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
 
+    preconditioner = None
     if solver == "newton-cg":
         task_share = torch.where(totals > 0, subset_weights / totals.clamp_min(tiny), 0.0)
         pretrained = torch.einsum("bk,kde->bde", task_share, pretrained_hessians)
-        preconditioner = _cholesky_with_jitter(pretrained + penalty * eye)
+        preconditioner = torch.cholesky_inverse(_cholesky_with_jitter(pretrained + penalty * eye))
+
+    # The state of the subsets still being solved; finished ones leave the batch, so that
+    # the work of an iteration follows the number of unfinished subsets.
+    rows = torch.arange(B, device=device)
+    weights = example_weights
+    w = torch.zeros(B, d, dtype=dtype, device=device)
+    value, out = objective(w, weights)
 
     for iteration in range(max_iter + 1):
-        grad_out = loss.grad(out, y) * example_weights.unsqueeze(-1)
+        grad_out = loss.grad(out, y) * weights.unsqueeze(-1)
         grad = torch.einsum("icd,bic->bd", jacobians, grad_out) + penalty * w
         if solver == "newton":
-            hess = _exact_hessians(jacobians, out, y, example_weights, loss) + penalty * eye
+            hess = _exact_hessians(jacobians, out, y, weights, loss) + penalty * eye
             step = -torch.cholesky_solve(grad.unsqueeze(-1), _cholesky_with_jitter(hess)).squeeze(
                 -1
             )
         else:
-            current_out = out
+            curvature = loss.hessian_operator(out, y)
 
-            def hvp(v, current_out=current_out):
+            def hvp(v, curvature=curvature, weights=weights):
                 u = torch.einsum("icd,bd->bic", jacobians, v)
-                hu = loss.hessian_vector(current_out, y, u) * example_weights.unsqueeze(-1)
+                hu = curvature(u) * weights.unsqueeze(-1)
                 return torch.einsum("icd,bic->bd", jacobians, hu) + penalty * v
 
             # Forcing sequence: loose solves far from the optimum, tight ones near it.
@@ -432,36 +610,47 @@ def solve_subsets(
         decrement = -(grad * step).sum(1)  # squared Newton decrement, >= 0
         # Below a few ulps of the objective no step can be measured: count that as converged.
         floor = torch.clamp(4 * torch.finfo(dtype).eps * value.abs(), min=tol)
-        converged = converged | (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
-        active = ~converged
-        if not bool(active.any()) or iteration == max_iter:
-            break
-
-        # Armijo backtracking, a step length per subset.
-        length = torch.ones(B, dtype=dtype, device=device)
-        accepted = ~active
-        new_w, new_value, new_out = w, value, out
-        for _ in range(40):
-            trial_w = w + length.unsqueeze(1) * step
-            trial_value, trial_out = objective(trial_w)
-            ok = (
-                torch.isfinite(trial_value)
-                & (trial_value <= value - 1e-4 * length * decrement)
-                & ~accepted
-            )
-            new_w = torch.where(ok.unsqueeze(1), trial_w, new_w)
-            new_value = torch.where(ok, trial_value, new_value)
-            new_out = torch.where(ok[:, None, None], trial_out, new_out)
-            accepted = accepted | ok
-            if bool(accepted.all()):
-                break
-            length = torch.where(accepted, length, 0.5 * length)
-        stalled = active & ~accepted
-        if bool(stalled.any()):
+        finished = (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
+        if iteration < max_iter:
+            # Armijo backtracking, a step length per subset.
+            length = torch.ones_like(value)
+            accepted = finished.clone()
+            new_w, new_value, new_out = w, value, out
+            for _ in range(40):
+                trial_w = w + length.unsqueeze(1) * step
+                trial_value, trial_out = objective(trial_w, weights)
+                ok = (
+                    torch.isfinite(trial_value)
+                    & (trial_value <= value - 1e-4 * length * decrement)
+                    & ~accepted
+                )
+                new_w = torch.where(ok.unsqueeze(1), trial_w, new_w)
+                new_value = torch.where(ok, trial_value, new_value)
+                new_out = torch.where(ok[:, None, None], trial_out, new_out)
+                accepted = accepted | ok
+                if bool(accepted.all()):
+                    break
+                length = torch.where(accepted, length, 0.5 * length)
             # No step decreases the objective: the iterate is optimal to working precision.
-            converged = converged | stalled
-        n_iter = n_iter + (active & accepted).to(torch.int64)
-        w, value, out = new_w, new_value, new_out
+            stalled = ~accepted
+            n_iter[rows] += (~finished & accepted).to(torch.int64)
+            finished = finished | stalled
+            converged[rows] = finished
+            solution[rows] = torch.where(finished.unsqueeze(1), w, new_w)
+            w, value, out = new_w, new_value, new_out
+        else:
+            converged[rows] = finished
+            solution[rows] = w
+            break
+        if bool(finished.all()):
+            break
+        if bool(finished.any()):
+            keep = ~finished
+            rows, w, value, out = rows[keep], w[keep], value[keep], out[keep]
+            weights = weights[keep]
+            if preconditioner is not None:
+                preconditioner = preconditioner[keep]
+    w = solution
 
     bad = ~torch.isfinite(w).all(1)
     if bool(bad.any()):
