@@ -18,6 +18,7 @@ from sktaskmet.surrogate._linearized import (
     make_loss,
     output_jacobians,
     random_projection,
+    row_space_basis,
     solve_subsets,
     task_hessians,
     trainable_parameters,
@@ -191,10 +192,12 @@ def test_projected_gradient_shapes():
     assert est.projection_dim_ == 5 and est.n_outputs_ == 3 and est.n_tasks_ == 3
 
 
-def test_squared_error_without_projection_matches_closed_form():
-    X, y_cls, tasks, X_target, _ = make_problem()
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_squared_error_without_projection_matches_closed_form(n_per_task):
+    # 4 examples per task: 24 output rows for 58 parameters, solved in the span of the rows.
+    X, _, tasks, X_target, _ = make_problem(n_per_task=n_per_task)
     rng = np.random.RandomState(3)
-    y = rng.normal(size=(45, 2))
+    y = rng.normal(size=(X.shape[0], 2))
     y_target = rng.normal(size=(20, 2))
     model = make_model(n_classes=2)
     penalty = 0.3
@@ -205,24 +208,45 @@ def test_squared_error_without_projection_matches_closed_form():
         projection_dim=None,
         penalty=penalty,
     )
+    n_params = sum(p.numel() for p in model.parameters())
+    assert est.projection_dim_ == min(X.shape[0] * 2, n_params)
     s = np.array([1.0, 0.0, 1.0])
     a = s[tasks] / s[tasks].sum()
-    J, f0 = est.train_gradients_, est.train_outputs_
+    # The closed form in the full parameter space, from independently computed Jacobians.
+    f0, J = (t.numpy() for t in output_jacobians(model, torch.from_numpy(X)))
+    ft, Jt = (t.numpy() for t in output_jacobians(model, torch.from_numpy(X_target)))
+    assert J.shape[2] == n_params
     # minimise sum_i a_i ||f0_i + J_i w - y_i||^2 + penalty/2 ||w||^2
-    H = 2 * np.einsum("i,icd,ice->de", a, J, J) + penalty * np.eye(J.shape[2])
+    H = 2 * np.einsum("i,icd,ice->de", a, J, J) + penalty * np.eye(n_params)
     b = 2 * np.einsum("i,icd,ic->d", a, J, y - f0)
     w = np.linalg.solve(H, b)
-    pred = est.target_outputs_ + est.target_gradients_ @ w
+    pred = ft + Jt @ w
     expected = ((pred - y_target) ** 2).sum(1).mean()
     np.testing.assert_allclose(est.estimate(s[None]), [expected], rtol=1e-10)
 
 
-def test_full_set_equals_direct_linearised_fine_tuning():
+def test_row_space_basis_is_orthonormal_and_spans_the_rows():
+    generator = torch.Generator().manual_seed(0)
+    J = torch.randn(6, 2, 30, generator=generator, dtype=torch.float64)
+    J[5] = J[4]  # dependent rows: the basis may exceed the rank, never miss a direction
+    Q = row_space_basis(J)
+    assert Q.shape == (30, 12)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(12, dtype=torch.float64))
+    rows = J.reshape(12, 30)
+    torch.testing.assert_close(rows @ Q @ Q.T, rows)
+    assert row_space_basis(torch.randn(20, 2, 30, generator=generator)) is None
+
+
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_full_set_equals_direct_linearised_fine_tuning(n_per_task):
     """F-hat of the full set equals fine-tuning the linearised model itself (torch.func.jvp)."""
-    X, y, tasks, X_target, y_target = make_problem()
+    X, y, tasks, X_target, y_target = make_problem(n_per_task=n_per_task)
     model = make_model()
     penalty = 0.05
-    est = fit_estimator(model, projection_dim=None, penalty=penalty, tol=1e-14)
+    est = fit_estimator(
+        model, (X, y, tasks, X_target, y_target), projection_dim=None, penalty=penalty, tol=1e-14
+    )
+    assert est.projection_dim_ == min(X.shape[0] * 3, est.n_params_)
 
     theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
     delta = {k: torch.zeros_like(v, requires_grad=True) for k, v in theta0.items()}

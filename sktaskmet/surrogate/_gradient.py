@@ -19,6 +19,7 @@ from ._linearized import (
     make_loss,
     output_jacobians,
     random_projection,
+    row_space_basis,
     solve_subsets,
     target_losses,
     task_hessians,
@@ -87,9 +88,13 @@ class GradientSubsetEstimator(BaseEstimator):
         ``(n, n_outputs)`` and the targets of those rows and returns the ``n`` per-example
         losses as a tensor; it must be twice differentiable with torch operations.
     projection_dim : int or None, default=200
-        Dimension :math:`d` of the random projection of the gradients. ``None`` keeps the
-        full Jacobians (exact linearised fine-tuning; memory grows with the number of
-        parameters).
+        Dimension :math:`d` of the random projection of the gradients. ``None`` projects
+        nothing away: exact linearised fine-tuning. The full Jacobians are then computed
+        (memory grows with ``n_samples * n_outputs * n_params``) and, when the training
+        examples have fewer output rows than the model has parameters, expressed in an
+        orthonormal basis :math:`Q` of the span of the training Jacobian rows
+        (``n_samples * n_outputs`` dimensions): the solution of every subset problem lies in
+        that span, so nothing is lost, and the subset solves work in that smaller space.
     projection : {"rademacher", "gaussian", "sparse"}, default="rademacher"
         Distribution of the projection entries: dense :math:`\pm 1/\sqrt{d}` or
         :math:`\mathcal{N}(0, 1/d)`, or ``"sparse"``, a CountSketch (each parameter is added,
@@ -144,8 +149,9 @@ class GradientSubsetEstimator(BaseEstimator):
     n_params_ : int
         Number of trainable parameters of the model.
     projection_dim_ : int
-        Dimension of the projected gradients (``n_params_`` without projection;
-        ``projection_dim`` in the shapes below).
+        Dimension of the projected gradients (``projection_dim`` in the shapes below). With
+        ``projection_dim=None`` it is ``min(n_samples * n_outputs, n_params_)``, the
+        dimension of the basis :math:`Q` (or of the parameters).
     n_outputs_ : int
         Number of model outputs (``n_outputs`` in the shapes below).
     train_outputs_ : ndarray of shape (n_samples, n_outputs)
@@ -388,7 +394,6 @@ class GradientSubsetEstimator(BaseEstimator):
 
         if self.projection_dim is None:
             projection = None
-            self.projection_dim_ = self.n_params_
         else:
             generator = make_generator(self.random_state, device)
             projection = random_projection(
@@ -401,6 +406,11 @@ class GradientSubsetEstimator(BaseEstimator):
         target_outputs, target_grads = output_jacobians(
             model, X_target_t, projection, self.batch_size
         )
+        if projection is None:
+            basis = row_space_basis(grads)
+            if basis is not None:
+                grads, target_grads = grads @ basis, target_grads @ basis
+            self.projection_dim_ = int(grads.shape[-1])
         loss = make_loss(self.loss)
         y_t = self._loss_targets(y, device)
         y_target_t = self._loss_targets(y_target, device)

@@ -36,6 +36,7 @@ __all__ = [
     "trainable_parameters",
     "random_projection",
     "output_jacobians",
+    "row_space_basis",
     "task_hessians",
     "solve_subsets",
 ]
@@ -405,6 +406,26 @@ def _vmap_jacobians(model, params, xb, projection):
         elif projection is not None:
             flat = flat @ projection
     return out, flat
+
+
+def row_space_basis(jacobians):
+    """Orthonormal basis of the span of the Jacobian rows, when it is smaller than the space.
+
+    The subset problems are linearised fine-tuning with an isotropic penalty: the gradient
+    of every objective is a combination of the training Jacobian rows, so each solution lies
+    in their span. With ``Q`` of shape ``(n_params, k)`` whose orthonormal columns span the
+    rows, ``J w = (J Q)(Q^T w)`` and ``||w|| = ||Q^T w||`` there, and solving in the
+    coordinates ``Q^T w`` is exact. Returns None when ``n * C >= n_params`` (no saving).
+
+    Householder QR of the ``(n_params, n * C)`` matrix of rows gives ``Q`` orthonormal to
+    working precision even when the rows are (nearly) dependent; ``k = n * C`` then exceeds
+    the rank, which costs a little work and changes nothing.
+    """
+    n, n_outputs, n_params = jacobians.shape
+    if n * n_outputs >= n_params:
+        return None
+    basis, _ = torch.linalg.qr(jacobians.reshape(n * n_outputs, n_params).T)
+    return basis
 
 
 def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
