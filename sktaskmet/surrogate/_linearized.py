@@ -73,7 +73,12 @@ class CrossEntropyLoss:
         # u -> (diag(p) - p p^T) u without forming the C x C matrices; the probabilities are
         # computed once for the many products of a conjugate-gradient solve.
         prob = torch.softmax(out, dim=-1)
-        return lambda u: prob * (u - (prob * u).sum(-1, keepdim=True))
+
+        def apply(u, rows=None):
+            p = prob if rows is None else prob[rows]
+            return p * (u - (p * u).sum(-1, keepdim=True))
+
+        return apply
 
 
 class SquaredErrorLoss:
@@ -95,7 +100,7 @@ class SquaredErrorLoss:
         return 2.0 * u
 
     def hessian_operator(self, out, y):
-        return lambda u: 2.0 * u
+        return lambda u, rows=None: 2.0 * u
 
 
 class CallableLoss:
@@ -138,7 +143,12 @@ class CallableLoss:
 
     def hessian_operator(self, out, y):
         hess = self.hessian(out, y)
-        return lambda u: torch.einsum("...cj,...j->...c", hess, u)
+
+        def apply(u, rows=None):
+            h = hess if rows is None else hess[rows]
+            return torch.einsum("...cj,...j->...c", h, u)
+
+        return apply
 
 
 def make_loss(loss):
@@ -491,11 +501,13 @@ def _cholesky_with_jitter(matrix):
 def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
     """Solve ``H x = rhs`` for a batch of SPD operators by preconditioned conjugate gradients.
 
-    ``hvp(v)`` applies the batch of Hessians to ``v`` (B, d); ``inverse`` (B, d, d) holds the
-    inverses of the preconditioners, applied by one batched matrix product per iteration
-    (batched triangular solves with a single right-hand side are several times slower). Each
-    system stops on its own once its residual falls below ``rtol`` times the norm of its
-    right-hand side.
+    ``hvp(v, rows)`` applies the Hessians of the systems ``rows`` (an index tensor, or None
+    for all ``B``) to ``v`` of shape (len(rows), d); ``inverse`` (B, d, d) holds the inverses
+    of the preconditioners, applied by one batched matrix product per iteration (batched
+    triangular solves with a single right-hand side are several times slower). Each system
+    stops on its own once its residual falls below ``rtol`` times the norm of its right-hand
+    side; the Hessian products, the expensive part, are then computed for the unfinished
+    systems only.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
@@ -507,7 +519,12 @@ def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
     for _ in range(max_iter):
         if bool(done.all()):
             break
-        hp = hvp(p)
+        if bool(done.any()):
+            rows = torch.nonzero(~done).squeeze(1)
+            hp = torch.zeros_like(p)
+            hp[rows] = hvp(p[rows], rows)
+        else:
+            hp = hvp(p, None)
         curvature = (p * hp).sum(1)
         alpha = torch.where(done | (curvature <= 0), 0.0, rz / curvature.clamp_min(1e-300))
         x = x + alpha.unsqueeze(1) * p
@@ -619,9 +636,11 @@ def solve_subsets(
         else:
             curvature = loss.hessian_operator(out, y)
 
-            def hvp(v, curvature=curvature, weights=weights):
+            def hvp(v, rows, curvature=curvature, weights=weights):
                 u = torch.einsum("icd,bd->bic", jacobians, v)
-                hu = curvature(u) * weights.unsqueeze(-1)
+                if rows is not None:
+                    weights = weights[rows]
+                hu = curvature(u, rows) * weights.unsqueeze(-1)
                 return torch.einsum("icd,bic->bd", jacobians, hu) + penalty * v
 
             # Forcing sequence: loose solves far from the optimum, tight ones near it.
