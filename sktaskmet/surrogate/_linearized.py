@@ -519,6 +519,7 @@ def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
     for _ in range(max_iter):
         if bool(done.all()):
             break
+        rows = None
         if bool(done.any()):
             rows = torch.nonzero(~done).squeeze(1)
             hp = torch.zeros_like(p)
@@ -530,7 +531,13 @@ def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
         x = x + alpha.unsqueeze(1) * p
         r = r - alpha.unsqueeze(1) * hp
         done = done | (r.norm(dim=1) <= target) | (curvature <= 0)
-        z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
+        if rows is not None and 3 * rows.shape[0] < rhs.shape[0]:
+            # Applying the preconditioner reads all B matrices; gathering the few that
+            # are still needed reads and writes only those.
+            z = torch.zeros_like(r)
+            z[rows] = torch.matmul(inverse[rows], r[rows].unsqueeze(-1)).squeeze(-1)
+        else:
+            z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
         rz_new = (r * z).sum(1)
         beta = torch.where(done, 0.0, rz_new / rz.clamp_min(1e-300))
         p = z + beta.unsqueeze(1) * p
@@ -603,8 +610,18 @@ def solve_subsets(
     example_weights = torch.where(totals > 0, example_weights / totals.clamp_min(tiny), 0.0)
     eye = torch.eye(d, dtype=dtype, device=device)
 
+    n, n_outputs = outputs.shape
+    # Plain matrix products on the (n * C, d) matrix: no layout copies of the results.
+    flat = jacobians.reshape(n * n_outputs, d)
+
+    def apply_jacobians(v):  # (b, d) -> (b, n, C): G_i v for every example
+        return (v @ flat.T).view(v.shape[0], n, n_outputs)
+
+    def apply_transposed(u):  # (b, n, C) -> (b, d): sum_i G_i^T u_i
+        return u.reshape(u.shape[0], n * n_outputs) @ flat
+
     def objective(w, weights):
-        out = outputs + torch.einsum("icd,bd->bic", jacobians, w)
+        out = outputs + apply_jacobians(w)
         data = (weights * loss.value(out, y)).sum(1)
         return data + 0.5 * penalty * (w * w).sum(1), out
 
@@ -627,7 +644,7 @@ def solve_subsets(
 
     for iteration in range(max_iter + 1):
         grad_out = loss.grad(out, y) * weights.unsqueeze(-1)
-        grad = torch.einsum("icd,bic->bd", jacobians, grad_out) + penalty * w
+        grad = apply_transposed(grad_out) + penalty * w
         if solver == "newton":
             hess = _exact_hessians(jacobians, out, y, weights, loss) + penalty * eye
             step = -torch.cholesky_solve(grad.unsqueeze(-1), _cholesky_with_jitter(hess)).squeeze(
@@ -637,11 +654,11 @@ def solve_subsets(
             curvature = loss.hessian_operator(out, y)
 
             def hvp(v, rows, curvature=curvature, weights=weights):
-                u = torch.einsum("icd,bd->bic", jacobians, v)
+                u = apply_jacobians(v)
                 if rows is not None:
                     weights = weights[rows]
                 hu = curvature(u, rows) * weights.unsqueeze(-1)
-                return torch.einsum("icd,bic->bd", jacobians, hu) + penalty * v
+                return apply_transposed(hu) + penalty * v
 
             # Forcing sequence: loose solves far from the optimum, tight ones near it.
             grad_norm = float(grad.norm(dim=1).max())
