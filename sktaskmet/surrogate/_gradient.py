@@ -38,8 +38,8 @@ class GradientSubsetEstimator(BaseEstimator):
 
     where :math:`J(x)` is the Jacobian of the model outputs (all logits for a classifier) with
     respect to its trainable parameters. :meth:`fit` computes :math:`J(x)` for every
-    training and target example once (``torch.func.vmap`` over ``jacrev``, in chunks of
-    ``batch_size`` examples) and projects it with a random matrix :math:`P` of shape
+    training and target example once, in chunks of ``batch_size`` examples, and projects it
+    with a random matrix :math:`P` of shape
     ``(n_params, projection_dim)``, entries :math:`\pm 1/\sqrt{d}` or
     :math:`\mathcal{N}(0, 1/d)`, so that :math:`E[PP^\top] = I` and
     :math:`G(x) = J(x) P` preserves inner products of gradients in expectation.
@@ -119,8 +119,18 @@ class GradientSubsetEstimator(BaseEstimator):
         objective) is below ``tol``, or below a few units in the last place of the
         objective in the working dtype.
     batch_size : int, default=128
-        Examples per vectorised Jacobian computation in :meth:`fit`; memory is about
-        ``batch_size * n_outputs * n_params`` numbers.
+        Examples per Jacobian computation in :meth:`fit`. When every trainable parameter is
+        the weight or bias of a :class:`torch.nn.Linear` layer called once per forward pass
+        (multi-layer perceptrons, a linear head on a frozen body), the Jacobians come in
+        closed form: for a layer :math:`z = Wa + b`, the Jacobian of output :math:`c` with
+        respect to :math:`W` is the outer product :math:`\delta_c a^\top` of the output
+        gradient :math:`\delta_c = \partial f_c / \partial z` and the layer input, all
+        taken from one batched forward pass and one backward pass per output; a dense
+        projection is applied to the outer products without forming them (memory about
+        ``batch_size * out_features * projection_dim`` numbers). Other models use
+        ``torch.func.vmap`` over ``jacrev`` (memory about ``batch_size * n_outputs *
+        n_params`` numbers). Either way the model must treat the examples of a batch
+        independently, as in evaluation mode.
     subset_batch_size : int, default=256
         Subsets solved together in one batched Newton solve.
     n_jobs : int, default=None
