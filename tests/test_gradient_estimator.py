@@ -157,6 +157,21 @@ def test_other_models_fall_back_to_vmap(model_class):
     torch.testing.assert_close(outputs, model(X).detach())
 
 
+@pytest.mark.cuda
+def test_linear_layer_jacobians_on_cuda():
+    model = make_model(hidden=6)
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(9, 4)))
+    generator = torch.Generator().manual_seed(0)
+    projection = random_projection(
+        sum(p.numel() for p in model.parameters()), 7, "rademacher", generator, torch.float64, "cpu"
+    )
+    expected = output_jacobians(model, X, projection, batch_size=4)
+    result = output_jacobians(model.cuda(), X.cuda(), projection.cuda(), batch_size=4)
+    for got, want in zip(result, expected, strict=True):
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got.cpu(), want)
+
+
 def test_frozen_parameters_are_left_out():
     model = make_model()
     model[0].weight.requires_grad_(False)
@@ -532,11 +547,13 @@ def test_invalid_parameters_raise():
 
 
 @pytest.mark.cuda
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_cuda_matches_cpu(n_per_task):
     S = np.array([[1, 0, 1], [1, 1, 1]])
+    data = make_problem(n_per_task=n_per_task)  # 4: solved in the span of the Jacobian rows
     # Without projection (the CUDA and CPU generators draw different projections).
-    cpu = fit_estimator(projection_dim=None)
-    gpu = fit_estimator(projection_dim=None, device="cuda")
+    cpu = fit_estimator(data=data, projection_dim=None)
+    gpu = fit_estimator(data=data, projection_dim=None, device="cuda")
     np.testing.assert_allclose(gpu.estimate(S), cpu.estimate(S), rtol=1e-6)
     # Fitted state is numpy: a GPU-fitted estimator estimates on the CPU after set_params.
     gpu.set_params(device="cpu")
