@@ -13,10 +13,12 @@ from sktaskmet import GradientSubsetEstimator
 from sktaskmet.datasets import SubsetFineTuner
 from sktaskmet.surrogate import evaluate_subsets
 from sktaskmet.surrogate._linearized import (
+    _EigenbasisPreconditioner,
     _linear_layers,
     _vmap_jacobians,
     make_loss,
     output_jacobians,
+    pretrained_eigenbasis,
     random_projection,
     row_space_basis,
     solve_subsets,
@@ -222,6 +224,7 @@ def test_squared_error_without_projection_matches_closed_form(n_per_task):
         loss="squared_error",
         projection_dim=None,
         penalty=penalty,
+        tol=1e-15,
     )
     n_params = sum(p.numel() for p in model.parameters())
     assert est.projection_dim_ == min(X.shape[0] * 2, n_params)
@@ -312,6 +315,9 @@ def test_newton_and_newton_cg_agree(loss):
     )
     # Both stop at an objective within tol=1e-12 of the optimum: F-hat agrees to ~1e-7.
     np.testing.assert_allclose(a.estimate(S), b.estimate(S), rtol=1e-6)
+    # So does Newton-CG with the per-subset Cholesky preconditioner (set after fit).
+    c = a.set_params(preconditioner="cholesky")
+    np.testing.assert_allclose(c.estimate(S), b.estimate(S), rtol=1e-6)
 
 
 def test_subset_weights_behave_as_documented():
@@ -349,8 +355,11 @@ def test_iterates_stay_finite_with_a_tiny_penalty():
     assert np.all(F_hat > 0)
 
 
-@pytest.mark.parametrize("solver", ["newton", "newton-cg"])
-def test_solve_subsets_batched_equals_one_by_one(solver):
+@pytest.mark.parametrize(
+    "solver, preconditioner",
+    [("newton", None), ("newton-cg", "eigenbasis"), ("newton-cg", "cholesky")],
+)
+def test_solve_subsets_batched_equals_one_by_one(solver, preconditioner):
     generator = torch.Generator().manual_seed(0)
     G = torch.randn(30, 3, 6, generator=generator, dtype=torch.float64)
     f0 = torch.randn(30, 3, generator=generator, dtype=torch.float64)
@@ -365,6 +374,8 @@ def test_solve_subsets_batched_equals_one_by_one(solver):
     loss = make_loss("cross_entropy")
     hessians = task_hessians(G, f0, y, task, 4, loss)
     kwargs = dict(loss=loss, penalty=0.2, solver=solver, tol=1e-14, pretrained_hessians=hessians)
+    if preconditioner is not None:
+        kwargs["preconditioner"] = preconditioner
     batched, n_iter, converged = solve_subsets(G, f0, y, task, W, **kwargs)
     assert bool(converged.all())
     assert n_iter[3] == 0 and len(set(n_iter.tolist())) > 1
@@ -378,6 +389,63 @@ def test_solve_subsets_batched_equals_one_by_one(solver):
         out = f0 + torch.einsum("icd,d->ic", G, batched[b])
         grad = torch.einsum("icd,ic->d", G, loss.grad(out, y) * a[:, None]) + 0.2 * batched[b]
         assert float(grad.abs().max()) < 1e-6
+
+
+def test_eigenbasis_preconditioner():
+    generator = torch.Generator().manual_seed(1)
+    G = torch.randn(40, 3, 5, generator=generator, dtype=torch.float64)
+    f0 = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=generator)
+    task = torch.arange(40) % 4  # equal task sizes
+    loss = make_loss("cross_entropy")
+    H = task_hessians(G, f0, y, task, 4, loss)
+    basis, diagonals = pretrained_eigenbasis(H)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(5, dtype=torch.float64))
+    for t in range(4):
+        torch.testing.assert_close(diagonals[t], torch.diagonal(basis.T @ H[t] @ basis))
+    # With every task at the same weight the subset's Hessian is diagonal in the basis: the
+    # preconditioner is its exact inverse, and one conjugate-gradient step is the Newton step.
+    penalty = 0.3
+    share = torch.full((1, 4), 0.25, dtype=torch.float64)
+    precondition = _EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
+    exact = torch.linalg.inv(0.25 * H.sum(0) + penalty * torch.eye(5, dtype=torch.float64))
+    r = torch.randn(1, 5, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(precondition(r, None), r @ exact)
+
+
+@pytest.mark.parametrize("preconditioner", ["eigenbasis", "cholesky"])
+def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, preconditioner):
+    import sktaskmet.surrogate._linearized as numerics
+
+    used = []
+    for name in ["_EigenbasisPreconditioner", "_InversePreconditioner"]:
+        original = getattr(numerics, name)
+        spy = type(
+            name,
+            (original,),
+            {
+                "__call__": lambda self, r, rows, _n=name, _o=original: (
+                    used.append(_n),
+                    _o.__call__(self, r, rows),
+                )[1]
+            },
+        )
+        monkeypatch.setattr(numerics, name, spy)
+    est = fit_estimator(projection_dim=6, preconditioner=preconditioner)
+    est.estimate([[1, 0, 1], [1, 1, 1]])
+    expected = {"eigenbasis": "_EigenbasisPreconditioner", "cholesky": "_InversePreconditioner"}
+    assert used and set(used) == {expected[preconditioner]}
+    with pytest.raises(ValueError, match="preconditioner"):
+        solve_subsets(
+            torch.zeros(2, 3, 4, dtype=torch.float64),
+            torch.zeros(2, 3, dtype=torch.float64),
+            torch.zeros(2, dtype=torch.int64),
+            torch.zeros(2, dtype=torch.int64),
+            torch.ones(1, 1, dtype=torch.float64),
+            loss=make_loss("cross_entropy"),
+            penalty=0.1,
+            preconditioner="jacobi",
+        )
 
 
 # ---------------------------------------------------------------- accuracy
@@ -542,6 +610,8 @@ def test_invalid_parameters_raise():
         fit_estimator(projection_dim=0)
     with pytest.raises(ValueError, match="penalty"):
         fit_estimator(penalty=-1.0)
+    with pytest.raises(ValueError, match="preconditioner"):
+        fit_estimator(preconditioner="jacobi")
     with pytest.raises(NotFittedError):
         GradientSubsetEstimator(make_model()).estimate(np.ones((1, 3)))
 

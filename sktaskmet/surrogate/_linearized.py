@@ -38,6 +38,7 @@ __all__ = [
     "output_jacobians",
     "row_space_basis",
     "task_hessians",
+    "pretrained_eigenbasis",
     "solve_subsets",
 ]
 
@@ -498,20 +499,64 @@ def _cholesky_with_jitter(matrix):
     return factor
 
 
-def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
+class _InversePreconditioner:
+    """Applies the inverses ``(B, d, d)`` of the subsets' preconditioners."""
+
+    def __init__(self, inverse):
+        self.inverse = inverse
+
+    def select(self, keep):
+        return _InversePreconditioner(self.inverse[keep])
+
+    def __call__(self, r, rows):
+        if rows is not None and 3 * rows.shape[0] < r.shape[0]:
+            # Applying the preconditioner reads all B matrices; gathering the few that
+            # are still needed reads and writes only those.
+            z = torch.zeros_like(r)
+            z[rows] = torch.matmul(self.inverse[rows], r[rows].unsqueeze(-1)).squeeze(-1)
+            return z
+        return torch.matmul(self.inverse, r.unsqueeze(-1)).squeeze(-1)
+
+
+class _EigenbasisPreconditioner:
+    """``r -> U diag(scale_b) U^T r``: one basis for every subset, a diagonal per subset."""
+
+    def __init__(self, basis, scale):
+        self.basis = basis
+        self.scale = scale
+
+    def select(self, keep):
+        return _EigenbasisPreconditioner(self.basis, self.scale[keep])
+
+    def __call__(self, r, rows):
+        return ((r @ self.basis) * self.scale) @ self.basis.T
+
+
+def pretrained_eigenbasis(pretrained_hessians):
+    """Eigenvectors of the summed task Hessians and each task's diagonal in that basis.
+
+    Returns ``U`` of shape ``(d, d)`` and ``diagonals`` of shape ``(n_tasks, d)`` with
+    ``diagonals[t, k] = u_k^T H_t u_k``, so that the diagonal of any weighted sum of the
+    task Hessians in the basis ``U`` is the same weighted sum of the rows of ``diagonals``.
+    """
+    _, basis = torch.linalg.eigh(pretrained_hessians.sum(0))
+    diagonals = ((pretrained_hessians @ basis) * basis).sum(-2)
+    return basis, diagonals
+
+
+def _preconditioned_cg(hvp, rhs, precondition, max_iter, rtol):
     """Solve ``H x = rhs`` for a batch of SPD operators by preconditioned conjugate gradients.
 
     ``hvp(v, rows)`` applies the Hessians of the systems ``rows`` (an index tensor, or None
-    for all ``B``) to ``v`` of shape (len(rows), d); ``inverse`` (B, d, d) holds the inverses
-    of the preconditioners, applied by one batched matrix product per iteration (batched
-    triangular solves with a single right-hand side are several times slower). Each system
+    for all ``B``) to ``v`` of shape (len(rows), d); ``precondition(r, rows)`` applies the
+    preconditioners to ``r`` of shape (B, d) (only the rows ``rows`` are used). Each system
     stops on its own once its residual falls below ``rtol`` times the norm of its right-hand
     side; the Hessian products, the expensive part, are then computed for the unfinished
     systems only.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
+    z = precondition(r, None)
     p = z.clone()
     rz = (r * z).sum(1)
     target = rtol * rhs.norm(dim=1)
@@ -531,13 +576,7 @@ def _preconditioned_cg(hvp, rhs, inverse, max_iter, rtol):
         x = x + alpha.unsqueeze(1) * p
         r = r - alpha.unsqueeze(1) * hp
         done = done | (r.norm(dim=1) <= target) | (curvature <= 0)
-        if rows is not None and 3 * rows.shape[0] < rhs.shape[0]:
-            # Applying the preconditioner reads all B matrices; gathering the few that
-            # are still needed reads and writes only those.
-            z = torch.zeros_like(r)
-            z[rows] = torch.matmul(inverse[rows], r[rows].unsqueeze(-1)).squeeze(-1)
-        else:
-            z = torch.matmul(inverse, r.unsqueeze(-1)).squeeze(-1)
+        z = precondition(r, rows)
         rz_new = (r * z).sum(1)
         beta = torch.where(done, 0.0, rz_new / rz.clamp_min(1e-300))
         p = z + beta.unsqueeze(1) * p
@@ -556,6 +595,8 @@ def solve_subsets(
     penalty,
     solver="newton-cg",
     pretrained_hessians=None,
+    preconditioner="eigenbasis",
+    eigenbasis=None,
     max_iter=100,
     tol=1e-12,
     cg_max_iter=50,
@@ -579,12 +620,23 @@ def solve_subsets(
         :math:`\\lambda` of the L2 penalty on ``w``.
     solver : {"newton-cg", "newton"}
         How the Newton direction is computed. ``"newton-cg"``: preconditioned conjugate
-        gradients on Hessian-vector products (``2 n C d`` work each), preconditioned by the
-        Hessian at ``w = 0``, which costs only a weighted sum of the ``n_tasks`` matrices in
-        ``pretrained_hessians`` per subset. ``"newton"``: the Hessian is formed and factored
-        at every iteration (``n C d^2`` work per subset and iteration).
+        gradients on Hessian-vector products (``2 n C d`` work each), preconditioned with
+        the Hessian at ``w = 0``, a weighted sum of the ``n_tasks`` matrices in
+        ``pretrained_hessians`` (see ``preconditioner``). ``"newton"``: the Hessian is
+        formed and factored at every iteration (``n C d^2`` work per subset and iteration).
     pretrained_hessians : torch.Tensor of shape (n_tasks, d, d)
         From :func:`task_hessians`; needed for ``solver="newton-cg"``.
+    preconditioner : {"eigenbasis", "cholesky"}
+        ``"cholesky"``: the inverse of each subset's Hessian at ``w = 0`` (a ``d^3``
+        factorisation per subset; each application reads a ``d x d`` matrix per subset).
+        ``"eigenbasis"``: that Hessian's diagonal in the eigenbasis ``U`` of the summed
+        task Hessians, :math:`U\\,\\mathrm{diag}(U^\\top H_s U + \\lambda)^{-1} U^\\top`,
+        where the diagonal is a weighted sum of the per-task diagonals: ``O(d)`` per subset
+        to build, two ``d x d`` matrix products for the whole batch to apply. Exact when the
+        subset's Hessian shares the eigenvectors (e.g. all tasks with equal weights).
+    eigenbasis : tuple of torch.Tensor, optional
+        ``(U, diagonals)`` from :func:`pretrained_eigenbasis`, to reuse across batches;
+        computed from ``pretrained_hessians`` when None.
     max_iter : int
         Newton iterations.
     tol : float
@@ -629,11 +681,26 @@ def solve_subsets(
     n_iter = torch.zeros(B, dtype=torch.int64, device=device)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
 
-    preconditioner = None
+    if solver == "newton-cg" and preconditioner not in ("eigenbasis", "cholesky"):
+        raise ValueError(
+            f"preconditioner must be 'eigenbasis' or 'cholesky'; got {preconditioner!r}."
+        )
+    precondition = None
     if solver == "newton-cg":
         task_share = torch.where(totals > 0, subset_weights / totals.clamp_min(tiny), 0.0)
-        pretrained = torch.einsum("bk,kde->bde", task_share, pretrained_hessians)
-        preconditioner = torch.cholesky_inverse(_cholesky_with_jitter(pretrained + penalty * eye))
+        if preconditioner == "eigenbasis":
+            if eigenbasis is None:
+                eigenbasis = pretrained_eigenbasis(pretrained_hessians)
+            basis, diagonals = eigenbasis
+            diagonal = task_share @ diagonals + penalty  # (B, d), >= penalty
+            # Guard a zero penalty: directions without curvature get the largest step.
+            floor = torch.finfo(dtype).eps * diagonal.amax(1, keepdim=True).clamp_min(tiny)
+            precondition = _EigenbasisPreconditioner(basis, 1.0 / diagonal.clamp_min(floor))
+        else:
+            pretrained = torch.einsum("bk,kde->bde", task_share, pretrained_hessians)
+            precondition = _InversePreconditioner(
+                torch.cholesky_inverse(_cholesky_with_jitter(pretrained + penalty * eye))
+            )
 
     # The state of the subsets still being solved; finished ones leave the batch, so that
     # the work of an iteration follows the number of unfinished subsets.
@@ -663,7 +730,7 @@ def solve_subsets(
             # Forcing sequence: loose solves far from the optimum, tight ones near it.
             grad_norm = float(grad.norm(dim=1).max())
             rtol = min(0.1, max(grad_norm**0.5, 1e-6))
-            step = -_preconditioned_cg(hvp, grad, preconditioner, cg_max_iter, rtol)
+            step = -_preconditioned_cg(hvp, grad, precondition, cg_max_iter, rtol)
         decrement = -(grad * step).sum(1)  # squared Newton decrement, >= 0
         # Below a few ulps of the objective no step can be measured: count that as converged.
         floor = torch.clamp(4 * torch.finfo(dtype).eps * value.abs(), min=tol)
@@ -705,8 +772,8 @@ def solve_subsets(
             keep = ~finished
             rows, w, value, out = rows[keep], w[keep], value[keep], out[keep]
             weights = weights[keep]
-            if preconditioner is not None:
-                preconditioner = preconditioner[keep]
+            if precondition is not None:
+                precondition = precondition.select(keep)
     w = solution
 
     bad = ~torch.isfinite(w).all(1)
