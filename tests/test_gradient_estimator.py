@@ -95,6 +95,18 @@ class Scaled(torch.nn.Module):
         return self.scale * self.mlp(x)
 
 
+class Tied(torch.nn.Module):
+    """A linear layer whose weight is also used, transposed, outside its own call."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.layer(x))
+        return torch.nn.functional.linear(h, self.layer.weight.T)[:, :3]
+
+
 class PerPosition(torch.nn.Module):
     """A linear layer applied to every position of a (batch, 2, features) input."""
 
@@ -149,7 +161,20 @@ def test_linear_layer_jacobians_equal_vmap(kind, frozen):
         torch.testing.assert_close(jac, autograd_jacobians(model, X))
 
 
-@pytest.mark.parametrize("model_class", [TwiceApplied, Scaled, PerPosition])
+def test_linear_layer_jacobians_with_in_place_activations():
+    """An in-place activation after a linear layer does not corrupt its output gradients."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3)
+    ).double()
+    assert _linear_layers(model, trainable_parameters(model)) is not None
+    X = torch.from_numpy(np.random.RandomState(0).normal(size=(6, 4)))
+    outputs, jac = output_jacobians(model, X, None, batch_size=4)
+    torch.testing.assert_close(jac, autograd_jacobians(model, X))
+    torch.testing.assert_close(outputs, model(X).detach())
+
+
+@pytest.mark.parametrize("model_class", [TwiceApplied, Scaled, PerPosition, Tied])
 def test_other_models_fall_back_to_vmap(model_class):
     torch.manual_seed(0)
     model = model_class().double()

@@ -258,8 +258,12 @@ def _layer_activations(model, layers, xb):
         def hook(module, args, output):
             if key in inputs or args[0].ndim != 2 or args[0].shape[0] != xb.shape[0]:
                 valid[0] = False
-            inputs[key] = args[0].detach()
+            # Copies: a later in-place operation (ReLU(inplace=True)) must change neither
+            # the recorded input nor the tensor whose gradient is taken; the rest of the
+            # network runs on the returned copy of the output.
+            inputs[key] = args[0].detach().clone()
             pre_activations[key] = output
+            return output.clone()
 
         return hook
 
@@ -272,6 +276,8 @@ def _layer_activations(model, layers, xb):
             if not valid[0] or len(inputs) != len(layers):
                 return None
             zs = [pre_activations[index] for index in range(len(layers))]
+            if not _closed_form_holds(layers, inputs, zs, out):
+                return None
             deltas = [[] for _ in layers]
             for c in range(out.shape[1]):
                 grads = torch.autograd.grad(
@@ -285,6 +291,37 @@ def _layer_activations(model, layers, xb):
     activations = [inputs[index] for index in range(len(layers))]
     deltas = [torch.stack(delta, 1) for delta in deltas]  # (b, C, out) each
     return out.detach(), activations, deltas
+
+
+def _closed_form_holds(layers, inputs, zs, out):
+    r"""Whether the parameter gradients of ``out.sum()`` are the outer-product sums.
+
+    The closed form sees a parameter only through its layer's call. A weight that is also
+    used elsewhere (tied to another layer, or read directly by ``F.linear``) has further
+    Jacobian terms; then the gradient of the summed outputs differs from
+    :math:`\sum_i \delta_i a_i^\top` (:math:`\delta_i` the gradient with respect to the
+    layer output), and the caller falls back to ``torch.func``. One extra backward pass.
+    """
+    params = []
+    for module, weight_name, bias_name in layers:
+        params.append(module.weight if weight_name is not None else None)
+        params.append(module.bias if bias_name is not None else None)
+    used = [p for p in params if p is not None]
+    grads = torch.autograd.grad(out.sum(), zs + used, retain_graph=True, allow_unused=True)
+    z_grads, param_grads = grads[: len(zs)], iter(grads[len(zs) :])
+    tol = torch.finfo(out.dtype).eps ** 0.5
+    for index, z_grad in enumerate(z_grads):
+        delta = torch.zeros_like(zs[index]) if z_grad is None else z_grad
+        expected = [delta.T @ inputs[index], delta.sum(0)]
+        for param, value in zip(params[2 * index : 2 * index + 2], expected, strict=True):
+            if param is None:
+                continue
+            grad = next(param_grads)
+            grad = torch.zeros_like(param) if grad is None else grad
+            scale = float(grad.abs().max()) + float(value.abs().max())
+            if not torch.allclose(grad, value, rtol=tol, atol=tol * scale):
+                return False
+    return True
 
 
 def _structured_jacobians(model, layers, params, xb, projection):
