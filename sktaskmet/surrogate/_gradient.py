@@ -183,7 +183,8 @@ class GradientSubsetEstimator(BaseEstimator):
     train_outputs_ : ndarray of shape (n_samples, n_outputs)
         Pretrained outputs on the training examples.
     train_gradients_ : ndarray of shape (n_samples, n_outputs, projection_dim)
-        Projected output Jacobians of the training examples.
+        Projected output Jacobians of the training examples, :math:`J(x) P` (:math:`J(x) Q`
+        with ``projection_dim=None``).
     target_outputs_ : ndarray of shape (n_target, n_outputs)
     target_gradients_ : ndarray of shape (n_target, n_outputs, projection_dim)
     task_hessians_ : ndarray of shape (n_tasks, projection_dim, projection_dim)
