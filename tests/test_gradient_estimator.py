@@ -13,10 +13,17 @@ from sktaskmet import GradientSubsetEstimator
 from sktaskmet.datasets import SubsetFineTuner
 from sktaskmet.surrogate import evaluate_subsets
 from sktaskmet.surrogate._linearized import (
+    _EigenbasisPreconditioner,
+    _linear_layers,
+    _vmap_jacobians,
     make_loss,
     output_jacobians,
+    pretrained_eigenbasis,
     random_projection,
+    row_space_basis,
     solve_subsets,
+    task_hessians,
+    trainable_parameters,
 )
 
 
@@ -64,6 +71,134 @@ def test_per_example_jacobians_equal_autograd_loop():
         torch.testing.assert_close(outputs[i], out.detach())
 
 
+class TwiceApplied(torch.nn.Module):
+    """One linear layer used twice: its Jacobian is a sum of two outer products."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(torch.tanh(self.inner(x)))))
+
+
+class Scaled(torch.nn.Module):
+    """An MLP with a parameter that belongs to no linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = make_model()
+        self.scale = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.scale * self.mlp(x)
+
+
+class Tied(torch.nn.Module):
+    """A linear layer whose weight is also used, transposed, outside its own call."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.layer(x))
+        return torch.nn.functional.linear(h, self.layer.weight.T)[:, :3]
+
+
+class PerPosition(torch.nn.Module):
+    """A linear layer applied to every position of a (batch, 2, features) input."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.layer(x.reshape(x.shape[0], 2, 2)).sum(1)
+
+
+def autograd_jacobians(model, X):
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(X.shape[0]):
+        out = model(X[i : i + 1]).reshape(-1)
+        grads = []
+        for c in range(out.shape[0]):
+            g = torch.autograd.grad(out[c], params, retain_graph=True, allow_unused=True)
+            grads.append(
+                torch.cat(
+                    [
+                        (z if z is not None else torch.zeros_like(p)).reshape(-1)
+                        for z, p in zip(g, params, strict=True)
+                    ]
+                )
+            )
+        rows.append(torch.stack(grads))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind", [None, "rademacher", "gaussian", "sparse"])
+@pytest.mark.parametrize("frozen", [None, "0.weight", "2.bias"])
+def test_linear_layer_jacobians_equal_vmap(kind, frozen):
+    """The closed-form Jacobians of linear layers equal torch.func's, projected or not."""
+    model = make_model(hidden=6)
+    if frozen is not None:
+        model.get_parameter(frozen).requires_grad_(False)
+    params = {k: p.detach() for k, p in trainable_parameters(model).items()}
+    assert _linear_layers(model, trainable_parameters(model)) is not None
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(9, 4)))
+    n_params = sum(p.numel() for p in params.values())
+    projection = None
+    if kind is not None:
+        generator = torch.Generator().manual_seed(0)
+        projection = random_projection(n_params, 7, kind, generator, torch.float64, "cpu")
+    outputs, jac = output_jacobians(model, X, projection, batch_size=4)
+    expected_out, expected = _vmap_jacobians(model, params, X, projection)
+    torch.testing.assert_close(outputs, expected_out)
+    torch.testing.assert_close(jac, expected)
+    if kind is None:
+        torch.testing.assert_close(jac, autograd_jacobians(model, X))
+
+
+def test_linear_layer_jacobians_with_in_place_activations():
+    """An in-place activation after a linear layer does not corrupt its output gradients."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3)
+    ).double()
+    assert _linear_layers(model, trainable_parameters(model)) is not None
+    X = torch.from_numpy(np.random.RandomState(0).normal(size=(6, 4)))
+    outputs, jac = output_jacobians(model, X, None, batch_size=4)
+    torch.testing.assert_close(jac, autograd_jacobians(model, X))
+    torch.testing.assert_close(outputs, model(X).detach())
+
+
+@pytest.mark.parametrize("model_class", [TwiceApplied, Scaled, PerPosition, Tied])
+def test_other_models_fall_back_to_vmap(model_class):
+    torch.manual_seed(0)
+    model = model_class().double()
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(5, 4)))
+    outputs, jac = output_jacobians(model, X, None, batch_size=2)
+    torch.testing.assert_close(jac, autograd_jacobians(model, X))
+    torch.testing.assert_close(outputs, model(X).detach())
+
+
+@pytest.mark.cuda
+def test_linear_layer_jacobians_on_cuda():
+    model = make_model(hidden=6)
+    X = torch.from_numpy(np.random.RandomState(2).normal(size=(9, 4)))
+    generator = torch.Generator().manual_seed(0)
+    projection = random_projection(
+        sum(p.numel() for p in model.parameters()), 7, "rademacher", generator, torch.float64, "cpu"
+    )
+    expected = output_jacobians(model, X, projection, batch_size=4)
+    result = output_jacobians(model.cuda(), X.cuda(), projection.cuda(), batch_size=4)
+    for got, want in zip(result, expected, strict=True):
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got.cpu(), want)
+
+
 def test_frozen_parameters_are_left_out():
     model = make_model()
     model[0].weight.requires_grad_(False)
@@ -99,10 +234,12 @@ def test_projected_gradient_shapes():
     assert est.projection_dim_ == 5 and est.n_outputs_ == 3 and est.n_tasks_ == 3
 
 
-def test_squared_error_without_projection_matches_closed_form():
-    X, y_cls, tasks, X_target, _ = make_problem()
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_squared_error_without_projection_matches_closed_form(n_per_task):
+    # 4 examples per task: 24 output rows for 58 parameters, solved in the span of the rows.
+    X, _, tasks, X_target, _ = make_problem(n_per_task=n_per_task)
     rng = np.random.RandomState(3)
-    y = rng.normal(size=(45, 2))
+    y = rng.normal(size=(X.shape[0], 2))
     y_target = rng.normal(size=(20, 2))
     model = make_model(n_classes=2)
     penalty = 0.3
@@ -112,25 +249,47 @@ def test_squared_error_without_projection_matches_closed_form():
         loss="squared_error",
         projection_dim=None,
         penalty=penalty,
+        tol=1e-15,
     )
+    n_params = sum(p.numel() for p in model.parameters())
+    assert est.projection_dim_ == min(X.shape[0] * 2, n_params)
     s = np.array([1.0, 0.0, 1.0])
     a = s[tasks] / s[tasks].sum()
-    J, f0 = est.train_gradients_, est.train_outputs_
+    # The closed form in the full parameter space, from independently computed Jacobians.
+    f0, J = (t.numpy() for t in output_jacobians(model, torch.from_numpy(X)))
+    ft, Jt = (t.numpy() for t in output_jacobians(model, torch.from_numpy(X_target)))
+    assert J.shape[2] == n_params
     # minimise sum_i a_i ||f0_i + J_i w - y_i||^2 + penalty/2 ||w||^2
-    H = 2 * np.einsum("i,icd,ice->de", a, J, J) + penalty * np.eye(J.shape[2])
+    H = 2 * np.einsum("i,icd,ice->de", a, J, J) + penalty * np.eye(n_params)
     b = 2 * np.einsum("i,icd,ic->d", a, J, y - f0)
     w = np.linalg.solve(H, b)
-    pred = est.target_outputs_ + est.target_gradients_ @ w
+    pred = ft + Jt @ w
     expected = ((pred - y_target) ** 2).sum(1).mean()
     np.testing.assert_allclose(est.estimate(s[None]), [expected], rtol=1e-10)
 
 
-def test_full_set_equals_direct_linearised_fine_tuning():
+def test_row_space_basis_is_orthonormal_and_spans_the_rows():
+    generator = torch.Generator().manual_seed(0)
+    J = torch.randn(6, 2, 30, generator=generator, dtype=torch.float64)
+    J[5] = J[4]  # dependent rows: the basis may exceed the rank, never miss a direction
+    Q = row_space_basis(J)
+    assert Q.shape == (30, 12)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(12, dtype=torch.float64))
+    rows = J.reshape(12, 30)
+    torch.testing.assert_close(rows @ Q @ Q.T, rows)
+    assert row_space_basis(torch.randn(20, 2, 30, generator=generator)) is None
+
+
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_full_set_equals_direct_linearised_fine_tuning(n_per_task):
     """F-hat of the full set equals fine-tuning the linearised model itself (torch.func.jvp)."""
-    X, y, tasks, X_target, y_target = make_problem()
+    X, y, tasks, X_target, y_target = make_problem(n_per_task=n_per_task)
     model = make_model()
     penalty = 0.05
-    est = fit_estimator(model, projection_dim=None, penalty=penalty, tol=1e-14)
+    est = fit_estimator(
+        model, (X, y, tasks, X_target, y_target), projection_dim=None, penalty=penalty, tol=1e-14
+    )
+    assert est.projection_dim_ == min(X.shape[0] * 3, est.n_params_)
 
     theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
     delta = {k: torch.zeros_like(v, requires_grad=True) for k, v in theta0.items()}
@@ -181,6 +340,9 @@ def test_newton_and_newton_cg_agree(loss):
     )
     # Both stop at an objective within tol=1e-12 of the optimum: F-hat agrees to ~1e-7.
     np.testing.assert_allclose(a.estimate(S), b.estimate(S), rtol=1e-6)
+    # So does Newton-CG with the per-subset Cholesky preconditioner (set after fit).
+    c = a.set_params(preconditioner="cholesky")
+    np.testing.assert_allclose(c.estimate(S), b.estimate(S), rtol=1e-6)
 
 
 def test_subset_weights_behave_as_documented():
@@ -218,20 +380,97 @@ def test_iterates_stay_finite_with_a_tiny_penalty():
     assert np.all(F_hat > 0)
 
 
-def test_solve_subsets_batched_equals_one_by_one():
+@pytest.mark.parametrize(
+    "solver, preconditioner",
+    [("newton", None), ("newton-cg", "eigenbasis"), ("newton-cg", "cholesky")],
+)
+def test_solve_subsets_batched_equals_one_by_one(solver, preconditioner):
     generator = torch.Generator().manual_seed(0)
     G = torch.randn(30, 3, 6, generator=generator, dtype=torch.float64)
     f0 = torch.randn(30, 3, generator=generator, dtype=torch.float64)
     y = torch.randint(0, 3, (30,), generator=generator)
     task = torch.arange(30) % 4
-    W = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1.0]], dtype=torch.float64)
+    # Rows converge after different numbers of iterations (the empty one at once), so the
+    # batch shrinks while the others are still being solved.
+    W = torch.tensor(
+        [[1, 0, 1, 1], [0, 1, 0, 0], [1, 1, 1, 1.0], [0, 0, 0, 0], [0.2, 1, 0, 0.5]],
+        dtype=torch.float64,
+    )
     loss = make_loss("cross_entropy")
-    kwargs = dict(loss=loss, penalty=0.2, solver="newton", tol=1e-14)
-    batched, _, converged = solve_subsets(G, f0, y, task, W, **kwargs)
+    hessians = task_hessians(G, f0, y, task, 4, loss)
+    kwargs = dict(loss=loss, penalty=0.2, solver=solver, tol=1e-14, pretrained_hessians=hessians)
+    if preconditioner is not None:
+        kwargs["preconditioner"] = preconditioner
+    batched, n_iter, converged = solve_subsets(G, f0, y, task, W, **kwargs)
     assert bool(converged.all())
-    for b in range(3):
-        single, _, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
-        torch.testing.assert_close(batched[b], single[0])
+    assert n_iter[3] == 0 and len(set(n_iter.tolist())) > 1
+    for b in range(W.shape[0]):
+        single, single_iter, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
+        # The solves stop when the objective is within a few ulps of its minimum, which
+        # pins w down to about sqrt(ulp / penalty) ~ 1e-7.
+        torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-6)
+        # The optimality condition holds for every subset of the batch.
+        a = W[b, task] / W[b, task].sum() if W[b].sum() > 0 else torch.zeros(30)
+        out = f0 + torch.einsum("icd,d->ic", G, batched[b])
+        grad = torch.einsum("icd,ic->d", G, loss.grad(out, y) * a[:, None]) + 0.2 * batched[b]
+        assert float(grad.abs().max()) < 1e-6
+
+
+def test_eigenbasis_preconditioner():
+    generator = torch.Generator().manual_seed(1)
+    G = torch.randn(40, 3, 5, generator=generator, dtype=torch.float64)
+    f0 = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=generator)
+    task = torch.arange(40) % 4  # equal task sizes
+    loss = make_loss("cross_entropy")
+    H = task_hessians(G, f0, y, task, 4, loss)
+    basis, diagonals = pretrained_eigenbasis(H)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(5, dtype=torch.float64))
+    for t in range(4):
+        torch.testing.assert_close(diagonals[t], torch.diagonal(basis.T @ H[t] @ basis))
+    # With every task at the same weight the subset's Hessian is diagonal in the basis: the
+    # preconditioner is its exact inverse, and one conjugate-gradient step is the Newton step.
+    penalty = 0.3
+    share = torch.full((1, 4), 0.25, dtype=torch.float64)
+    precondition = _EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
+    exact = torch.linalg.inv(0.25 * H.sum(0) + penalty * torch.eye(5, dtype=torch.float64))
+    r = torch.randn(1, 5, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(precondition(r, None), r @ exact)
+
+
+@pytest.mark.parametrize("preconditioner", ["eigenbasis", "cholesky"])
+def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, preconditioner):
+    import sktaskmet.surrogate._linearized as numerics
+
+    used = []
+    for name in ["_EigenbasisPreconditioner", "_InversePreconditioner"]:
+        original = getattr(numerics, name)
+        spy = type(
+            name,
+            (original,),
+            {
+                "__call__": lambda self, r, rows, _n=name, _o=original: (
+                    used.append(_n),
+                    _o.__call__(self, r, rows),
+                )[1]
+            },
+        )
+        monkeypatch.setattr(numerics, name, spy)
+    est = fit_estimator(projection_dim=6, preconditioner=preconditioner)
+    est.estimate([[1, 0, 1], [1, 1, 1]])
+    expected = {"eigenbasis": "_EigenbasisPreconditioner", "cholesky": "_InversePreconditioner"}
+    assert used and set(used) == {expected[preconditioner]}
+    with pytest.raises(ValueError, match="preconditioner"):
+        solve_subsets(
+            torch.zeros(2, 3, 4, dtype=torch.float64),
+            torch.zeros(2, 3, dtype=torch.float64),
+            torch.zeros(2, dtype=torch.int64),
+            torch.zeros(2, dtype=torch.int64),
+            torch.ones(1, 1, dtype=torch.float64),
+            loss=make_loss("cross_entropy"),
+            penalty=0.1,
+            preconditioner="jacobi",
+        )
 
 
 # ---------------------------------------------------------------- accuracy
@@ -396,16 +635,20 @@ def test_invalid_parameters_raise():
         fit_estimator(projection_dim=0)
     with pytest.raises(ValueError, match="penalty"):
         fit_estimator(penalty=-1.0)
+    with pytest.raises(ValueError, match="preconditioner"):
+        fit_estimator(preconditioner="jacobi")
     with pytest.raises(NotFittedError):
         GradientSubsetEstimator(make_model()).estimate(np.ones((1, 3)))
 
 
 @pytest.mark.cuda
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("n_per_task", [15, 4])
+def test_cuda_matches_cpu(n_per_task):
     S = np.array([[1, 0, 1], [1, 1, 1]])
+    data = make_problem(n_per_task=n_per_task)  # 4: solved in the span of the Jacobian rows
     # Without projection (the CUDA and CPU generators draw different projections).
-    cpu = fit_estimator(projection_dim=None)
-    gpu = fit_estimator(projection_dim=None, device="cuda")
+    cpu = fit_estimator(data=data, projection_dim=None)
+    gpu = fit_estimator(data=data, projection_dim=None, device="cuda")
     np.testing.assert_allclose(gpu.estimate(S), cpu.estimate(S), rtol=1e-6)
     # Fitted state is numpy: a GPU-fitted estimator estimates on the CPU after set_params.
     gpu.set_params(device="cpu")

@@ -18,7 +18,9 @@ from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torc
 from ._linearized import (
     make_loss,
     output_jacobians,
+    pretrained_eigenbasis,
     random_projection,
+    row_space_basis,
     solve_subsets,
     target_losses,
     task_hessians,
@@ -37,8 +39,8 @@ class GradientSubsetEstimator(BaseEstimator):
 
     where :math:`J(x)` is the Jacobian of the model outputs (all logits for a classifier) with
     respect to its trainable parameters. :meth:`fit` computes :math:`J(x)` for every
-    training and target example once (``torch.func.vmap`` over ``jacrev``, in chunks of
-    ``batch_size`` examples) and projects it with a random matrix :math:`P` of shape
+    training and target example once, in chunks of ``batch_size`` examples, and projects it
+    with a random matrix :math:`P` of shape
     ``(n_params, projection_dim)``, entries :math:`\pm 1/\sqrt{d}` or
     :math:`\mathcal{N}(0, 1/d)`, so that :math:`E[PP^\top] = I` and
     :math:`G(x) = J(x) P` preserves inner products of gradients in expectation.
@@ -87,9 +89,13 @@ class GradientSubsetEstimator(BaseEstimator):
         ``(n, n_outputs)`` and the targets of those rows and returns the ``n`` per-example
         losses as a tensor; it must be twice differentiable with torch operations.
     projection_dim : int or None, default=200
-        Dimension :math:`d` of the random projection of the gradients. ``None`` keeps the
-        full Jacobians (exact linearised fine-tuning; memory grows with the number of
-        parameters).
+        Dimension :math:`d` of the random projection of the gradients. ``None`` projects
+        nothing away: exact linearised fine-tuning. The full Jacobians are then computed
+        (memory grows with ``n_samples * n_outputs * n_params``) and, when the training
+        examples have fewer output rows than the model has parameters, expressed in an
+        orthonormal basis :math:`Q` of the span of the training Jacobian rows
+        (``n_samples * n_outputs`` dimensions): the solution of every subset problem lies in
+        that span, so nothing is lost, and the subset solves work in that smaller space.
     projection : {"rademacher", "gaussian", "sparse"}, default="rademacher"
         Distribution of the projection entries: dense :math:`\pm 1/\sqrt{d}` or
         :math:`\mathcal{N}(0, 1/d)`, or ``"sparse"``, a CountSketch (each parameter is added,
@@ -102,11 +108,25 @@ class GradientSubsetEstimator(BaseEstimator):
     solver : {"newton-cg", "newton"}, default="newton-cg"
         How each Newton direction of the subset solves is computed. ``"newton-cg"``:
         conjugate gradients on Hessian-vector products (``2 * n_samples * n_outputs * d``
-        work each), preconditioned by the Hessian at the pretrained outputs, which
-        :meth:`fit` precomputes per task so that a subset's preconditioner costs a weighted
-        sum of ``n_tasks`` small matrices. ``"newton"``: the Hessian is formed and factored
-        at every iteration (``n_samples * n_outputs * d**2`` work per subset and iteration;
-        fast on a GPU for small ``projection_dim``). Both reach the same minimiser.
+        work each), preconditioned with the Hessian at the pretrained outputs, which
+        :meth:`fit` precomputes per task so that a subset's Hessian there is a weighted sum
+        of ``n_tasks`` small matrices (see ``preconditioner``). ``"newton"``: the Hessian is
+        formed and factored at every iteration (``n_samples * n_outputs * d**2`` work per
+        subset and iteration; fast on a GPU for small ``projection_dim``). Both reach the
+        same minimiser.
+    preconditioner : {"eigenbasis", "cholesky"}, default="eigenbasis"
+        How ``solver="newton-cg"`` uses a subset's Hessian :math:`H_s` at the pretrained
+        outputs. ``"eigenbasis"``: with :math:`U` the eigenvectors of the sum of the task
+        Hessians (one ``d x d`` eigendecomposition per :meth:`estimate` call), the
+        preconditioner is :math:`U\,\mathrm{diag}(U^\top H_s U + \lambda)^{-1} U^\top`;
+        the diagonal of :math:`U^\top H_s U` is the same weighted sum of the tasks'
+        diagonals, so each subset costs ``O(n_tasks * d)`` to set up and the whole batch two
+        ``d x d`` matrix products per application. It is exact for subsets whose Hessian
+        shares those eigenvectors (all tasks with equal weights) and close when the tasks
+        are alike. ``"cholesky"``: the exact inverse of :math:`H_s + \lambda I`, a
+        ``d**3`` factorisation and ``d**2`` numbers per subset, which can save
+        conjugate-gradient iterations when the tasks' Hessians differ a lot. Both reach the
+        same minimiser; only the work differs.
     max_iter : int, default=100
         Maximum Newton iterations per subset.
     tol : float, default=1e-12
@@ -114,8 +134,18 @@ class GradientSubsetEstimator(BaseEstimator):
         objective) is below ``tol``, or below a few units in the last place of the
         objective in the working dtype.
     batch_size : int, default=128
-        Examples per vectorised Jacobian computation in :meth:`fit`; memory is about
-        ``batch_size * n_outputs * n_params`` numbers.
+        Examples per Jacobian computation in :meth:`fit`. When every trainable parameter is
+        the weight or bias of a :class:`torch.nn.Linear` layer called once per forward pass
+        (multi-layer perceptrons, a linear head on a frozen body), the Jacobians come in
+        closed form: for a layer :math:`z = Wa + b`, the Jacobian of output :math:`c` with
+        respect to :math:`W` is the outer product :math:`\delta_c a^\top` of the output
+        gradient :math:`\delta_c = \partial f_c / \partial z` and the layer input, all
+        taken from one batched forward pass and one backward pass per output; a dense
+        projection is applied to the outer products without forming them (memory about
+        ``batch_size * out_features * projection_dim`` numbers). Other models use
+        ``torch.func.vmap`` over ``jacrev`` (memory about ``batch_size * n_outputs *
+        n_params`` numbers). Either way the model must treat the examples of a batch
+        independently, as in evaluation mode.
     subset_batch_size : int, default=256
         Subsets solved together in one batched Newton solve.
     n_jobs : int, default=None
@@ -130,9 +160,10 @@ class GradientSubsetEstimator(BaseEstimator):
     verbose : int, default=0
         Print progress of the Jacobian computation and of the subset batches.
 
-    ``penalty``, ``solver``, ``max_iter``, ``tol``, ``subset_batch_size``, ``n_jobs`` and
-    ``device`` are used by :meth:`estimate` only: changing them with ``set_params`` after
-    :meth:`fit` takes effect without recomputing the gradients.
+    ``penalty``, ``solver``, ``preconditioner``, ``max_iter``, ``tol``,
+    ``subset_batch_size``, ``n_jobs`` and ``device`` are used by :meth:`estimate` only:
+    changing them with ``set_params`` after :meth:`fit` takes effect without recomputing the
+    gradients.
 
     Attributes
     ----------
@@ -144,14 +175,16 @@ class GradientSubsetEstimator(BaseEstimator):
     n_params_ : int
         Number of trainable parameters of the model.
     projection_dim_ : int
-        Dimension of the projected gradients (``n_params_`` without projection;
-        ``projection_dim`` in the shapes below).
+        Dimension of the projected gradients (``projection_dim`` in the shapes below). With
+        ``projection_dim=None`` it is ``min(n_samples * n_outputs, n_params_)``, the
+        dimension of the basis :math:`Q` (or of the parameters).
     n_outputs_ : int
         Number of model outputs (``n_outputs`` in the shapes below).
     train_outputs_ : ndarray of shape (n_samples, n_outputs)
         Pretrained outputs on the training examples.
     train_gradients_ : ndarray of shape (n_samples, n_outputs, projection_dim)
-        Projected output Jacobians of the training examples.
+        Projected output Jacobians of the training examples, :math:`J(x) P` (:math:`J(x) Q`
+        with ``projection_dim=None``).
     target_outputs_ : ndarray of shape (n_target, n_outputs)
     target_gradients_ : ndarray of shape (n_target, n_outputs, projection_dim)
     task_hessians_ : ndarray of shape (n_tasks, projection_dim, projection_dim)
@@ -205,6 +238,7 @@ class GradientSubsetEstimator(BaseEstimator):
         "projection": [StrOptions({"rademacher", "gaussian", "sparse"})],
         "penalty": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"newton-cg", "newton"})],
+        "preconditioner": [StrOptions({"eigenbasis", "cholesky"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -224,6 +258,7 @@ class GradientSubsetEstimator(BaseEstimator):
         projection="rademacher",
         penalty=1e-3,
         solver="newton-cg",
+        preconditioner="eigenbasis",
         max_iter=100,
         tol=1e-12,
         batch_size=128,
@@ -239,6 +274,7 @@ class GradientSubsetEstimator(BaseEstimator):
         self.projection = projection
         self.penalty = penalty
         self.solver = solver
+        self.preconditioner = preconditioner
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
@@ -388,7 +424,6 @@ class GradientSubsetEstimator(BaseEstimator):
 
         if self.projection_dim is None:
             projection = None
-            self.projection_dim_ = self.n_params_
         else:
             generator = make_generator(self.random_state, device)
             projection = random_projection(
@@ -401,6 +436,11 @@ class GradientSubsetEstimator(BaseEstimator):
         target_outputs, target_grads = output_jacobians(
             model, X_target_t, projection, self.batch_size
         )
+        if projection is None:
+            basis = row_space_basis(grads)
+            if basis is not None:
+                grads, target_grads = grads @ basis, target_grads @ basis
+            self.projection_dim_ = int(grads.shape[-1])
         loss = make_loss(self.loss)
         y_t = self._loss_targets(y, device)
         y_target_t = self._loss_targets(y_target, device)
@@ -443,7 +483,7 @@ class GradientSubsetEstimator(BaseEstimator):
             )
         return S
 
-    def _solve_batch(self, S_batch, device):
+    def _solve_batch(self, S_batch, device, hessians, eigenbasis):
         """F-hat of one batch of subsets (numpy in, numpy out)."""
         loss = make_loss(self.loss)
         grads = to_tensor(self.train_gradients_, device)
@@ -456,7 +496,9 @@ class GradientSubsetEstimator(BaseEstimator):
             loss=loss,
             penalty=float(self.penalty),
             solver=self.solver,
-            pretrained_hessians=to_tensor(self.task_hessians_, device),
+            pretrained_hessians=hessians,
+            preconditioner=self.preconditioner,
+            eigenbasis=eigenbasis,
             max_iter=self.max_iter,
             tol=float(self.tol),
         )
@@ -493,10 +535,14 @@ class GradientSubsetEstimator(BaseEstimator):
         device = resolve_device(self.device)
         size = int(self.subset_batch_size)
         batches = [S[start : start + size] for start in range(0, S.shape[0], size)]
+        hessians = to_tensor(self.task_hessians_, device)
+        eigenbasis = None
+        if self.solver == "newton-cg" and self.preconditioner == "eigenbasis":
+            eigenbasis = pretrained_eigenbasis(hessians)  # shared by all batches
         if self.n_jobs is None or self.n_jobs == 1:
             results = []
             for number, batch in enumerate(batches, 1):
-                results.append(self._solve_batch(batch, device))
+                results.append(self._solve_batch(batch, device, hessians, eigenbasis))
                 if self.verbose:
                     done = min(number * size, S.shape[0])
                     print(
@@ -505,7 +551,7 @@ class GradientSubsetEstimator(BaseEstimator):
                     )
         else:
             results = Parallel(n_jobs=self.n_jobs, prefer="threads", verbose=self.verbose)(
-                delayed(self._solve_batch)(batch, device) for batch in batches
+                delayed(self._solve_batch)(batch, device, hessians, eigenbasis) for batch in batches
             )
         F_hat = np.concatenate([r[0] for r in results])
         n_iter = np.concatenate([r[1] for r in results])
