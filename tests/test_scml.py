@@ -26,6 +26,7 @@ from sktaskmet.scml._bases import (
 from sktaskmet.scml._solver import (
     KernelPCAEmbedding,
     NumericalFailureWarning,
+    _GlobalState,
     global_objective,
     local_objective,
     rda_global,
@@ -170,6 +171,45 @@ def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
     assert result.objective == pytest.approx(expected, rel=1e-10)
     # The relevant coordinates carry the largest weights.
     assert set(np.argsort(result.coef.numpy())[-2:]) == {0, 1}
+
+
+def reference_rda(diffs, beta, gamma):
+    """AdaGrad-RDA written as metric-learn states it, one mini-batch of D_t at a time."""
+    n_iter, batch_size, n_basis = diffs.shape
+    w = np.zeros(n_basis)
+    mean_grad, ada_grad, iterates = np.zeros(n_basis), np.zeros(n_basis), []
+    for t in range(n_iter):
+        active = 1 + diffs[t] @ w > 0
+        grad = diffs[t][active].sum(0) / batch_size
+        mean_grad = (t * mean_grad + grad) / (t + 1)
+        ada_grad = np.sqrt(ada_grad**2 + grad**2)
+        w = -(t + 1) / (gamma * (1e-3 + ada_grad)) * np.minimum(mean_grad + beta, 0)
+        iterates.append(w)
+    return w, np.mean(iterates, axis=0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_global_recursion_matches_the_adagrad_rda_update(backend, dtype):
+    rng = np.random.RandomState(0)
+    # Mostly negative D_t (good directions) with some positive ones, so that hinges switch
+    # on and off and some coordinates stay at zero.
+    diffs = rng.randn(120, 10, 15) * 0.3 - 0.05 * np.arange(15) / 15
+    expected, expected_mean = reference_rda(diffs, beta=1e-3, gamma=0.05)
+    state = _GlobalState(
+        15, beta=1e-3, gamma=0.05, batch_size=10, dtype=dtype, device="cpu", backend=backend
+    )
+    blocks = torch.from_numpy(diffs).to(dtype)
+    for start in range(0, 120, 7):  # blocks of uneven length, as at evaluation boundaries
+        state.run(blocks[start : start + 7])
+    assert state.iteration == 120
+    rtol = 1e-9 if dtype == torch.float64 else 2e-3
+    assert (expected > 0).sum() > 0 and (expected == 0).sum() > 0
+    np.testing.assert_allclose(state.weights().double().numpy(), expected, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(
+        state.mean_weights().double().numpy(), expected_mean, rtol=rtol, atol=1e-12
+    )
+    assert state.weights().dtype == dtype
 
 
 def test_local_objective_at_the_global_start_equals_the_global_hinge(problem):

@@ -57,6 +57,7 @@ import math
 import time
 import warnings
 
+import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
@@ -73,8 +74,10 @@ __all__ = [
 
 # AdaGrad's slack: keeps the first steps finite when a coordinate has seen no gradient.
 DELTA = 1e-3
-# Iterations whose mini-batches are gathered in one go: small enough that the block of
-# D_t stays in cache (the loop is memory-bound), large enough to amortise the gather.
+# Iterations whose mini-batches are gathered and projected in one go: the block of D_t
+# (BLOCK_ITERATIONS * batch_size rows of n_basis values) and its three gathered inputs stay
+# in the CPU's L2 cache, and the block is large enough to amortise the per-call cost of the
+# vectorised operations that build it.
 BLOCK_ITERATIONS = 8
 # X B^T is kept for the whole solve when it has at most this many entries; larger problems
 # project the rows each block needs instead (same result, more matrix products).
@@ -137,10 +140,14 @@ class _Projector:
         small = X.shape[0] * basis.shape[0] <= MAX_PROJECTION_ENTRIES
         self.projected = X @ basis.T if small else None
 
-    def __call__(self, rows):
+    def __call__(self, rows, out=None):
         if self.projected is not None:
-            return self.projected[rows]
-        return self.X[rows] @ self.basis.T
+            if out is None:
+                return self.projected[rows]
+            return torch.index_select(self.projected, 0, rows, out=out)
+        if out is None:
+            return self.X[rows] @ self.basis.T
+        return torch.mm(torch.index_select(self.X, 0, rows), self.basis.T, out=out)
 
 
 def _distance_differences(project, triplets):
@@ -149,6 +156,44 @@ def _distance_differences(project, triplets):
     proj_a, proj_p, proj_n = projected.unbind(-2)
     # (a - p)^2 - (a - n)^2 = (n - p)(2a - p - n): one product instead of two squares.
     return (proj_n - proj_p) * (2 * proj_a - proj_p - proj_n)
+
+
+class _BlockDifferences:
+    r""":math:`D_t` of the mini-batches of a block of iterations, in reused buffers.
+
+    The solvers need the rows :math:`D_t` of the triplets they draw, a block of iterations
+    at a time. Each call gathers the three projected points of every triplet of the block
+    into preallocated buffers and combines them in place,
+    :math:`D_t = (p - n) \odot (p + n - 2a)` with :math:`a, p, n` the projections
+    :math:`B x`: no allocation per block, and the buffers (a few hundred rows) stay in
+    cache. The returned tensor is a view of a buffer that the next call overwrites.
+
+    Parameters
+    ----------
+    project : _Projector
+    max_rows : int
+        Largest number of triplets per call.
+    """
+
+    def __init__(self, project, max_rows):
+        self.project = project
+        X, basis = project.X, project.basis
+        self._buffers = [X.new_empty((max_rows, basis.shape[0])) for _ in range(4)]
+
+    def __call__(self, triplets):
+        """``triplets`` of shape (..., 3); returns D of shape ``triplets.shape[:-1] + (K,)``."""
+        shape = triplets.shape[:-1]
+        columns = triplets.reshape(-1, 3).T.contiguous()
+        rows = columns.shape[1]
+        anchor, positive, negative, out = (buffer[:rows] for buffer in self._buffers)
+        self.project(columns[0], out=anchor)
+        self.project(columns[1], out=positive)
+        self.project(columns[2], out=negative)
+        torch.add(positive, negative, out=out)
+        torch.sub(positive, negative, out=positive)
+        torch.sub(out, anchor, alpha=2, out=out)
+        torch.mul(out, positive, out=out)  # (p - n)(p + n - 2a) = (a - p)^2 - (a - n)^2
+        return out.view(*shape, out.shape[-1])
 
 
 def metric_factor(basis, weights):
@@ -316,6 +361,110 @@ class _Checkpoints:
         return SolverResult(self.best_coef, self.best, self.history, n_iter, failed)
 
 
+class _GlobalState:
+    r"""The state of the global RDA recursion, advanced one block of iterations at a time.
+
+    With the unscaled batch sums :math:`G = \sum_s \sum_{t \in B_s \text{ active}} D_t` and
+    :math:`Q = \sum_s \big(\sum_{t \in B_s \text{ active}} D_t\big)^2`, the closed form of
+    the module docstring reads :math:`w = u / \gamma` with
+
+    .. math::
+
+        u = \frac{\max(h, 0)}{\delta b + \sqrt{Q}}, \qquad h = -G - \beta b t,
+
+    and the hinge of triplet :math:`t` is active when :math:`1 + D_t^\top w > 0`, that is
+    :math:`D_t^\top u > -\gamma`. The state keeps :math:`h`, :math:`\sqrt{Q}` (updated
+    as ``hypot(sqrt(Q), g)``), :math:`u` and the running sum of :math:`u` (the mean of
+    the iterates, RDA's averaged point).
+
+    Every iteration depends on the previous one through which hinges are active, so the
+    iterations run one after the other; each is a handful of operations on vectors of
+    length K. On the CPU they run in numpy, whose per-call cost is a fraction of torch's
+    dispatch cost, on views of the same memory (no copy); on other devices in torch, on
+    the device.
+    """
+
+    def __init__(self, n_basis, *, beta, gamma, batch_size, dtype, device, backend=None):
+        self.gamma = gamma
+        self.iteration = 0
+        if backend is None:
+            backend = "numpy" if torch.device(device).type == "cpu" else "torch"
+        self.use_numpy = backend == "numpy"
+        zeros = lambda: torch.zeros(n_basis, dtype=dtype, device=device)  # noqa: E731
+        self.h, self.root, self.u, self.u_sum = zeros(), zeros(), zeros(), zeros()
+        self.rate = beta * batch_size  # the l1 term's growth of -h per iteration
+        self.slack = DELTA * batch_size
+        if self.use_numpy:
+            # numpy views of the tensors above, and constants as arrays of the same dtype
+            # (a Python scalar operand costs a conversion on every call).
+            self._np = {name: getattr(self, name).numpy() for name in ("h", "root", "u", "u_sum")}
+            numpy_dtype = self._np["h"].dtype
+            self._rate = np.full(n_basis, self.rate, dtype=numpy_dtype)
+            self._slack = np.full(n_basis, self.slack, dtype=numpy_dtype)
+            self._zero = np.zeros(n_basis, dtype=numpy_dtype)
+            self._threshold = np.full(batch_size, -gamma, dtype=numpy_dtype)
+            self._margins = np.empty(batch_size, dtype=numpy_dtype)
+            self._active = np.empty(batch_size, dtype=numpy_dtype)
+            self._grad = np.empty(n_basis, dtype=numpy_dtype)
+            self._denominator = np.empty(n_basis, dtype=numpy_dtype)
+
+    def weights(self):
+        """The iterate :math:`w_t`."""
+        return self.u / self.gamma
+
+    def mean_weights(self):
+        r"""The mean of the iterates :math:`\frac{1}{t}\sum_{s \le t} w_s`."""
+        return self.u_sum / (self.gamma * max(self.iteration, 1))
+
+    def run(self, diffs):
+        """Advance one iteration per mini-batch of ``diffs`` (shape (n_block, batch, K))."""
+        if self.use_numpy:
+            self._run_numpy(diffs.numpy())
+        else:
+            self._run_torch(diffs)
+        self.iteration += diffs.shape[0]
+
+    def _run_numpy(self, diffs):
+        h, root, u, u_sum = (self._np[name] for name in ("h", "root", "u", "u_sum"))
+        margins, active, grad, denominator = (
+            self._margins,
+            self._active,
+            self._grad,
+            self._denominator,
+        )
+        rate, slack, zero, threshold = self._rate, self._slack, self._zero, self._threshold
+        dot, greater, subtract, hypot, add, maximum, divide = (
+            np.dot,
+            np.greater,
+            np.subtract,
+            np.hypot,
+            np.add,
+            np.maximum,
+            np.divide,
+        )
+        for batch in diffs:
+            dot(batch, u, out=margins)
+            greater(margins, threshold, out=active)  # 1 + D_t w > 0, as 0/1
+            dot(active, batch, out=grad)
+            subtract(h, grad, out=h)
+            subtract(h, rate, out=h)
+            hypot(root, grad, out=root)  # sqrt(Q + g^2)
+            add(root, slack, out=denominator)
+            maximum(h, zero, out=u)
+            divide(u, denominator, out=u)
+            add(u_sum, u, out=u_sum)
+
+    def _run_torch(self, diffs):
+        h, root, u, u_sum = self.h, self.root, self.u, self.u_sum
+        for batch in diffs:
+            active = (torch.mv(batch, u) > -self.gamma).to(batch.dtype)
+            grad = torch.mv(batch.T, active)
+            h.sub_(grad).sub_(self.rate)
+            torch.hypot(root, grad, out=root)
+            torch.div(h.clamp_min(0), root + self.slack, out=u)
+            u_sum.add_(u)
+
+
 @torch.inference_mode()
 def rda_global(
     X,
@@ -351,18 +500,13 @@ def rda_global(
     """
     device, dtype = X.device, X.dtype
     n_basis = basis.shape[0]
-    weights = torch.zeros(n_basis, dtype=dtype, device=device)
-    grad_sum = torch.zeros_like(weights)  # sum of unscaled batch gradients
-    grad_sq = torch.zeros_like(weights)  # sum of their squares
-    # The closed form above, with g = g_sum / batch_size folded into the constants:
-    # w = max(-(G + beta (t+1) b), 0) / (gamma (delta b + sqrt(Q))).
-    slack = DELTA * batch_size
-    zeros = torch.zeros_like(weights)
-    ones = torch.ones(batch_size, dtype=dtype, device=device)
-    zero = torch.zeros((), dtype=dtype, device=device)
+    state = _GlobalState(
+        n_basis, beta=beta, gamma=gamma, batch_size=batch_size, dtype=dtype, device=device
+    )
     take = _index_stream(triplets.shape[0], generator, device)
-    project = _Projector(X, basis)
+    block_diffs = _BlockDifferences(_Projector(X, basis), BLOCK_ITERATIONS * batch_size)
     pairs = _TripletPairs(triplets, X.shape[0])
+    weights = state.weights()
     checkpoints = _Checkpoints(
         "global",
         weights,
@@ -370,37 +514,25 @@ def rda_global(
         verbose,
         "Scale the features or increase gamma.",
     )
-    # Running mean of the iterates: RDA's convergence guarantee is for this average, and it
-    # is far steadier than the last iterate when the steps are large.
-    mean_weights = weights.clone()
     failed = False
-    iteration = 0
-    while iteration < max_iter and not failed:
-        n_block = min(BLOCK_ITERATIONS, max_iter - iteration)
+    while state.iteration < max_iter and not failed:
+        iteration = state.iteration
+        # Blocks end at the evaluations, so that the state is there to evaluate.
+        next_output = (iteration // output_iter + 1) * output_iter
+        n_block = min(BLOCK_ITERATIONS, max_iter - iteration, next_output - iteration)
         batch = triplets[take(n_block * batch_size)].reshape(n_block, batch_size, 3)
-        diffs = _distance_differences(project, batch)  # (n_block, batch_size, K)
-        for j in range(n_block):
-            block_diffs = diffs[j]
-            # 1 + D_t w > 0 as 0/1 floats, in two fused calls (the loop is dispatch-bound).
-            hinge_active = torch.heaviside(torch.addmv(ones, block_diffs, weights), zero)
-            grad = torch.mv(block_diffs.T, hinge_active)
-            grad_sum.add_(grad)
-            grad_sq.addcmul_(grad, grad)
-            iteration += 1
-            numerator = torch.add(grad_sum, beta * iteration * batch_size).clamp_(max=0)
-            weights = torch.addcdiv(
-                zeros, numerator, grad_sq.sqrt().add_(slack), value=-1.0 / gamma
-            )
-            mean_weights.lerp_(weights, 1.0 / iteration)
-            if iteration % output_iter == 0 or iteration == max_iter:
-                candidate, objective = _tune_scale(X, pairs, basis, weights, beta)
-                averaged, averaged_objective = _tune_scale(X, pairs, basis, mean_weights, beta)
-                if averaged_objective < objective:
-                    objective, candidate = averaged_objective, averaged
-                if not checkpoints.record(iteration, candidate, objective):
-                    failed = True
-                    break
-    return checkpoints.result(iteration, failed)
+        state.run(block_diffs(batch))
+        iteration = state.iteration
+        if iteration % output_iter == 0 or iteration == max_iter:
+            # The iterate and the running mean of the iterates (RDA's convergence guarantee
+            # is for the mean, which is far steadier than the last iterate when the steps
+            # are large), each with its scale tuned.
+            candidate, objective = _tune_scale(X, pairs, basis, state.weights(), beta)
+            averaged, averaged_objective = _tune_scale(X, pairs, basis, state.mean_weights(), beta)
+            if averaged_objective < objective:
+                objective, candidate = averaged_objective, averaged
+            failed = not checkpoints.record(iteration, candidate, objective)
+    return checkpoints.result(state.iteration, failed)
 
 
 def local_weights(embedding, theta):
