@@ -26,6 +26,7 @@ from sktaskmet.scml._bases import (
 from sktaskmet.scml._solver import (
     KernelPCAEmbedding,
     NumericalFailureWarning,
+    _best_scale,
     _GlobalState,
     global_objective,
     local_objective,
@@ -210,6 +211,25 @@ def test_global_recursion_matches_the_adagrad_rda_update(backend, dtype):
         state.mean_weights().double().numpy(), expected_mean, rtol=rtol, atol=1e-12
     )
     assert state.weights().dtype == dtype
+
+
+@pytest.mark.parametrize("beta", [0.0, 1e-3, 0.5])
+def test_best_scale_is_the_exact_minimiser_along_the_ray(beta):
+    rng = np.random.RandomState(0)
+    margins = torch.from_numpy(np.concatenate([rng.randn(500) * 2 - 0.5, [-3.0, 0.0, 1e-3]]))
+    l1 = 2.0
+
+    def objective(scale):
+        return float(torch.relu(1 + scale * margins).mean()) + beta * scale * l1
+
+    scale = _best_scale(margins, l1, beta)
+    if beta == 0.5:  # a penalty this strong makes every positive scale worse than 0
+        assert scale is None
+        assert min(objective(s) for s in np.geomspace(1e-4, 1e2, 300)) > 1.0
+        return
+    grid = np.concatenate([np.geomspace(1e-4, 1e3, 4000), [scale * 0.999, scale * 1.001]])
+    assert objective(scale) <= min(objective(s) for s in grid) + 1e-12
+    assert _best_scale(torch.ones(5, dtype=torch.float64), l1, beta) is None  # all hinges grow
 
 
 def test_local_objective_at_the_global_start_equals_the_global_hinge(problem):

@@ -225,6 +225,8 @@ class _TripletPairs:
 
     Triplets share pairs (each genuine pair appears with every impostor of its anchor), so
     the full objective computes each pair distance once and gathers scalars per triplet.
+    The pair differences are formed a chunk at a time in buffers kept between calls (the
+    objective is evaluated many times per solve).
     """
 
     def __init__(self, triplets, n_samples):
@@ -239,15 +241,43 @@ class _TripletPairs:
         self.second = unique - self.first * n_samples
         self.genuine, self.impostor = inverse.split(triplets.shape[0])
         self.n_triplets = triplets.shape[0]
+        self._buffers = None
 
-    def margins(self, embedded, chunk_size=OBJECTIVE_CHUNK):
-        r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from an embedding."""
-        distances = embedded.new_empty(self.first.shape[0])
-        for start in range(0, self.first.shape[0], chunk_size):
-            diff = embedded[self.first[start : start + chunk_size]]
-            diff.sub_(embedded[self.second[start : start + chunk_size]])
-            distances[start : start + chunk_size] = (diff * diff).sum(1)
-        return distances[self.genuine] - distances[self.impostor]
+    def _buffer(self, name, size, like):
+        if self._buffers is None or self._buffers["dtype"] != like.dtype:
+            self._buffers = {"dtype": like.dtype}
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[name] = like.new_empty(size)
+        return buffer[:size]
+
+    def margins(self, *embeddings, chunk_size=OBJECTIVE_CHUNK // 2):
+        r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from embeddings.
+
+        Each embedding (shape (n_samples, r)) defines one metric; several are handled in
+        one pass over the pairs. Returns shape (n_triplets,) for one embedding, else
+        (n_embeddings, n_triplets).
+        """
+        embedded = torch.cat(embeddings, dim=1) if len(embeddings) > 1 else embeddings[0]
+        widths = [embedding.shape[1] for embedding in embeddings]
+        n_pairs, width = self.first.shape[0], embedded.shape[1]
+        chunk_size = min(chunk_size, n_pairs)
+        first = self._buffer("first", chunk_size * width, embedded)
+        second = self._buffer("second", chunk_size * width, embedded)
+        distances = self._buffer("distances", len(widths) * n_pairs, embedded)
+        distances = distances.view(len(widths), n_pairs)
+        for start in range(0, n_pairs, chunk_size):
+            stop = min(start + chunk_size, n_pairs)
+            diff = first[: (stop - start) * width].view(stop - start, width)
+            other = second[: (stop - start) * width].view(stop - start, width)
+            torch.index_select(embedded, 0, self.first[start:stop], out=diff)
+            torch.index_select(embedded, 0, self.second[start:stop], out=other)
+            diff.sub_(other)
+            for group, part in enumerate(diff.split(widths, dim=1)):
+                torch.linalg.vecdot(part, part, out=distances[group, start:stop])
+        margins = torch.index_select(distances, 1, self.genuine)
+        margins.sub_(torch.index_select(distances, 1, self.impostor))
+        return margins[0] if len(embeddings) == 1 else margins
 
 
 @torch.inference_mode()
@@ -262,50 +292,81 @@ def global_objective(X, triplets, basis, weights, beta, pairs=None):
     return hinge + beta * weights.sum()
 
 
-@torch.inference_mode()
-def _tune_scale(X, pairs, basis, weights, beta, steps=20):
-    r"""Exact line search of :math:`F(lpha w)` over the scale :math:`lpha > 0`.
+def _sort(values):
+    """Ascending sort; numpy's on the CPU, several times faster there than torch's."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.numpy()))
+    return torch.sort(values).values
 
-        :math:`F(lpha w) = \operatorname{mean}_t [1 + lpha \Delta_t]_+ + lphaeta
-        \lVert w
-    Vert_1` with :math:`\Delta_t = d_w(a, p) - d_w(a, n)` is convex in
-        :math:`lpha`, and each evaluation costs :math:`O(|C|)` once the :math:`\Delta_t` are
-        known, so a golden-section search on :math:`\loglpha \in [-4, 4]` is almost free. It
-        corrects the overall magnitude of the stochastic iterate, which the large RDA steps get
-        only roughly right, without touching its sparsity pattern.
 
-        Returns
-        -------
-        (weights, objective) : the rescaled weights and their full objective.
+def _best_scale(margins, l1, beta):
+    r"""The minimiser :math:`\alpha^\star > 0` of :math:`F(\alpha w)`, exactly.
+
+    With :math:`\Delta_t = d_w(a, p) - d_w(a, n)`,
+    :math:`F(\alpha w) = \frac{1}{N}\sum_t [1 + \alpha\Delta_t]_+ + \alpha\beta\lVert w\rVert_1`
+    is convex and piecewise linear in :math:`\alpha`. For :math:`\alpha > 0` the active
+    hinges are those with :math:`\Delta_t > -1/\alpha`: with :math:`\Delta` sorted
+    ascending, a suffix :math:`\{t \ge k\}` of it, and the slope there is
+    :math:`R_k / N + \beta\lVert w\rVert_1` with :math:`R_k = \sum_{j \ge k}\Delta_{(j)}`.
+    The slope grows with :math:`\alpha`, so the minimum is at the kink
+    :math:`\alpha = -1/\Delta_{(k-1)}` where it turns non-negative: one sort and one
+    cumulative sum.
+
+    Returns
+    -------
+    float or None
+        :math:`\alpha^\star`, or None when :math:`F` grows from :math:`\alpha = 0` on (no
+        scale of ``w`` beats :math:`w = 0`).
     """
-    if not bool((weights > 0).any()):
-        return weights, 1.0  # every hinge is 1, no penalty
-    delta = pairs.margins(X @ metric_factor(basis, weights).T)
-    l1 = float(weights.sum())
+    ordered = _sort(margins)
+    n = ordered.shape[0]
+    n_negative = int(torch.searchsorted(ordered, ordered.new_zeros(())))
+    if n_negative == 0:
+        return None
+    # slopes[k] = N * (slope of F while the suffix k is active) = R_k + N beta |w|_1, for
+    # k = 0 .. n_negative; increasing in k, and slopes[n_negative] >= 0.
+    prefix = torch.cat([ordered.new_zeros(1), ordered[:n_negative].cumsum(0)])
+    slopes = (ordered.sum() + n * beta * l1) - prefix
+    if bool(slopes[0] >= 0):
+        return None
+    k = int(torch.searchsorted(slopes, slopes.new_zeros(())))  # first k with slope >= 0
+    k = min(max(k, 1), n_negative)
+    return float(-1.0 / ordered[k - 1])
 
-    def objective(log_scale):
-        scale = math.exp(log_scale)
-        return float(torch.relu(1 + scale * delta).mean()) + beta * scale * l1
 
-    ratio = (math.sqrt(5) - 1) / 2
-    low, high = -4.0, 4.0
-    left, right = high - ratio * (high - low), low + ratio * (high - low)
-    f_left, f_right = objective(left), objective(right)
-    for _ in range(steps):
-        if f_left <= f_right:
-            high, right, f_right = right, left, f_left
-            left = high - ratio * (high - low)
-            f_left = objective(left)
-        else:
-            low, left, f_left = left, right, f_right
-            right = low + ratio * (high - low)
-            f_right = objective(right)
-    best_log = left if f_left <= f_right else right
-    best_value = min(f_left, f_right)
-    at_one = objective(0.0)
-    if not best_value < at_one or not math.isfinite(best_value):
-        return weights, at_one
-    return weights * math.exp(best_log), best_value
+def _evaluate(X, pairs, basis, candidates, beta):
+    r"""Each candidate weight vector with its scale tuned, and its full objective.
+
+    The overall scale of a stochastic iterate is only roughly right when the RDA steps are
+    large; :func:`_best_scale` corrects it exactly (it does not touch the sparsity
+    pattern). The margins of all candidates come from one pass over the triplet pairs.
+
+    Returns
+    -------
+    list of (weights, objective)
+    """
+    results = [None] * len(candidates)
+    active = [i for i, weights in enumerate(candidates) if bool((weights > 0).any())]
+    for i in range(len(candidates)):
+        if i not in active:
+            results[i] = (candidates[i], 1.0)  # every hinge is 1, no penalty
+    if not active:
+        return results
+    embeddings = [X @ metric_factor(basis, candidates[i]).T for i in active]
+    margins = pairs.margins(*embeddings)
+    margins = margins[None] if len(active) == 1 else margins
+    for i, delta in zip(active, margins, strict=True):
+        weights = candidates[i]
+        l1 = float(weights.sum())
+        at_one = float(torch.relu(1 + delta).mean()) + beta * l1
+        results[i] = (weights, at_one)
+        scale = _best_scale(delta, l1, beta)
+        if scale is None or not math.isfinite(scale):
+            continue
+        tuned = float(torch.relu(1 + scale * delta).mean()) + beta * scale * l1
+        if tuned < at_one:
+            results[i] = (weights * scale, tuned)
+    return results
 
 
 class _Checkpoints:
@@ -527,8 +588,9 @@ def rda_global(
             # The iterate and the running mean of the iterates (RDA's convergence guarantee
             # is for the mean, which is far steadier than the last iterate when the steps
             # are large), each with its scale tuned.
-            candidate, objective = _tune_scale(X, pairs, basis, state.weights(), beta)
-            averaged, averaged_objective = _tune_scale(X, pairs, basis, state.mean_weights(), beta)
+            (candidate, objective), (averaged, averaged_objective) = _evaluate(
+                X, pairs, basis, [state.weights(), state.mean_weights()], beta
+            )
             if averaged_objective < objective:
                 objective, candidate = averaged_objective, averaged
             failed = not checkpoints.record(iteration, candidate, objective)
