@@ -79,6 +79,9 @@ DELTA = 1e-3
 # in the CPU's L2 cache, and the block is large enough to amortise the per-call cost of the
 # vectorised operations that build it.
 BLOCK_ITERATIONS = 8
+# Iterations whose mini-batch indices are drawn (and split into the triplets' three columns)
+# in one go; a span also ends at each evaluation of the full objective.
+SPAN_ITERATIONS = 512
 # X B^T is kept for the whole solve when it has at most this many entries; larger problems
 # project the rows each block needs instead (same result, more matrix products).
 MAX_PROJECTION_ENTRIES = 2**24
@@ -180,10 +183,11 @@ class _BlockDifferences:
         X, basis = project.X, project.basis
         self._buffers = [X.new_empty((max_rows, basis.shape[0])) for _ in range(4)]
 
-    def __call__(self, triplets):
-        """``triplets`` of shape (..., 3); returns D of shape ``triplets.shape[:-1] + (K,)``."""
-        shape = triplets.shape[:-1]
-        columns = triplets.reshape(-1, 3).T.contiguous()
+    def __call__(self, columns):
+        """D of the triplets ``columns`` (shape (3, rows): anchors, positives, negatives).
+
+        Returns shape (rows, K).
+        """
         rows = columns.shape[1]
         anchor, positive, negative, out = (buffer[:rows] for buffer in self._buffers)
         self.project(columns[0], out=anchor)
@@ -193,7 +197,29 @@ class _BlockDifferences:
         torch.sub(positive, negative, out=positive)
         torch.sub(out, anchor, alpha=2, out=out)
         torch.mul(out, positive, out=out)  # (p - n)(p + n - 2a) = (a - p)^2 - (a - n)^2
-        return out.view(*shape, out.shape[-1])
+        return out
+
+
+def _spans(max_iter, output_iter):
+    """(start, stop) of the spans of iterations: each ends at an evaluation or earlier."""
+    start = 0
+    while start < max_iter:
+        next_output = (start // output_iter + 1) * output_iter
+        stop = min(max_iter, next_output, start + SPAN_ITERATIONS)
+        yield start, stop
+        start = stop
+
+
+def _span_blocks(triplets, take, n_iterations, batch_size):
+    """Draw the mini-batches of a span; yield (n_block, columns) per block of iterations.
+
+    ``columns`` (shape (3, n_block * batch_size)) are the anchors, positives and negatives
+    of the block's triplets, iteration after iteration.
+    """
+    columns = triplets[take(n_iterations * batch_size)].T.contiguous()
+    for first in range(0, n_iterations, BLOCK_ITERATIONS):
+        n_block = min(BLOCK_ITERATIONS, n_iterations - first)
+        yield n_block, columns[:, first * batch_size : (first + n_block) * batch_size]
 
 
 def metric_factor(basis, weights):
@@ -576,15 +602,10 @@ def rda_global(
         "Scale the features or increase gamma.",
     )
     failed = False
-    while state.iteration < max_iter and not failed:
-        iteration = state.iteration
-        # Blocks end at the evaluations, so that the state is there to evaluate.
-        next_output = (iteration // output_iter + 1) * output_iter
-        n_block = min(BLOCK_ITERATIONS, max_iter - iteration, next_output - iteration)
-        batch = triplets[take(n_block * batch_size)].reshape(n_block, batch_size, 3)
-        state.run(block_diffs(batch))
-        iteration = state.iteration
-        if iteration % output_iter == 0 or iteration == max_iter:
+    for start, stop in _spans(max_iter, output_iter):
+        for n_block, columns in _span_blocks(triplets, take, stop - start, batch_size):
+            state.run(block_diffs(columns).view(n_block, batch_size, n_basis))
+        if stop % output_iter == 0 or stop == max_iter:
             # The iterate and the running mean of the iterates (RDA's convergence guarantee
             # is for the mean, which is far steadier than the last iterate when the steps
             # are large), each with its scale tuned.
@@ -593,7 +614,9 @@ def rda_global(
             )
             if averaged_objective < objective:
                 objective, candidate = averaged_objective, averaged
-            failed = not checkpoints.record(iteration, candidate, objective)
+            if not checkpoints.record(stop, candidate, objective):
+                failed = True
+                break
     return checkpoints.result(state.iteration, failed)
 
 
@@ -662,8 +685,10 @@ def rda_local(
     slack = DELTA * batch_size
     ones = torch.ones(X.shape[0], 1, dtype=dtype, device=device)
     augmented = torch.cat([embedding, ones], dim=1)  # [z; 1]
+    tiny = torch.finfo(dtype).tiny
     take = _index_stream(triplets.shape[0], generator, device)
     project = _Projector(X, basis)
+    block_diffs = _BlockDifferences(project, BLOCK_ITERATIONS * batch_size)
     checkpoints = _Checkpoints(
         "local",
         theta,
@@ -673,31 +698,30 @@ def rda_local(
     )
     failed = False
     iteration = 0
-    while iteration < max_iter and not failed:
-        n_block = min(BLOCK_ITERATIONS, max_iter - iteration)
-        batch = triplets[take(n_block * batch_size)].reshape(n_block, batch_size, 3)
-        diffs = _distance_differences(project, batch)  # (n_block, batch_size, K)
-        anchors = augmented[batch[..., 0]]  # (n_block, batch_size, m + 1)
-        for j in range(n_block):
-            z = anchors[j]
-            root = z @ theta.T  # sqrt of w_i(x_a), signed: (batch_size, K)
-            hinge_active = ((root * root * diffs[j]).sum(1) > -1).to(dtype)
-            coefficient = 2 * root * diffs[j] * hinge_active[:, None]
-            grad = coefficient.T @ z  # (K, m + 1)
-            grad_sum.add_(grad)
-            grad_sq.add_((grad * grad).mean(1))
-            iteration += 1
-            scale = 1.0 / (gamma * (grad_sq.sqrt() + slack))  # (t+1)/(gamma (delta+H)) / (t+1)b
-            centre = theta0 - grad_sum * scale[:, None]
-            norms = torch.linalg.vector_norm(centre, dim=1)
-            threshold = beta * iteration * batch_size * scale
-            shrink = torch.clamp(1 - threshold / norms.clamp_min(torch.finfo(dtype).tiny), min=0)
-            theta = centre * shrink[:, None]
-            if iteration % output_iter == 0 or iteration == max_iter:
-                objective = float(_local_objective(project, embedding, triplets, theta, beta))
-                if not checkpoints.record(iteration, theta, objective):
-                    failed = True
-                    break
+    for start, stop in _spans(max_iter, output_iter):
+        for n_block, columns in _span_blocks(triplets, take, stop - start, batch_size):
+            diffs = block_diffs(columns).view(n_block, batch_size, n_basis)
+            anchors = augmented[columns[0]].view(n_block, batch_size, width)  # [z; 1]
+            for batch, z in zip(diffs, anchors, strict=True):
+                root = z @ theta.T  # sqrt of w_i(x_a), signed: (batch_size, K)
+                hinge_active = ((root * root * batch).sum(1) > -1).to(dtype)
+                coefficient = 2 * root * batch * hinge_active[:, None]
+                grad = coefficient.T @ z  # (K, m + 1)
+                grad_sum.add_(grad)
+                grad_sq.add_((grad * grad).mean(1))
+                iteration += 1
+                # (t+1) / (gamma (delta + H)), with the batch mean folded in: / ((t+1) b)
+                scale = 1.0 / (gamma * (grad_sq.sqrt() + slack))
+                centre = theta0 - grad_sum * scale[:, None]
+                norms = torch.linalg.vector_norm(centre, dim=1)
+                threshold = beta * iteration * batch_size * scale
+                shrink = torch.clamp(1 - threshold / norms.clamp_min(tiny), min=0)
+                theta = centre * shrink[:, None]
+        if stop % output_iter == 0 or stop == max_iter:
+            objective = float(_local_objective(project, embedding, triplets, theta, beta))
+            if not checkpoints.record(stop, theta, objective):
+                failed = True
+                break
     return checkpoints.result(iteration, failed)
 
 
