@@ -189,7 +189,9 @@ def kmeans_centres(X, n_clusters, generator, n_iter=20):
         closest = torch.minimum(closest, ((X - centres[-1]) ** 2).sum(1))
     centres = torch.cat(centres, dim=0)
     for _ in range(n_iter):
-        assignment = torch.cdist(X, centres).argmin(1)
+        # Nearest centre: argmin of |c|^2 - 2 <x, c> (|x|^2 is the same for every centre).
+        scores = torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2)
+        assignment = scores.argmin(1)
         counts = torch.bincount(assignment, minlength=n_clusters).to(X.dtype)
         sums = torch.zeros_like(centres).index_add_(0, assignment, X)
         filled = counts > 0

@@ -181,7 +181,8 @@ class _BlockDifferences:
     def __init__(self, project, max_rows):
         self.project = project
         X, basis = project.X, project.basis
-        self._buffers = [X.new_empty((max_rows, basis.shape[0])) for _ in range(4)]
+        self._gathered = X.new_empty((3 * max_rows, basis.shape[0]))
+        self._out = X.new_empty((max_rows, basis.shape[0]))
 
     def __call__(self, columns):
         """D of the triplets ``columns`` (shape (3, rows): anchors, positives, negatives).
@@ -189,10 +190,10 @@ class _BlockDifferences:
         Returns shape (rows, K).
         """
         rows = columns.shape[1]
-        anchor, positive, negative, out = (buffer[:rows] for buffer in self._buffers)
-        self.project(columns[0], out=anchor)
-        self.project(columns[1], out=positive)
-        self.project(columns[2], out=negative)
+        gathered = self._gathered[: 3 * rows]
+        self.project(columns.reshape(-1), out=gathered)  # the three points, in one gather
+        anchor, positive, negative = gathered.view(3, rows, -1).unbind(0)
+        out = self._out[:rows]
         torch.add(positive, negative, out=out)
         torch.sub(positive, negative, out=positive)
         torch.sub(out, anchor, alpha=2, out=out)
@@ -318,11 +319,12 @@ def global_objective(X, triplets, basis, weights, beta, pairs=None):
     return hinge + beta * weights.sum()
 
 
-def _sort(values):
-    """Ascending sort; numpy's on the CPU, several times faster there than torch's."""
+def _sorted_negatives(values):
+    """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
     if values.device.type == "cpu":
-        return torch.from_numpy(np.sort(values.numpy()))
-    return torch.sort(values).values
+        array = values.numpy()
+        return torch.from_numpy(np.sort(array[array < 0]))
+    return torch.sort(values[values < 0]).values
 
 
 def _best_scale(margins, l1, beta):
@@ -344,15 +346,14 @@ def _best_scale(margins, l1, beta):
         :math:`\alpha^\star`, or None when :math:`F` grows from :math:`\alpha = 0` on (no
         scale of ``w`` beats :math:`w = 0`).
     """
-    ordered = _sort(margins)
-    n = ordered.shape[0]
-    n_negative = int(torch.searchsorted(ordered, ordered.new_zeros(())))
+    ordered = _sorted_negatives(margins)  # only the negative margins have kinks
+    n_negative = ordered.shape[0]
     if n_negative == 0:
         return None
     # slopes[k] = N * (slope of F while the suffix k is active) = R_k + N beta |w|_1, for
     # k = 0 .. n_negative; increasing in k, and slopes[n_negative] >= 0.
-    prefix = torch.cat([ordered.new_zeros(1), ordered[:n_negative].cumsum(0)])
-    slopes = (ordered.sum() + n * beta * l1) - prefix
+    prefix = torch.cat([ordered.new_zeros(1), ordered.cumsum(0)])
+    slopes = (margins.sum() + margins.shape[0] * beta * l1) - prefix
     if bool(slopes[0] >= 0):
         return None
     k = int(torch.searchsorted(slopes, slopes.new_zeros(())))  # first k with slope >= 0
