@@ -302,8 +302,12 @@ class _TripletPairs:
             diff.sub_(other)
             for group, part in enumerate(diff.split(widths, dim=1)):
                 torch.linalg.vecdot(part, part, out=distances[group, start:stop])
-        margins = torch.index_select(distances, 1, self.genuine)
-        margins.sub_(torch.index_select(distances, 1, self.impostor))
+        margins = embedded.new_empty((len(widths), self.n_triplets))
+        impostor = self._buffer("impostor", self.n_triplets, embedded)
+        for group in range(len(widths)):  # 1-d gathers: far faster than along dim 1
+            torch.index_select(distances[group], 0, self.genuine, out=margins[group])
+            torch.index_select(distances[group], 0, self.impostor, out=impostor)
+            margins[group].sub_(impostor)
         return margins[0] if len(embeddings) == 1 else margins
 
 
