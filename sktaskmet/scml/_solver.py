@@ -326,9 +326,10 @@ def global_objective(X, triplets, basis, weights, beta, pairs=None):
 def _sorted_negatives(values):
     """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
     if values.device.type == "cpu":
-        array = values.numpy()
-        return torch.from_numpy(np.sort(array[array < 0]))
-    return torch.sort(values[values < 0]).values
+        ordered = torch.from_numpy(np.sort(values.numpy()))
+    else:
+        ordered = torch.sort(values).values
+    return ordered[: int(torch.searchsorted(ordered, ordered.new_zeros(())))]
 
 
 def _best_scale(margins, l1, beta):
