@@ -23,15 +23,22 @@ solves :math:`\min_{w \ge 0} \langle \bar g_t, w\rangle + \beta\lVert w\rVert_1 
     w_{t+1} = \frac{t + 1}{\gamma (\delta + H_t)} \max\big(-(\bar g_t + \beta), 0\big).
 
 :math:`D_t` is never stored for all triplets (that matrix has
-:math:`|C| \times K` entries): each block of iterations gathers the rows of
-:math:`X` its triplets need and projects them on the basis, :math:`X_{\text{rows}} B^\top`.
+:math:`|C| \times K` entries): the mini-batch indices of a span of iterations are drawn
+up front (they do not depend on the iterate), and each block of a few iterations gathers
+the rows of :math:`X B^\top` its triplets need and forms their :math:`D_t` in buffers
+that stay in cache. What must run one iteration after the other (which hinges of the
+batch are active depends on the previous iterate) is then a handful of operations on
+vectors of length :math:`K`; on the CPU they run in numpy, whose per-call cost is a
+fraction of torch's dispatch cost, on views of the same memory.
+
 Every ``output_iter`` iterations two candidates are evaluated, the iterate and the
 running mean of the iterates (the point RDA's convergence guarantee is about), each with
-its overall scale tuned by an exact line search (:math:`F(\alpha w)` is convex in
-:math:`\alpha` and costs :math:`O(|C|)` per evaluation), and the best point seen is kept;
-the iterations themselves continue from the untouched iterate. The full objective
-is computed through the metric itself: :math:`d_w(u, v) = \lVert L(u - v)\rVert^2` with
-:math:`L^\top L = \sum_i w_i b_i b_i^\top`, in chunks of triplets, which costs
+its overall scale tuned by an exact line search (:math:`F(\alpha w)` is convex and
+piecewise linear in :math:`\alpha`; its minimiser comes from one sort of the margins),
+and the best point seen is kept; the iterations themselves continue from the untouched
+iterate. The full objective is computed through the metric itself:
+:math:`d_w(u, v) = \lVert L(u - v)\rVert^2` with :math:`L^\top L = \sum_i w_i b_i
+b_i^\top`, once per distinct (anchor, other) pair and in chunks, which costs
 :math:`O(|C| d)` instead of :math:`O(|C| K)`.
 
 Local SCML
@@ -603,7 +610,7 @@ def rda_global(
     checkpoints = _Checkpoints(
         "global",
         weights,
-        float(global_objective(X, triplets, basis, weights, beta, pairs=pairs)),
+        1.0,  # F(0): every hinge is 1, no penalty
         verbose,
         "Scale the features or increase gamma.",
     )
