@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import SCMLRegressor
 from sktaskmet.scml import LocalSCMLDissimilarity
+from sktaskmet.scml import _solver as solver_module
 from sktaskmet.scml._bases import (
     identity_basis,
     lda_basis,
@@ -33,7 +34,7 @@ from sktaskmet.scml._solver import (
     rda_global,
     rda_local,
 )
-from sktaskmet.scml._triplets import regression_triplets
+from sktaskmet.scml._triplets import _smallest, euclidean_neighbors, regression_triplets
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
 FAST = dict(n_basis=12, max_iter=300, output_iter=50, k_genuine=2, k_impostor=4, device="cpu")
@@ -97,6 +98,18 @@ def test_triplets_widen_the_pool_when_targets_are_constant_per_cluster():
     assert np.all(y[a] == y[p]) and np.all(y[a] != y[n])
 
 
+def test_euclidean_neighbors_are_the_nearest_others_nearest_first():
+    X = torch.from_numpy(np.random.RandomState(0).rand(300, 5))
+    neighbors = euclidean_neighbors(X, 7, chunk_size=64).numpy()
+    distances = ((X.numpy()[:, None, :] - X.numpy()[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_array_equal(neighbors, np.argsort(distances, axis=1, kind="stable")[:, :7])
+    # The CPU selection (numpy) agrees with torch.topk, which other devices use.
+    values = torch.from_numpy(distances)
+    expected = torch.topk(values, 7, dim=1, largest=False, sorted=True).indices
+    np.testing.assert_array_equal(_smallest(values, 7).numpy(), expected.numpy())
+
+
 def test_triplets_errors():
     X = torch.randn(6, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="only 6 samples"):
@@ -145,6 +158,24 @@ def test_global_objective_matches_its_definition(problem):
         ours = float(global_objective(X_t, triplets, basis, torch.from_numpy(weights), 0.1))
         expected = direct_objective(X, triplets.numpy(), basis.numpy(), weights, 0.1)
         np.testing.assert_allclose(ours, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("store_projection", [True, False])
+def test_block_differences_match_their_definition(problem, monkeypatch, store_projection):
+    X_t = torch.from_numpy(problem[0])
+    basis = random_basis(9, X_t.shape[1], torch.Generator().manual_seed(0), dtype=torch.float64)
+    if not store_projection:  # the large-problem path: rows projected block by block
+        monkeypatch.setattr(solver_module, "MAX_PROJECTION_ENTRIES", 0)
+    project = solver_module._Projector(X_t, basis)
+    assert (project.projected is None) != store_projection
+    block = solver_module._BlockDifferences(project, max_rows=12)
+    triplets = torch.randint(0, len(X_t), (12, 3), generator=torch.Generator().manual_seed(1))
+    P = (X_t @ basis.T).numpy()
+    a, p, n = triplets.numpy().T
+    expected = (P[a] - P[p]) ** 2 - (P[a] - P[n]) ** 2
+    for rows in (12, 5):  # a full block, then a shorter one in the same buffers
+        out = block(triplets[:rows].T.contiguous())
+        np.testing.assert_allclose(out.numpy(), expected[:rows], rtol=1e-12, atol=1e-12)
 
 
 def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
