@@ -85,7 +85,7 @@ DELTA = 1e-3
 # (BLOCK_ITERATIONS * batch_size rows of n_basis values) and its three gathered inputs stay
 # in the CPU's L2 cache, and the block is large enough to amortise the per-call cost of the
 # vectorised operations that build it.
-BLOCK_ITERATIONS = 8
+BLOCK_ITERATIONS = 16
 # Iterations whose mini-batch indices are drawn (and split into the triplets' three columns)
 # in one go; a span also ends at each evaluation of the full objective.
 SPAN_ITERATIONS = 512
