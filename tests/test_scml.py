@@ -178,6 +178,22 @@ def test_block_differences_match_their_definition(problem, monkeypatch, store_pr
         np.testing.assert_allclose(out.numpy(), expected[:rows], rtol=1e-12, atol=1e-12)
 
 
+def test_margins_of_several_metrics_in_one_pass(problem):
+    X_t = torch.from_numpy(problem[0])
+    triplets = regression_triplets(X_t, torch.from_numpy(problem[1]), 2, 4)
+    pairs = solver_module._TripletPairs(triplets, len(X_t))
+    rng = torch.Generator().manual_seed(0)
+    first = torch.randn(len(X_t), 3, dtype=torch.float64, generator=rng)
+    second = torch.randn(len(X_t), 5, dtype=torch.float64, generator=rng)
+    both = pairs.margins(first, second, chunk_size=37)  # chunks that do not divide the pairs
+    for embedding, margins in zip((first, second), both, strict=True):
+        a, p, n = triplets.T
+        expected = ((embedding[a] - embedding[p]) ** 2).sum(1)
+        expected -= ((embedding[a] - embedding[n]) ** 2).sum(1)
+        np.testing.assert_allclose(margins.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pairs.margins(embedding).numpy(), margins.numpy(), rtol=1e-14)
+
+
 def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
     X, y = problem
     X_t = torch.from_numpy(X)

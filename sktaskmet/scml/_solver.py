@@ -83,8 +83,8 @@ __all__ = [
 DELTA = 1e-3
 # Iterations whose mini-batches are gathered and projected in one go: the block of D_t
 # (BLOCK_ITERATIONS * batch_size rows of n_basis values) and its three gathered inputs stay
-# in the CPU's L2 cache, and the block is large enough to amortise the per-call cost of the
-# vectorised operations that build it.
+# in cache, and the block is large enough to amortise the per-call cost of the vectorised
+# operations that build it (measured: 8 to 24 are alike, 16 marginally the fastest).
 BLOCK_ITERATIONS = 16
 # Iterations whose mini-batch indices are drawn (and split into the triplets' three columns)
 # in one go; a span also ends at each evaluation of the full objective.
