@@ -59,7 +59,7 @@ def _smallest(values, k):
     """
     if values.device.type != "cpu":
         return torch.topk(values, k, dim=1, largest=False, sorted=True).indices
-    array = values.numpy()
+    array = values.detach().numpy()
     selected = np.argpartition(array, k - 1, axis=1)[:, :k]
     order = np.argsort(np.take_along_axis(array, selected, axis=1), axis=1, kind="stable")
     return torch.from_numpy(np.take_along_axis(selected, order, axis=1))
