@@ -27,7 +27,8 @@ needed at its peak, whatever allocated it (numpy, torch's CPU allocator, BLAS). 
 process per estimator reports
 tracemalloc's peak, which sees numpy and Python allocations but not torch's (tracemalloc
 is off in the timed and RSS runs: its own bookkeeping costs time and memory).
-Timings are the best of ``--repeats`` fresh processes; both libraries run single-threaded
+Timings are the best of ``--repeats`` fresh processes, the two libraries alternating (the
+speed-up of each pair of runs is printed too); both libraries run single-threaded
 (the benchmark machine is shared), which the script enforces before numpy/torch load.
 """
 
@@ -248,8 +249,13 @@ def main():
     )
     for level in args.levels.split(","):
         rows = {}
-        for who in ("metric-learn", "ours"):
-            runs = [run_in_fresh_process(f"{level}-{who}", args) for _ in range(args.repeats)]
+        # The two libraries alternate, so that a change of load on the (shared) machine hits
+        # both alike; each repeat gives one paired ratio.
+        all_runs = {"metric-learn": [], "ours": []}
+        for _ in range(args.repeats):
+            for who in all_runs:
+                all_runs[who].append(run_in_fresh_process(f"{level}-{who}", args))
+        for who, runs in all_runs.items():
             best = min(runs, key=lambda r: r["seconds"])
             best["rss_peak_increase_mb"] = min(r["rss_peak_increase_mb"] for r in runs)
             traced = run_in_fresh_process(f"{level}-{who}", args, traced=True)
@@ -264,11 +270,19 @@ def main():
             )
         theirs, ours = rows["metric-learn"], rows["ours"]
         speedup = theirs["seconds"] / ours["seconds"]
+        paired = [
+            other["seconds"] / mine["seconds"]
+            for other, mine in zip(all_runs["metric-learn"], all_runs["ours"], strict=True)
+        ]
         memory = ours["rss_peak_increase_mb"] / max(theirs["rss_peak_increase_mb"], 1e-9)
         print(
             f"{level:9s} speed-up {speedup:.1f}x (target >= 10x: "
             f"{'met' if speedup >= 10 else 'MISSED'}); peak memory ratio ours/theirs "
             f"{memory:.3f} (target <= 0.1: {'met' if memory <= 0.1 else 'MISSED'})"
+        )
+        print(
+            f"{level:9s} paired speed-ups (metric-learn / ours, run by run): "
+            + ", ".join(f"{ratio:.1f}x" for ratio in paired)
         )
         if "objective" in ours:
             print(

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import SCMLRegressor
 from sktaskmet.scml import LocalSCMLDissimilarity
+from sktaskmet.scml import _solver as solver_module
 from sktaskmet.scml._bases import (
     identity_basis,
     lda_basis,
@@ -26,12 +27,14 @@ from sktaskmet.scml._bases import (
 from sktaskmet.scml._solver import (
     KernelPCAEmbedding,
     NumericalFailureWarning,
+    _best_scale,
+    _GlobalState,
     global_objective,
     local_objective,
     rda_global,
     rda_local,
 )
-from sktaskmet.scml._triplets import regression_triplets
+from sktaskmet.scml._triplets import _smallest, euclidean_neighbors, regression_triplets
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
 FAST = dict(n_basis=12, max_iter=300, output_iter=50, k_genuine=2, k_impostor=4, device="cpu")
@@ -95,6 +98,18 @@ def test_triplets_widen_the_pool_when_targets_are_constant_per_cluster():
     assert np.all(y[a] == y[p]) and np.all(y[a] != y[n])
 
 
+def test_euclidean_neighbors_are_the_nearest_others_nearest_first():
+    X = torch.from_numpy(np.random.RandomState(0).rand(300, 5))
+    neighbors = euclidean_neighbors(X, 7, chunk_size=64).numpy()
+    distances = ((X.numpy()[:, None, :] - X.numpy()[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_array_equal(neighbors, np.argsort(distances, axis=1, kind="stable")[:, :7])
+    # The CPU selection (numpy) agrees with torch.topk, which other devices use.
+    values = torch.from_numpy(distances)
+    expected = torch.topk(values, 7, dim=1, largest=False, sorted=True).indices
+    np.testing.assert_array_equal(_smallest(values, 7).numpy(), expected.numpy())
+
+
 def test_triplets_errors():
     X = torch.randn(6, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="only 6 samples"):
@@ -145,6 +160,40 @@ def test_global_objective_matches_its_definition(problem):
         np.testing.assert_allclose(ours, expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("store_projection", [True, False])
+def test_block_differences_match_their_definition(problem, monkeypatch, store_projection):
+    X_t = torch.from_numpy(problem[0])
+    basis = random_basis(9, X_t.shape[1], torch.Generator().manual_seed(0), dtype=torch.float64)
+    if not store_projection:  # the large-problem path: rows projected block by block
+        monkeypatch.setattr(solver_module, "MAX_PROJECTION_ENTRIES", 0)
+    project = solver_module._Projector(X_t, basis)
+    assert (project.projected is None) != store_projection
+    block = solver_module._BlockDifferences(project, max_rows=12)
+    triplets = torch.randint(0, len(X_t), (12, 3), generator=torch.Generator().manual_seed(1))
+    P = (X_t @ basis.T).numpy()
+    a, p, n = triplets.numpy().T
+    expected = (P[a] - P[p]) ** 2 - (P[a] - P[n]) ** 2
+    for rows in (12, 5):  # a full block, then a shorter one in the same buffers
+        out = block(triplets[:rows].T.contiguous())
+        np.testing.assert_allclose(out.numpy(), expected[:rows], rtol=1e-12, atol=1e-12)
+
+
+def test_margins_of_several_metrics_in_one_pass(problem):
+    X_t = torch.from_numpy(problem[0])
+    triplets = regression_triplets(X_t, torch.from_numpy(problem[1]), 2, 4)
+    pairs = solver_module._TripletPairs(triplets, len(X_t))
+    rng = torch.Generator().manual_seed(0)
+    first = torch.randn(len(X_t), 3, dtype=torch.float64, generator=rng)
+    second = torch.randn(len(X_t), 5, dtype=torch.float64, generator=rng)
+    both = pairs.margins(first, second, chunk_size=37)  # chunks that do not divide the pairs
+    for embedding, margins in zip((first, second), both, strict=True):
+        a, p, n = triplets.T
+        expected = ((embedding[a] - embedding[p]) ** 2).sum(1)
+        expected -= ((embedding[a] - embedding[n]) ** 2).sum(1)
+        np.testing.assert_allclose(margins.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pairs.margins(embedding).numpy(), margins.numpy(), rtol=1e-14)
+
+
 def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
     X, y = problem
     X_t = torch.from_numpy(X)
@@ -170,6 +219,64 @@ def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
     assert result.objective == pytest.approx(expected, rel=1e-10)
     # The relevant coordinates carry the largest weights.
     assert set(np.argsort(result.coef.numpy())[-2:]) == {0, 1}
+
+
+def reference_rda(diffs, beta, gamma):
+    """AdaGrad-RDA written as metric-learn states it, one mini-batch of D_t at a time."""
+    n_iter, batch_size, n_basis = diffs.shape
+    w = np.zeros(n_basis)
+    mean_grad, ada_grad, iterates = np.zeros(n_basis), np.zeros(n_basis), []
+    for t in range(n_iter):
+        active = 1 + diffs[t] @ w > 0
+        grad = diffs[t][active].sum(0) / batch_size
+        mean_grad = (t * mean_grad + grad) / (t + 1)
+        ada_grad = np.sqrt(ada_grad**2 + grad**2)
+        w = -(t + 1) / (gamma * (1e-3 + ada_grad)) * np.minimum(mean_grad + beta, 0)
+        iterates.append(w)
+    return w, np.mean(iterates, axis=0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_global_recursion_matches_the_adagrad_rda_update(backend, dtype):
+    rng = np.random.RandomState(0)
+    # Mostly negative D_t (good directions) with some positive ones, so that hinges switch
+    # on and off and some coordinates stay at zero.
+    diffs = rng.randn(120, 10, 15) * 0.3 - 0.05 * np.arange(15) / 15
+    expected, expected_mean = reference_rda(diffs, beta=1e-3, gamma=0.05)
+    state = _GlobalState(
+        15, beta=1e-3, gamma=0.05, batch_size=10, dtype=dtype, device="cpu", backend=backend
+    )
+    blocks = torch.from_numpy(diffs).to(dtype)
+    for start in range(0, 120, 7):  # blocks of uneven length, as at evaluation boundaries
+        state.run(blocks[start : start + 7])
+    assert state.iteration == 120
+    rtol = 1e-9 if dtype == torch.float64 else 2e-3
+    assert (expected > 0).sum() > 0 and (expected == 0).sum() > 0
+    np.testing.assert_allclose(state.weights().double().numpy(), expected, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(
+        state.mean_weights().double().numpy(), expected_mean, rtol=rtol, atol=1e-12
+    )
+    assert state.weights().dtype == dtype
+
+
+@pytest.mark.parametrize("beta", [0.0, 1e-3, 0.5])
+def test_best_scale_is_the_exact_minimiser_along_the_ray(beta):
+    rng = np.random.RandomState(0)
+    margins = torch.from_numpy(np.concatenate([rng.randn(500) * 2 - 0.5, [-3.0, 0.0, 1e-3]]))
+    l1 = 2.0
+
+    def objective(scale):
+        return float(torch.relu(1 + scale * margins).mean()) + beta * scale * l1
+
+    scale = _best_scale(margins, l1, beta)
+    if beta == 0.5:  # a penalty this strong makes every positive scale worse than 0
+        assert scale is None
+        assert min(objective(s) for s in np.geomspace(1e-4, 1e2, 300)) > 1.0
+        return
+    grid = np.concatenate([np.geomspace(1e-4, 1e3, 4000), [scale * 0.999, scale * 1.001]])
+    assert objective(scale) <= min(objective(s) for s in grid) + 1e-12
+    assert _best_scale(torch.ones(5, dtype=torch.float64), l1, beta) is None  # all hinges grow
 
 
 def test_local_objective_at_the_global_start_equals_the_global_hinge(problem):

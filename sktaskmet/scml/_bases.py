@@ -176,20 +176,31 @@ def kmeans_centres(X, n_clusters, generator, n_iter=20):
     Lloyd steps suffice; doing it in torch keeps the basis construction on the device.
     """
     n = X.shape[0]
+    sq_norms = (X * X).sum(1)
     first = torch.randint(n, (1,), generator=generator, device=X.device)
     centres = [X[first]]
     closest = ((X - centres[0]) ** 2).sum(1)
     for _ in range(1, n_clusters):
-        total = closest.sum()
+        cumulative = closest.cumsum(0)
+        total = cumulative[-1]
         if not bool(total > 0):
             pick = torch.randint(n, (1,), generator=generator, device=X.device)
         else:
-            pick = torch.multinomial(closest / total, 1, generator=generator)
-        centres.append(X[pick])
-        closest = torch.minimum(closest, ((X - centres[-1]) ** 2).sum(1))
+            # Draw proportionally to the squared distance by inverting the cumulative sum
+            # (torch.multinomial costs many times more for a single draw); right=True skips
+            # points at distance 0.
+            draw = torch.rand(1, generator=generator, dtype=X.dtype, device=X.device) * total
+            pick = torch.searchsorted(cumulative, draw, right=True).clamp_max_(n - 1)
+        centre = X[pick]
+        centres.append(centre)
+        # |x - c|^2 = |x|^2 - 2 <x, c> + |c|^2, one fused product (clamped against rounding).
+        squared = torch.addmv(sq_norms + sq_norms[pick], X, centre[0], alpha=-2).clamp_min_(0)
+        closest = torch.minimum(closest, squared)
     centres = torch.cat(centres, dim=0)
     for _ in range(n_iter):
-        assignment = torch.cdist(X, centres).argmin(1)
+        # Nearest centre: argmin of |c|^2 - 2 <x, c> (|x|^2 is the same for every centre).
+        scores = torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2)
+        assignment = scores.argmin(1)
         counts = torch.bincount(assignment, minlength=n_clusters).to(X.dtype)
         sums = torch.zeros_like(centres).index_add_(0, assignment, X)
         filled = counts > 0
