@@ -129,16 +129,19 @@ def main():
         f"device={args.device}, torch threads={torch.get_num_threads()}"
     )
 
-    tuner = SubsetFineTuner(
-        data.model,
-        data.X,
-        data.y,
-        data.tasks,
-        data.X_target,
-        data.y_target,
-        penalty=args.penalty,
-        device=args.device,
-    )
+    def fine_tuner(model):
+        return SubsetFineTuner(
+            model,
+            data.X,
+            data.y,
+            data.tasks,
+            data.X_target,
+            data.y_target,
+            penalty=args.penalty,
+            device=args.device,
+        )
+
+    tuner = fine_tuner(data.model)
     start = time.perf_counter()
     F = evaluate_subsets(tuner, S, n_jobs=args.n_jobs)
     retrain_time = time.perf_counter() - start
@@ -149,16 +152,7 @@ def main():
     )
 
     if args.linearised_floor:
-        linear_tuner = SubsetFineTuner(
-            Linearised(copy.deepcopy(data.model)),
-            data.X,
-            data.y,
-            data.tasks,
-            data.X_target,
-            data.y_target,
-            penalty=args.penalty,
-            device=args.device,
-        )
+        linear_tuner = fine_tuner(Linearised(copy.deepcopy(data.model)))
         start = time.perf_counter()
         F_lin = evaluate_subsets(linear_tuner, S, n_jobs=args.n_jobs)
         floor = float(np.mean(np.abs(F_lin - F) / np.abs(F)))
