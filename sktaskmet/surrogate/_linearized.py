@@ -239,7 +239,7 @@ def _linear_layers(model, params):
     return [tuple(entry) for entry in layers.values()]
 
 
-def _layer_activations(model, layers, xb):
+def _layer_activations(model, layers, xb, verify=True):
     r"""Outputs, layer inputs and output gradients of one batch, by one forward pass.
 
     For a linear layer :math:`z = W a + b` the Jacobian of output :math:`c` of example
@@ -250,7 +250,9 @@ def _layer_activations(model, layers, xb):
     once (the examples of a batch do not interact in evaluation mode).
 
     Returns None when a layer is called more than once per forward pass or on inputs that
-    are not ``(batch, features)`` matrices (its Jacobian is then a sum of outer products).
+    are not ``(batch, features)`` matrices (its Jacobian is then a sum of outer products),
+    or, with ``verify``, when a weight is also used outside its layer (see
+    :func:`_closed_form_holds`; that is a property of the model, so one batch suffices).
     """
     inputs, pre_activations, valid = {}, {}, [True]
 
@@ -276,7 +278,7 @@ def _layer_activations(model, layers, xb):
             if not valid[0] or len(inputs) != len(layers):
                 return None
             zs = [pre_activations[index] for index in range(len(layers))]
-            if not _closed_form_holds(layers, inputs, zs, out):
+            if verify and not _closed_form_holds(layers, inputs, zs, out):
                 return None
             deltas = [[] for _ in layers]
             for c in range(out.shape[1]):
@@ -324,7 +326,7 @@ def _closed_form_holds(layers, inputs, zs, out):
     return True
 
 
-def _structured_jacobians(model, layers, params, xb, projection):
+def _structured_jacobians(model, layers, params, xb, projection, verify=True):
     r"""(Projected) Jacobians of one batch from layer inputs and output gradients.
 
     With a dense projection the flattened outer products are never formed: the block of
@@ -333,7 +335,7 @@ def _structured_jacobians(model, layers, params, xb, projection):
     :math:`\delta_{ic}` (``b * C * out * d``), instead of ``b * C * out * in * d`` for the
     product of the full Jacobian with ``P``.
     """
-    recorded = _layer_activations(model, layers, xb)
+    recorded = _layer_activations(model, layers, xb, verify)
     if recorded is None:
         return None
     out, activations, deltas = recorded
@@ -413,8 +415,9 @@ def output_jacobians(model, X, projection=None, batch_size=256):
     outputs : torch.Tensor of shape (n, C)
     jacobians : torch.Tensor of shape (n, C, d)
     """
-    params = {name: p.detach() for name, p in trainable_parameters(model).items()}
-    layers = _linear_layers(model, trainable_parameters(model))
+    trainable = trainable_parameters(model)
+    params = {name: p.detach() for name, p in trainable.items()}
+    layers = _linear_layers(model, trainable)
     blocked = projection
     if layers is not None and isinstance(projection, torch.Tensor):
         blocked = _BlockedProjection(projection, params)
@@ -423,7 +426,9 @@ def output_jacobians(model, X, projection=None, batch_size=256):
         xb = X[start : start + batch_size]
         result = None
         if layers is not None:
-            result = _structured_jacobians(model, layers, params, xb, blocked)
+            # Whether a weight is also used outside its layer is checked on the first batch.
+            verify = start == 0
+            result = _structured_jacobians(model, layers, params, xb, blocked, verify)
             if result is None:  # a layer is reused or sees non-matrix inputs
                 layers = None
         if result is None:
