@@ -79,34 +79,32 @@ def reference_draw():
     return draws
 
 
-DATA = {"mode": "reference"}
+def data_sets(seed, data):
+    """(training set, test set) of a seed, each ``(X, y, groups)``.
+
+    ``data="reference"``: the reference draw, the same for every seed; ``"per-seed"``: new
+    training and test draws from the seed.
+    """
+    if data == "reference":
+        return reference_draw()
+    return (
+        make_cubic_topk(n_instances=400, n_items=50, random_state=seed),
+        make_cubic_topk(n_instances=400, n_items=50, random_state=10_000 + seed),
+    )
 
 
-def train_set(seed):
-    if DATA["mode"] == "reference":
-        return reference_draw()[0]
-    return make_cubic_topk(n_instances=400, n_items=50, random_state=seed)
-
-
-def test_set(seed):
-    if DATA["mode"] == "reference":
-        return reference_draw()[1]
-    return make_cubic_topk(n_instances=400, n_items=50, random_state=10_000 + seed)
-
-
-def ceiling(seed):
+def ceiling(seed, data):
     """Test DQ of any increasing predictor (it picks the item with the largest x).
 
     A linear predictor with a positive slope ranks the items by x, whatever its slope and
     intercept; this is the best a linear model can reach on the seed's test set.
     """
-    X_test, y_test, _ = test_set(seed)
+    _, (X_test, y_test, _) = data_sets(seed, data)
     return normalized_dq(TopK(k=1), X_test[:, 0], y_test, 50)
 
 
-def run_seed(seed, device, max_iter):
-    X, y, groups = train_set(seed)
-    X_test, y_test, _ = test_set(seed)
+def run_seed(seed, device, max_iter, data):
+    (X, y, groups), (X_test, y_test, _) = data_sets(seed, data)
     task = TopK(k=1, epsilon=0.01, n_iter=200)
     common = dict(validation_fraction=0.5, n_iter_no_change=100, validation_interval=10)
     # The reference code trains the DFL predictor with the problem's predictor learning
@@ -193,16 +191,15 @@ def main():
         "--ceiling-only", action="store_true", help="only print the linear-model ceilings"
     )
     args = parser.parse_args()
-    DATA["mode"] = args.data
     if args.data == "reference":
-        _, y_test, _ = test_set(0)
+        _, (_, y_test, _) = data_sets(0, args.data)
         optimum = y_test.reshape(400, 50).max(axis=1).mean()
         print(f"data: reference draw (dataset seed 0); test optimum {optimum:.4f} (spec: 2.7495)")
     else:
         print("data: a new draw for every seed (make_cubic_topk)")
     if args.ceiling_only or args.summarize:
         for seed in args.seeds:
-            print(f"seed {seed}  DQ of any increasing predictor: {ceiling(seed):.3f}")
+            print(f"seed {seed}  DQ of any increasing predictor: {ceiling(seed, args.data):.3f}")
     if args.ceiling_only:
         return
     if args.summarize:
@@ -214,7 +211,7 @@ def main():
         return
     torch.set_num_threads(args.threads)
     print(f"device={args.device} threads={torch.get_num_threads()} seeds={args.seeds}")
-    results = [run_seed(seed, args.device, args.max_iter) for seed in args.seeds]
+    results = [run_seed(seed, args.device, args.max_iter, args.data) for seed in args.seeds]
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(results, fh)
