@@ -1,5 +1,7 @@
 """Tests of SCMLRegressor: triplets, bases, solvers, metric axioms and scikit-learn use."""
 
+import functools
+import os
 import pickle
 import warnings
 
@@ -236,28 +238,87 @@ def reference_rda(diffs, beta, gamma):
     return w, np.mean(iterates, axis=0)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def _kernel_device():
+    """Where the fused recursion kernel can run here: CUDA, or the CPU under Triton's
+    interpreter (``TRITON_INTERPRET=1``); skips the test otherwise."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu"
+    pytest.skip("the fused kernel needs CUDA or TRITON_INTERPRET=1")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "kernel"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_global_recursion_matches_the_adagrad_rda_update(backend, dtype):
+    device = _kernel_device() if backend == "kernel" else "cpu"
     rng = np.random.RandomState(0)
     # Mostly negative D_t (good directions) with some positive ones, so that hinges switch
     # on and off and some coordinates stay at zero.
     diffs = rng.randn(120, 10, 15) * 0.3 - 0.05 * np.arange(15) / 15
     expected, expected_mean = reference_rda(diffs, beta=1e-3, gamma=0.05)
     state = _GlobalState(
-        15, beta=1e-3, gamma=0.05, batch_size=10, dtype=dtype, device="cpu", backend=backend
+        15, beta=1e-3, gamma=0.05, batch_size=10, dtype=dtype, device=device, backend=backend
     )
-    blocks = torch.from_numpy(diffs).to(dtype)
+    blocks = torch.from_numpy(diffs).to(dtype=dtype, device=device)
     for start in range(0, 120, 7):  # blocks of uneven length, as at evaluation boundaries
         state.run(blocks[start : start + 7])
     assert state.iteration == 120
     rtol = 1e-9 if dtype == torch.float64 else 2e-3
     assert (expected > 0).sum() > 0 and (expected == 0).sum() > 0
-    np.testing.assert_allclose(state.weights().double().numpy(), expected, rtol=rtol, atol=1e-12)
-    np.testing.assert_allclose(
-        state.mean_weights().double().numpy(), expected_mean, rtol=rtol, atol=1e-12
-    )
+    weights, mean_weights = state.weights().double().cpu(), state.mean_weights().double().cpu()
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(mean_weights.numpy(), expected_mean, rtol=rtol, atol=1e-12)
     assert state.weights().dtype == dtype
+
+
+def test_fused_kernel_solve_matches_the_torch_solve(problem, monkeypatch):
+    """The whole global solve with the fused kernel (one launch per span) reaches the same
+    iterates as with torch operations, on the same device and mini-batches."""
+    device = _kernel_device()
+    X, y = problem
+    X_t = torch.from_numpy(X).to(device)
+    triplets = regression_triplets(X_t, torch.from_numpy(y).to(device), 2, 4)
+    basis = identity_basis(X.shape[1]).to(device)
+    results = {}
+    for backend in ("kernel", "torch"):
+        monkeypatch.setattr(
+            solver_module, "_GlobalState", functools.partial(_GlobalState, backend=backend)
+        )
+        results[backend] = rda_global(
+            X_t,
+            triplets,
+            basis,
+            beta=1e-4,
+            gamma=0.05,
+            max_iter=300,
+            batch_size=8,
+            output_iter=100,
+            generator=torch.Generator(device=device).manual_seed(0),
+        )
+    kernel, reference = results["kernel"], results["torch"]
+    assert kernel.n_iter == reference.n_iter == 300
+    assert bool((reference.coef > 0).any())
+    np.testing.assert_allclose(kernel.coef.cpu(), reference.coef.cpu(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        [value for _, value in kernel.history], [value for _, value in reference.history]
+    )
+
+
+def test_fused_kernel_is_chosen_only_where_it_can_run():
+    from sktaskmet.scml import _rda_kernel
+
+    assert not _rda_kernel.fused_kernel_available("cpu", 10, 400, torch.float64) or (
+        os.environ.get("TRITON_INTERPRET") == "1"
+    )
+    # A tile too large for registers (or an integer dtype) falls back to torch operations.
+    assert not _rda_kernel.fused_kernel_available("cuda", 64, 4096, torch.float64)
+    assert not _rda_kernel.fused_kernel_available("cuda", 10, 400, torch.int64)
+    assert (
+        _GlobalState(4, beta=0, gamma=1, batch_size=2, dtype=torch.float64, device="cpu").backend
+        == "numpy"
+    )
 
 
 @pytest.mark.parametrize("beta", [0.0, 1e-3, 0.5])

@@ -68,6 +68,8 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _rda_kernel
+
 __all__ = [
     "rda_global",
     "rda_local",
@@ -218,15 +220,15 @@ def _spans(max_iter, output_iter):
         start = stop
 
 
-def _span_blocks(triplets, take, n_iterations, batch_size):
+def _span_blocks(triplets, take, n_iterations, batch_size, block_iterations):
     """Draw the mini-batches of a span; yield (n_block, columns) per block of iterations.
 
     ``columns`` (shape (3, n_block * batch_size)) are the anchors, positives and negatives
     of the block's triplets, iteration after iteration.
     """
     columns = triplets[take(n_iterations * batch_size)].T.contiguous()
-    for first in range(0, n_iterations, BLOCK_ITERATIONS):
-        n_block = min(BLOCK_ITERATIONS, n_iterations - first)
+    for first in range(0, n_iterations, block_iterations):
+        n_block = min(block_iterations, n_iterations - first)
         yield n_block, columns[:, first * batch_size : (first + n_block) * batch_size]
 
 
@@ -479,15 +481,34 @@ class _GlobalState:
     Every iteration depends on the previous one through which hinges are active, so the
     iterations run one after the other; each is a handful of operations on vectors of
     length K. On the CPU they run in numpy, whose per-call cost is a fraction of torch's
-    dispatch cost, on views of the same memory (no copy); on other devices in torch, on
-    the device.
+    dispatch cost, on views of the same memory (no copy). On a CUDA device a whole block
+    of iterations runs in one fused kernel (:mod:`._rda_kernel`) when Triton is
+    available, since a dozen kernel launches per iteration would cost far more than the
+    arithmetic; otherwise in torch operations on the device.
+
+    Parameters
+    ----------
+    n_basis : int
+    beta, gamma : float
+    batch_size : int
+    dtype : torch.dtype
+    device : torch.device or str
+    backend : {"numpy", "kernel", "torch"}, optional
+        How the iterations run; by default numpy on the CPU, else the fused kernel when
+        it can run, else torch.
     """
 
     def __init__(self, n_basis, *, beta, gamma, batch_size, dtype, device, backend=None):
         self.gamma = gamma
         self.iteration = 0
         if backend is None:
-            backend = "numpy" if torch.device(device).type == "cpu" else "torch"
+            if torch.device(device).type == "cpu":
+                backend = "numpy"
+            elif _rda_kernel.fused_kernel_available(device, batch_size, n_basis, dtype):
+                backend = "kernel"
+            else:
+                backend = "torch"
+        self.backend = backend
         self.use_numpy = backend == "numpy"
         zeros = lambda: torch.zeros(n_basis, dtype=dtype, device=device)  # noqa: E731
         self.h, self.sq_sum, self.u, self.u_sum = zeros(), zeros(), zeros(), zeros()
@@ -509,6 +530,8 @@ class _GlobalState:
             self._grad = np.empty(n_basis, dtype=numpy_dtype)
             self._grad_sq = np.empty(n_basis, dtype=numpy_dtype)
             self._denominator = np.empty(n_basis, dtype=numpy_dtype)
+        elif backend == "kernel":
+            self._constants = _rda_kernel.kernel_constants(gamma, self.rate, self.slack, self.h)
 
     def weights(self):
         """The iterate :math:`w_t`."""
@@ -522,6 +545,10 @@ class _GlobalState:
         """Advance one iteration per mini-batch of ``diffs`` (shape (n_block, batch, K))."""
         if self.use_numpy:
             self._run_numpy(diffs.numpy())
+        elif self.backend == "kernel":
+            _rda_kernel.run_rda_block(
+                diffs, self.h, self.sq_sum, self.u, self.u_sum, self._constants
+            )
         else:
             self._run_torch(diffs)
         self.iteration += diffs.shape[0]
@@ -607,7 +634,15 @@ def rda_global(
         n_basis, beta=beta, gamma=gamma, batch_size=batch_size, dtype=dtype, device=device
     )
     take = _index_stream(triplets.shape[0], generator, device)
-    block_diffs = _BlockDifferences(_Projector(X, basis), BLOCK_ITERATIONS * batch_size)
+    if state.backend == "kernel":
+        # The fused kernel pays one launch per block: blocks as long as a span, memory
+        # permitting, instead of the cache-sized blocks of the CPU.
+        block_iterations = max(
+            1, min(SPAN_ITERATIONS, _rda_kernel.BLOCK_ENTRIES // (batch_size * n_basis))
+        )
+    else:
+        block_iterations = BLOCK_ITERATIONS
+    block_diffs = _BlockDifferences(_Projector(X, basis), block_iterations * batch_size)
     pairs = _TripletPairs(triplets, X.shape[0])
     weights = state.weights()
     checkpoints = _Checkpoints(
@@ -619,7 +654,9 @@ def rda_global(
     )
     failed = False
     for start, stop in _spans(max_iter, output_iter):
-        for n_block, columns in _span_blocks(triplets, take, stop - start, batch_size):
+        for n_block, columns in _span_blocks(
+            triplets, take, stop - start, batch_size, block_iterations
+        ):
             state.run(block_diffs(columns).view(n_block, batch_size, n_basis))
         if stop % output_iter == 0 or stop == max_iter:
             # The iterate and the running mean of the iterates (RDA's convergence guarantee
@@ -715,7 +752,9 @@ def rda_local(
     failed = False
     iteration = 0
     for start, stop in _spans(max_iter, output_iter):
-        for n_block, columns in _span_blocks(triplets, take, stop - start, batch_size):
+        for n_block, columns in _span_blocks(
+            triplets, take, stop - start, batch_size, BLOCK_ITERATIONS
+        ):
             diffs = block_diffs(columns).view(n_block, batch_size, n_basis)
             anchors = augmented[columns[0]].view(n_block, batch_size, width)  # [z; 1]
             for batch, z in zip(diffs, anchors, strict=True):
