@@ -1,7 +1,7 @@
 """Speed of one vmapped ensemble against training the same networks one by one.
 
-64 labelings of sklearn digits x 2 networks (MLP 64-128-128-2, Adam 1e-3, batch 100, float32,
-1200 training points) are trained
+64 labelings of sklearn digits x 2 networks (MLP 64-128-128-2, Adam 1e-3, batch 100, float32
+unless ``--dtype float64``, 1200 training points) are trained
 
 * as one ensemble: parameters stacked with torch.func.stack_module_state and one vmapped
   functional forward/backward per step (what AgreementScorer does);
@@ -89,12 +89,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="float64 shows that a parameter gap on a GPU is round-off (batched and single "
+        "matrix products sum in different orders, and Adam's normalised step amplifies it)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
     X, _ = load_digits(return_X_y=True)
-    X = torch.as_tensor((X[:1200] / 16.0).astype(np.float32), device=device)
+    X = torch.as_tensor((X[:1200] / 16.0).astype(args.dtype), device=device)
     targets = torch.as_tensor(
         make_random_labelings(1200, args.n_labelings, random_state=0), device=device
     )
@@ -103,7 +110,7 @@ def main():
     steps = args.epochs * int(np.ceil(1200 / 100))
     print(
         f"{args.n_labelings} labelings x {args.n_models} networks = {n_networks} MLPs "
-        f"64-128-128-2, {args.epochs} epochs x 12 steps, batch 100, float32, device={device}, "
+        f"64-128-128-2, {args.epochs} epochs x 12 steps, batch 100, {args.dtype}, device={device}, "
         f"torch threads={torch.get_num_threads()}"
     )
     # Warm-up (vmap tracing, allocator) outside the timings.
