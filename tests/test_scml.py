@@ -196,21 +196,22 @@ def test_margins_of_several_metrics_in_one_pass(problem):
         np.testing.assert_allclose(pairs.margins(embedding).numpy(), margins.numpy(), rtol=1e-14)
 
 
-def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
+def solve_with_identity_basis(problem, device="cpu", **params):
+    """The global solver on ``problem`` with the identity basis; returns the problem's
+    tensors and the result."""
     X, y = problem
-    X_t = torch.from_numpy(X)
-    triplets = regression_triplets(X_t, torch.from_numpy(y), 2, 4)
-    basis = identity_basis(X.shape[1])
-    result = rda_global(
-        X_t,
-        triplets,
-        basis,
-        beta=1e-4,
-        gamma=0.5,
-        max_iter=400,
-        batch_size=10,
-        output_iter=50,
-        generator=torch.Generator().manual_seed(0),
+    X_t = torch.from_numpy(X).to(device)
+    triplets = regression_triplets(X_t, torch.from_numpy(y).to(device), 2, 4)
+    basis = identity_basis(X.shape[1]).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    result = rda_global(X_t, triplets, basis, beta=1e-4, generator=generator, **params)
+    return triplets.cpu(), basis.cpu(), result
+
+
+def test_global_solver_decreases_the_objective_and_keeps_the_best(problem):
+    X, _ = problem
+    triplets, basis, result = solve_with_identity_basis(
+        problem, gamma=0.5, max_iter=400, batch_size=10, output_iter=50
     )
     objectives = [value for _, value in result.history]
     assert objectives[0] == pytest.approx(1.0)  # w = 0: every hinge is 1
@@ -277,26 +278,14 @@ def test_fused_kernel_solve_matches_the_torch_solve(problem, monkeypatch):
     """The whole global solve with the fused kernel (one launch per span) reaches the same
     iterates as with torch operations, on the same device and mini-batches."""
     device = _kernel_device()
-    X, y = problem
-    X_t = torch.from_numpy(X).to(device)
-    triplets = regression_triplets(X_t, torch.from_numpy(y).to(device), 2, 4)
-    basis = identity_basis(X.shape[1]).to(device)
     results = {}
     for backend in ("kernel", "torch"):
         monkeypatch.setattr(
             solver_module, "_GlobalState", functools.partial(_GlobalState, backend=backend)
         )
-        results[backend] = rda_global(
-            X_t,
-            triplets,
-            basis,
-            beta=1e-4,
-            gamma=0.05,
-            max_iter=300,
-            batch_size=8,
-            output_iter=100,
-            generator=torch.Generator(device=device).manual_seed(0),
-        )
+        results[backend] = solve_with_identity_basis(
+            problem, device, gamma=0.05, max_iter=300, batch_size=8, output_iter=100
+        )[2]
     kernel, reference = results["kernel"], results["torch"]
     assert kernel.n_iter == reference.n_iter == 300
     assert bool((reference.coef > 0).any())
