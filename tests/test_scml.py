@@ -178,10 +178,15 @@ def test_block_differences_match_their_definition(problem, monkeypatch, store_pr
         np.testing.assert_allclose(out.numpy(), expected[:rows], rtol=1e-12, atol=1e-12)
 
 
-def test_margins_of_several_metrics_in_one_pass(problem):
+@pytest.mark.parametrize("uniform", [True, False])
+def test_margins_of_several_metrics_in_one_pass(problem, uniform):
     X_t = torch.from_numpy(problem[0])
     triplets = regression_triplets(X_t, torch.from_numpy(problem[1]), 2, 4)
+    if not uniform:  # anchors with different numbers of pairs: no (anchor, partner) table
+        anchor, _, impostor = triplets[0]
+        triplets = triplets[(triplets[:, 0] != anchor) | (triplets[:, 2] != impostor)]
     pairs = solver_module._TripletPairs(triplets, len(X_t))
+    assert (pairs.group_size is not None) == uniform
     rng = torch.Generator().manual_seed(0)
     first = torch.randn(len(X_t), 3, dtype=torch.float64, generator=rng)
     second = torch.randn(len(X_t), 5, dtype=torch.float64, generator=rng)

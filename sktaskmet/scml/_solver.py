@@ -261,6 +261,12 @@ class _TripletPairs:
     the full objective computes each pair distance once and gathers scalars per triplet.
     The pair differences are formed a chunk at a time in buffers kept between calls (the
     objective is evaluated many times per solve).
+
+    The pairs are sorted by anchor. When every anchor has the same number ``c`` of pairs
+    (the triplets of :func:`regression_triplets` when every ordering is strict), they are
+    also kept as an (anchors, c) table: a chunk then gathers each anchor's embedding once
+    and subtracts it from its ``c`` partners by broadcasting, instead of gathering it
+    ``c`` times.
     """
 
     def __init__(self, triplets, n_samples):
@@ -275,7 +281,16 @@ class _TripletPairs:
         self.second = unique - self.first * n_samples
         self.genuine, self.impostor = inverse.split(triplets.shape[0])
         self.n_triplets = triplets.shape[0]
+        self.group_size, self.anchors = self._uniform_groups(self.first)
         self._buffers = None
+
+    @staticmethod
+    def _uniform_groups(first):
+        """(c, the anchors) if the sorted anchors each occur c times, else (None, None)."""
+        anchors, counts = torch.unique_consecutive(first, return_counts=True)
+        if anchors.shape[0] == 0 or not bool((counts == counts[0]).all()):
+            return None, None
+        return int(counts[0]), anchors
 
     def _buffer(self, name, size, like):
         if self._buffers is None or self._buffers["dtype"] != like.dtype:
@@ -295,26 +310,39 @@ class _TripletPairs:
         embedded = torch.cat(embeddings, dim=1) if len(embeddings) > 1 else embeddings[0]
         widths = [embedding.shape[1] for embedding in embeddings]
         n_pairs, width = self.first.shape[0], embedded.shape[1]
-        chunk_size = min(chunk_size, n_pairs)
-        first = self._buffer("first", chunk_size * width, embedded)
-        second = self._buffer("second", chunk_size * width, embedded)
+        # Chunks of whole anchor groups when the pairs form a table.
+        group = self.group_size or 1
+        chunk_size = min(max(chunk_size // group, 1) * group, n_pairs)
+        other = self._buffer("other", chunk_size * width, embedded)
+        anchor = self._buffer("anchor", chunk_size * width, embedded)
         distances = self._buffer("distances", len(widths) * n_pairs, embedded)
         distances = distances.view(len(widths), n_pairs)
         for start in range(0, n_pairs, chunk_size):
             stop = min(start + chunk_size, n_pairs)
-            diff = first[: (stop - start) * width].view(stop - start, width)
-            other = second[: (stop - start) * width].view(stop - start, width)
-            torch.index_select(embedded, 0, self.first[start:stop], out=diff)
-            torch.index_select(embedded, 0, self.second[start:stop], out=other)
-            diff.sub_(other)
-            for group, part in enumerate(diff.split(widths, dim=1)):
-                torch.linalg.vecdot(part, part, out=distances[group, start:stop])
+            diff = other[: (stop - start) * width].view(stop - start, width)
+            torch.index_select(embedded, 0, self.second[start:stop], out=diff)
+            if self.group_size is None:
+                first = anchor[: (stop - start) * width].view(stop - start, width)
+                torch.index_select(embedded, 0, self.first[start:stop], out=first)
+                torch.sub(first, diff, out=diff)
+            else:
+                rows = (stop - start) // group
+                first = anchor[: rows * width].view(rows, 1, width)
+                anchors = self.anchors[start // group : stop // group]
+                torch.index_select(embedded, 0, anchors, out=first.view(rows, width))
+                torch.sub(first, diff.view(rows, group, width), out=diff.view(rows, group, width))
+            # Squares in one pass, then the sum of each metric's columns: the values of
+            # torch.linalg.vecdot(part, part) (which multiplies, then sums), with one
+            # multiplication pass instead of one per metric.
+            diff.mul_(diff)
+            for index, part in enumerate(diff.split(widths, dim=1)):
+                torch.sum(part, 1, out=distances[index, start:stop])
         margins = embedded.new_empty((len(widths), self.n_triplets))
         impostor = self._buffer("impostor", self.n_triplets, embedded)
-        for group in range(len(widths)):  # 1-d gathers: far faster than along dim 1
-            torch.index_select(distances[group], 0, self.genuine, out=margins[group])
-            torch.index_select(distances[group], 0, self.impostor, out=impostor)
-            margins[group].sub_(impostor)
+        for index in range(len(widths)):  # 1-d gathers: far faster than along dim 1
+            torch.index_select(distances[index], 0, self.genuine, out=margins[index])
+            torch.index_select(distances[index], 0, self.impostor, out=impostor)
+            margins[index].sub_(impostor)
         return margins[0] if len(embeddings) == 1 else margins
 
 
