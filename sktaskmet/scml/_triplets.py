@@ -18,9 +18,13 @@ __all__ = ["regression_triplets", "euclidean_neighbors"]
 # Size of the pool of Euclidean neighbours, as a multiple of k_genuine + k_impostor: a pool
 # larger than the number of points used lets the target choose the extremes of the pool.
 CANDIDATE_FACTOR = 2
+# Entries of a block of squared distances on the CPU (2 MiB in float64): small enough that
+# the selection of the nearest reads the block back from the core's cache rather than from
+# memory (measured at n=3000: 64 rows per block take 28 ms, 256 rows 36 ms).
+CPU_BLOCK_ENTRIES = 2**18
 
 
-def euclidean_neighbors(X, n_neighbors, chunk_size=256):
+def euclidean_neighbors(X, n_neighbors, chunk_size=None):
     """Indices of the ``n_neighbors`` nearest other rows of X (itself excluded).
 
     Parameters
@@ -28,8 +32,10 @@ def euclidean_neighbors(X, n_neighbors, chunk_size=256):
     X : torch.Tensor of shape (n_samples, n_features)
     n_neighbors : int
         At most ``n_samples - 1``.
-    chunk_size : int, default=256
-        Rows of X handled at once; bounds the memory at ``chunk_size * n_samples``.
+    chunk_size : int, optional
+        Rows of X handled at once; bounds the memory at ``chunk_size * n_samples``. By
+        default, on the CPU, as many rows as keep a block of distances within
+        ``CPU_BLOCK_ENTRIES`` (the selection then reads it from cache), and 256 elsewhere.
 
     Returns
     -------
@@ -37,6 +43,8 @@ def euclidean_neighbors(X, n_neighbors, chunk_size=256):
         Nearest first.
     """
     n = X.shape[0]
+    if chunk_size is None:
+        chunk_size = max(16, CPU_BLOCK_ENTRIES // n) if X.device.type == "cpu" else 256
     sq_norms = (X * X).sum(1)
     X_T = X.T.contiguous()
     blocks = []
