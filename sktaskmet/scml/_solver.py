@@ -358,13 +358,11 @@ def global_objective(X, triplets, basis, weights, beta, pairs=None):
     return hinge + beta * weights.sum()
 
 
-def _sorted_negatives(values):
-    """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
-    if values.device.type == "cpu":
-        ordered = torch.from_numpy(np.sort(values.numpy()))
-    else:
-        ordered = torch.sort(values).values
-    return ordered[: int(torch.searchsorted(ordered, ordered.new_zeros(())))]
+# Target size of the strided sample that locates the kink of the line search (see
+# _kink_by_selection): sorting it costs a few microseconds, and its estimate of the kink's
+# rank is then good to a few per cent of the negatives.
+KINK_SAMPLE = 2048
+_UNDECIDED = object()
 
 
 def _best_scale(margins, l1, beta):
@@ -377,8 +375,13 @@ def _best_scale(margins, l1, beta):
     ascending, a suffix :math:`\{t \ge k\}` of it, and the slope there is
     :math:`R_k / N + \beta\lVert w\rVert_1` with :math:`R_k = \sum_{j \ge k}\Delta_{(j)}`.
     The slope grows with :math:`\alpha`, so the minimum is at the kink
-    :math:`\alpha = -1/\Delta_{(k-1)}` where it turns non-negative: one sort and one
-    cumulative sum.
+    :math:`\alpha = -1/\Delta_{(k-1)}` where it turns non-negative. Written with the
+    total :math:`S = \sum_t \Delta_t + N\beta\lVert w\rVert_1` and the prefix sums
+    :math:`P_k = \sum_{j < k}\Delta_{(j)}` of the negative margins, ascending, :math:`k` is
+    the first index with :math:`S - P_k \ge 0`: one sort and one cumulative sum
+    (:func:`_kink_by_sorting`). On the CPU, :func:`_kink_by_selection` finds the same
+    :math:`k` from a partial sort, and leaves the rare cases it cannot certify to the
+    sort.
 
     Returns
     -------
@@ -386,19 +389,105 @@ def _best_scale(margins, l1, beta):
         :math:`\alpha^\star`, or None when :math:`F` grows from :math:`\alpha = 0` on (no
         scale of ``w`` beats :math:`w = 0`).
     """
+    total = margins.sum() + margins.shape[0] * beta * l1
+    if margins.device.type == "cpu":
+        scale = _kink_by_selection(margins.numpy(), total.numpy())
+        if scale is not _UNDECIDED:
+            return scale
+    return _kink_by_sorting(margins, total)
+
+
+def _kink_by_sorting(margins, total):
+    """:func:`_best_scale` by a full sort of the negative margins."""
     ordered = _sorted_negatives(margins)  # only the negative margins have kinks
     n_negative = ordered.shape[0]
     if n_negative == 0:
         return None
-    # slopes[k] = N * (slope of F while the suffix k is active) = R_k + N beta |w|_1, for
+    # slopes[k] = N * (slope of F while the suffix k is active) = S - P_k, for
     # k = 0 .. n_negative; increasing in k, and slopes[n_negative] >= 0.
     prefix = torch.cat([ordered.new_zeros(1), ordered.cumsum(0)])
-    slopes = (margins.sum() + margins.shape[0] * beta * l1) - prefix
+    slopes = total - prefix
     if bool(slopes[0] >= 0):
         return None
     k = int(torch.searchsorted(slopes, slopes.new_zeros(())))  # first k with slope >= 0
     k = min(max(k, 1), n_negative)
     return float(-1.0 / ordered[k - 1])
+
+
+def _kink_by_selection(values, total):
+    r""":func:`_best_scale` from a partial sort, or ``_UNDECIDED``.
+
+    The kink's rank :math:`k` is where the prefix sums :math:`P_k` of the sorted negatives
+    pass :math:`S`; only the negatives of rank near :math:`k` need sorting. A sorted
+    strided sample estimates :math:`k`; two selections (``np.partition``, linear time)
+    split off the values below a bracket of ranks around it and those inside it, and
+    only the bracket is sorted: :math:`P_k` is then the sum of the values below plus a
+    cumulative sum over the bracket.
+
+    Those sums add in another order than the sort's cumulative sum, so they may differ from
+    it by rounding: at most :math:`\gamma_k (|S| + |P_k|)` with
+    :math:`\gamma_k \approx k\,\epsilon` for either. The slope :math:`S - P_k` is
+    increasing in exact arithmetic, so where the slopes just before and at the crossing
+    are farther from 0 than twice that bound, both computations put the crossing at the
+    same :math:`k`, and the kink, a value of the data, is the same number. Otherwise
+    (the bracket missed the crossing, the margin is too thin, or a value is not finite)
+    this returns ``_UNDECIDED`` and the caller sorts.
+
+    Parameters
+    ----------
+    values : numpy.ndarray of shape (N,)
+        The margins :math:`\Delta_t`.
+    total : numpy.ndarray of shape ()
+        :math:`S`, in the dtype of ``values`` (the arithmetic below stays in that dtype,
+        as the sort's does).
+    """
+    n = values.shape[0]
+    if not np.isfinite(total):
+        return _UNDECIDED
+    n_negative = int(np.count_nonzero(values < 0))
+    if n_negative == 0 or total >= 0:  # no kink, or F grows from alpha = 0 on
+        return None
+    stride = max(1, n // KINK_SAMPLE)
+    sample = np.sort(values[::stride])
+    estimate = np.cumsum(sample[: np.searchsorted(sample, 0)])
+    estimate *= stride
+    # Estimated rank of the crossing, in sample units, and a bracket of a few standard
+    # deviations of that estimate around it.
+    guess = int(np.searchsorted(-estimate, -total))
+    width = 4 * math.sqrt(guess + 1) + 8
+    low = int(max(0.0, guess - width) * stride)
+    high = min(n_negative, int((guess + 1 + width) * stride))
+    if high <= low:
+        return _UNDECIDED
+    work = np.partition(values, low) if low > 0 else values.copy()
+    below = work[:low].sum() if low > 0 else values.dtype.type(0)
+    rest = work[low:]
+    bracket = rest if high - low == rest.shape[0] else np.partition(rest, high - low - 1)
+    bracket = bracket[: high - low]
+    bracket.sort()
+    prefix = np.cumsum(bracket)  # P_k for k = low + 1 .. high
+    prefix += below
+    slopes = total - prefix
+    start = total - below  # the slope at k = low
+    crossing = slopes >= 0
+    j = int(np.argmax(crossing))
+    if start >= 0 or not crossing[j]:
+        return _UNDECIDED  # the crossing lies outside the bracket
+    before = slopes[j - 1] if j > 0 else start
+    k = low + 1 + j
+    bound = 4 * (k + 2) * np.finfo(values.dtype).eps * (abs(float(total)) + abs(float(prefix[j])))
+    if not (before < -bound and slopes[j] >= bound):
+        return _UNDECIDED
+    return float(-1.0 / bracket[j])  # the k-th smallest margin
+
+
+def _sorted_negatives(values):
+    """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
+    if values.device.type == "cpu":
+        ordered = torch.from_numpy(np.sort(values.numpy()))
+    else:
+        ordered = torch.sort(values).values
+    return ordered[: int(torch.searchsorted(ordered, ordered.new_zeros(())))]
 
 
 def _evaluate(X, pairs, basis, candidates, beta):
