@@ -302,18 +302,26 @@ class _TripletPairs:
             self._buffers = {"dtype": like.dtype}
         buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[name] = like.new_empty(size)
+            # With room to grow: the width of the embeddings varies from one evaluation
+            # to the next, and each new buffer costs page faults when first written.
+            grown = size if buffer is None else max(size, 3 * buffer.numel() // 2)
+            buffer = self._buffers[name] = like.new_empty(grown)
         return buffer[:size]
 
-    def margins(self, *embeddings, chunk_size=OBJECTIVE_CHUNK // 2):
+    def margins(self, *embeddings, chunk_size=OBJECTIVE_CHUNK // 2, reuse=False):
         r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from embeddings.
 
         Each embedding (shape (n_samples, r)) defines one metric; several are handled in
         one pass over the pairs. Returns shape (n_triplets,) for one embedding, else
-        (n_embeddings, n_triplets).
+        (n_embeddings, n_triplets). With ``reuse=True`` the result is a view of a buffer
+        that the next such call overwrites (no allocation per evaluation of the objective).
         """
-        embedded = torch.cat(embeddings, dim=1) if len(embeddings) > 1 else embeddings[0]
         widths = [embedding.shape[1] for embedding in embeddings]
+        if len(embeddings) > 1:
+            embedded = self._buffer("embedded", embeddings[0].shape[0] * sum(widths), embeddings[0])
+            embedded = torch.cat(embeddings, dim=1, out=embedded.view(-1, sum(widths)))
+        else:
+            embedded = embeddings[0]
         n_pairs, width = self.first.shape[0], embedded.shape[1]
         # Chunks of whole anchor groups when the pairs form a table.
         group = self.group_size or 1
@@ -342,7 +350,11 @@ class _TripletPairs:
             diff.mul_(diff)
             for index, part in enumerate(diff.split(widths, dim=1)):
                 torch.sum(part, 1, out=distances[index, start:stop])
-        margins = embedded.new_empty((len(widths), self.n_triplets))
+        if reuse:
+            margins = self._buffer("margins", len(widths) * self.n_triplets, embedded)
+            margins = margins.view(len(widths), self.n_triplets)
+        else:
+            margins = embedded.new_empty((len(widths), self.n_triplets))
         impostor = self._buffer("impostor", self.n_triplets, embedded)
         for index in range(len(widths)):  # 1-d gathers: far faster than along dim 1
             torch.index_select(distances[index], 0, self.genuine, out=margins[index])
@@ -514,17 +526,29 @@ def _evaluate(X, pairs, basis, candidates, beta):
     if not active:
         return results
     embeddings = [X @ metric_factor(basis, candidates[i]).T for i in active]
-    margins = pairs.margins(*embeddings)
+    margins = pairs.margins(*embeddings, reuse=True)
     margins = margins[None] if len(active) == 1 else margins
+    # The hinge terms are formed in one scratch vector kept by `pairs`: the same operations
+    # as torch.relu(1 + scale * delta), without allocating vectors of n_triplets entries at
+    # every evaluation (fresh ones of this size cost page faults).
+    hinges = pairs._buffer("hinges", margins.shape[1], margins)
+
+    def mean_hinge(delta, scale=None):
+        if scale is None:
+            torch.add(delta, 1, out=hinges)
+        else:
+            torch.mul(delta, scale, out=hinges).add_(1)
+        return float(hinges.relu_().mean())
+
     for i, delta in zip(active, margins, strict=True):
         weights = candidates[i]
         l1 = float(weights.sum())
-        at_one = float(torch.relu(1 + delta).mean()) + beta * l1
+        at_one = mean_hinge(delta) + beta * l1
         results[i] = (weights, at_one)
         scale = _best_scale(delta, l1, beta)
         if scale is None or not math.isfinite(scale):
             continue
-        tuned = float(torch.relu(1 + scale * delta).mean()) + beta * scale * l1
+        tuned = mean_hinge(delta, scale) + beta * scale * l1
         if tuned < at_one:
             results[i] = (weights * scale, tuned)
     return results
