@@ -208,9 +208,10 @@ def kmeans_centres(X, n_clusters, generator, n_iter=20):
         squared = torch.addmv(sq_norms + sq_norms[pick], X, centre[0], alpha=-2).clamp_min_(0)
         closest = torch.minimum(closest, squared)
     centres = torch.cat(centres, dim=0)
+    scores = X.new_empty((n, centres.shape[0]))  # reused by every step: no fresh block each
     for _ in range(n_iter):
         # Nearest centre: argmin of |c|^2 - 2 <x, c> (|x|^2 is the same for every centre).
-        scores = torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2)
+        torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2, out=scores)
         assignment = _argmin_rows(scores)
         counts = torch.bincount(assignment, minlength=n_clusters).to(X.dtype)
         sums = torch.zeros_like(centres).index_add_(0, assignment, X)
