@@ -190,17 +190,30 @@ class _BlockDifferences:
         X, basis = project.X, project.basis
         self._gathered = X.new_empty((3 * max_rows, basis.shape[0]))
         self._out = X.new_empty((max_rows, basis.shape[0]))
+        # The views of the buffers for each block length met (two or three per solve):
+        # building them costs more than some of the arithmetic on a block.
+        self._views = {}
+
+    def _views_for(self, rows):
+        views = self._views.get(rows)
+        if views is None:
+            gathered = self._gathered[: 3 * rows]
+            anchor, positive, negative = gathered.view(3, rows, -1).unbind(0)
+            views = (gathered, anchor, positive, negative, self._out[:rows])
+            self._views[rows] = views
+        return views
 
     def __call__(self, columns):
         """D of the triplets ``columns`` (shape (3, rows): anchors, positives, negatives).
 
         Returns shape (rows, K).
         """
-        rows = columns.shape[1]
-        gathered = self._gathered[: 3 * rows]
-        self.project(columns.reshape(-1), out=gathered)  # the three points, in one gather
-        anchor, positive, negative = gathered.view(3, rows, -1).unbind(0)
-        out = self._out[:rows]
+        gathered, anchor, positive, negative, out = self._views_for(columns.shape[1])
+        indices = columns.reshape(-1)
+        if self.project.projected is not None:  # the three points, in one gather
+            torch.index_select(self.project.projected, 0, indices, out=gathered)
+        else:
+            self.project(indices, out=gathered)
         torch.add(positive, negative, out=out)
         torch.sub(positive, negative, out=positive)
         torch.sub(out, anchor, alpha=2, out=out)
