@@ -395,7 +395,7 @@ KINK_SAMPLE = 2048
 _UNDECIDED = object()
 
 
-def _best_scale(margins, l1, beta):
+def _best_scale(margins, l1, beta, scratch=None):
     r"""The minimiser :math:`\alpha^\star > 0` of :math:`F(\alpha w)`, exactly.
 
     With :math:`\Delta_t = d_w(a, p) - d_w(a, n)`,
@@ -413,6 +413,16 @@ def _best_scale(margins, l1, beta):
     :math:`k` from a partial sort, and leaves the rare cases it cannot certify to the
     sort.
 
+    Parameters
+    ----------
+    margins : torch.Tensor of shape (N,)
+        :math:`\Delta_t` of every triplet.
+    l1 : float
+        :math:`\lVert w\rVert_1`.
+    beta : float
+    scratch : torch.Tensor of shape (N,), optional
+        Work space for the partial sort on the CPU (else one is allocated).
+
     Returns
     -------
     float or None
@@ -421,7 +431,8 @@ def _best_scale(margins, l1, beta):
     """
     total = margins.sum() + margins.shape[0] * beta * l1
     if margins.device.type == "cpu":
-        scale = _kink_by_selection(margins.numpy(), total.numpy())
+        work = None if scratch is None else scratch.numpy()
+        scale = _kink_by_selection(margins.numpy(), total.numpy(), work)
         if scale is not _UNDECIDED:
             return scale
     return _kink_by_sorting(margins, total)
@@ -444,7 +455,7 @@ def _kink_by_sorting(margins, total):
     return float(-1.0 / ordered[k - 1])
 
 
-def _kink_by_selection(values, total):
+def _kink_by_selection(values, total, scratch=None):
     r""":func:`_best_scale` from a partial sort, or ``_UNDECIDED``.
 
     The kink's rank :math:`k` is where the prefix sums :math:`P_k` of the sorted negatives
@@ -470,6 +481,8 @@ def _kink_by_selection(values, total):
     total : numpy.ndarray of shape ()
         :math:`S`, in the dtype of ``values`` (the arithmetic below stays in that dtype,
         as the sort's does).
+    scratch : numpy.ndarray of shape (N,), optional
+        Where the values are copied and partially sorted in place (else a new array).
     """
     n = values.shape[0]
     if not np.isfinite(total):
@@ -489,11 +502,15 @@ def _kink_by_selection(values, total):
     high = min(n_negative, int((guess + 1 + width) * stride))
     if high <= low:
         return _UNDECIDED
-    work = np.partition(values, low) if low > 0 else values.copy()
+    work = np.empty_like(values) if scratch is None else scratch[:n]
+    np.copyto(work, values)
+    if low > 0:
+        work.partition(low)  # in place: the `low` smallest first
     below = work[:low].sum() if low > 0 else values.dtype.type(0)
     rest = work[low:]
-    bracket = rest if high - low == rest.shape[0] else np.partition(rest, high - low - 1)
-    bracket = bracket[: high - low]
+    if high - low < rest.shape[0]:
+        rest.partition(high - low - 1)
+    bracket = rest[: high - low]
     bracket.sort()
     prefix = np.cumsum(bracket)  # P_k for k = low + 1 .. high
     prefix += below
@@ -558,7 +575,7 @@ def _evaluate(X, pairs, basis, candidates, beta):
         l1 = float(weights.sum())
         at_one = mean_hinge(delta) + beta * l1
         results[i] = (weights, at_one)
-        scale = _best_scale(delta, l1, beta)
+        scale = _best_scale(delta, l1, beta, scratch=hinges)  # free until `tuned`
         if scale is None or not math.isfinite(scale):
             continue
         tuned = mean_hinge(delta, scale) + beta * scale * l1
