@@ -169,6 +169,17 @@ def _batched_lda_directions(points, labels, n_classes, num_eig, shrinkage=1e-3):
     return directions / torch.linalg.vector_norm(directions, dim=2, keepdim=True)
 
 
+def _argmin_rows(values):
+    """Column of the smallest entry of each row (the first one on ties).
+
+    On the CPU numpy's vectorised argmin is several times faster than torch's along short
+    rows (3000 x 67: 0.03 ms against 0.24 ms); both return the first minimum.
+    """
+    if values.device.type == "cpu":
+        return torch.from_numpy(values.detach().numpy().argmin(1))
+    return values.argmin(1)
+
+
 def kmeans_centres(X, n_clusters, generator, n_iter=20):
     """k-means++ seeding and Lloyd iterations, in torch on the device of X.
 
@@ -197,10 +208,11 @@ def kmeans_centres(X, n_clusters, generator, n_iter=20):
         squared = torch.addmv(sq_norms + sq_norms[pick], X, centre[0], alpha=-2).clamp_min_(0)
         closest = torch.minimum(closest, squared)
     centres = torch.cat(centres, dim=0)
+    scores = X.new_empty((n, centres.shape[0]))  # reused by every step: no fresh block each
     for _ in range(n_iter):
         # Nearest centre: argmin of |c|^2 - 2 <x, c> (|x|^2 is the same for every centre).
-        scores = torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2)
-        assignment = scores.argmin(1)
+        torch.addmm((centres * centres).sum(1)[None, :], X, centres.T, alpha=-2, out=scores)
+        assignment = _argmin_rows(scores)
         counts = torch.bincount(assignment, minlength=n_clusters).to(X.dtype)
         sums = torch.zeros_like(centres).index_add_(0, assignment, X)
         filled = counts > 0

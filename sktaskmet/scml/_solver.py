@@ -192,17 +192,30 @@ class _BlockDifferences:
         X, basis = project.X, project.basis
         self._gathered = X.new_empty((3 * max_rows, basis.shape[0]))
         self._out = X.new_empty((max_rows, basis.shape[0]))
+        # The views of the buffers for each block length met (two or three per solve):
+        # building them costs more than some of the arithmetic on a block.
+        self._views = {}
+
+    def _views_for(self, rows):
+        views = self._views.get(rows)
+        if views is None:
+            gathered = self._gathered[: 3 * rows]
+            anchor, positive, negative = gathered.view(3, rows, -1).unbind(0)
+            views = (gathered, anchor, positive, negative, self._out[:rows])
+            self._views[rows] = views
+        return views
 
     def __call__(self, columns):
         """D of the triplets ``columns`` (shape (3, rows): anchors, positives, negatives).
 
         Returns shape (rows, K).
         """
-        rows = columns.shape[1]
-        gathered = self._gathered[: 3 * rows]
-        self.project(columns.reshape(-1), out=gathered)  # the three points, in one gather
-        anchor, positive, negative = gathered.view(3, rows, -1).unbind(0)
-        out = self._out[:rows]
+        gathered, anchor, positive, negative, out = self._views_for(columns.shape[1])
+        indices = columns.reshape(-1)
+        if self.project.projected is not None:  # the three points, in one gather
+            torch.index_select(self.project.projected, 0, indices, out=gathered)
+        else:
+            self.project(indices, out=gathered)
         torch.add(positive, negative, out=out)
         torch.sub(positive, negative, out=positive)
         torch.sub(out, anchor, alpha=2, out=out)
@@ -226,10 +239,10 @@ def _span_blocks(triplets, take, n_iterations, batch_size, block_iterations):
     ``columns`` (shape (3, n_block * batch_size)) are the anchors, positives and negatives
     of the block's triplets, iteration after iteration.
     """
-    columns = triplets[take(n_iterations * batch_size)].T.contiguous()
-    for first in range(0, n_iterations, block_iterations):
-        n_block = min(block_iterations, n_iterations - first)
-        yield n_block, columns[:, first * batch_size : (first + n_block) * batch_size]
+    columns = torch.index_select(triplets, 0, take(n_iterations * batch_size)).T.contiguous()
+    # One split into views (slicing them one by one costs more than the draw itself).
+    for block in columns.split(block_iterations * batch_size, dim=1):
+        yield block.shape[1] // batch_size, block
 
 
 def metric_factor(basis, weights):
@@ -263,9 +276,19 @@ class _TripletPairs:
     the full objective computes each pair distance once and gathers scalars per triplet.
     The pair differences are formed a chunk at a time in buffers kept between calls (the
     objective is evaluated many times per solve).
+
+    The pairs are sorted by anchor. When every anchor has the same number ``c`` of pairs
+    (the triplets of :func:`regression_triplets` when every ordering is strict), they are
+    also kept as an (anchors, c) table: a chunk then gathers each anchor's embedding once
+    and subtracts it from its ``c`` partners by broadcasting, instead of gathering it
+    ``c`` times.
     """
 
     def __init__(self, triplets, n_samples):
+        # Pair keys anchor * n + other; in int32 when they fit (the sort behind unique runs
+        # about a third faster on them than on int64).
+        if n_samples * n_samples <= torch.iinfo(torch.int32).max:
+            triplets = triplets.to(torch.int32)
         keys = torch.cat(
             [
                 triplets[:, 0] * n_samples + triplets[:, 1],
@@ -273,50 +296,85 @@ class _TripletPairs:
             ]
         )
         unique, inverse = torch.unique(keys, return_inverse=True)
+        unique, inverse = unique.long(), inverse.long()
         self.first = torch.div(unique, n_samples, rounding_mode="floor")
         self.second = unique - self.first * n_samples
-        self.genuine, self.impostor = inverse.split(triplets.shape[0])
+        self.genuine, self.impostor = inverse.split(keys.shape[0] // 2)
         self.n_triplets = triplets.shape[0]
+        self.group_size, self.anchors = self._uniform_groups(self.first)
         self._buffers = None
+
+    @staticmethod
+    def _uniform_groups(first):
+        """(c, the anchors) if the sorted anchors each occur c times, else (None, None)."""
+        anchors, counts = torch.unique_consecutive(first, return_counts=True)
+        if anchors.shape[0] == 0 or not bool((counts == counts[0]).all()):
+            return None, None
+        return int(counts[0]), anchors
 
     def _buffer(self, name, size, like):
         if self._buffers is None or self._buffers["dtype"] != like.dtype:
             self._buffers = {"dtype": like.dtype}
         buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[name] = like.new_empty(size)
+            # With room to grow: the width of the embeddings varies from one evaluation
+            # to the next, and each new buffer costs page faults when first written.
+            grown = size if buffer is None else max(size, 3 * buffer.numel() // 2)
+            buffer = self._buffers[name] = like.new_empty(grown)
         return buffer[:size]
 
-    def margins(self, *embeddings, chunk_size=OBJECTIVE_CHUNK // 2):
+    def margins(self, *embeddings, chunk_size=OBJECTIVE_CHUNK // 2, reuse=False):
         r""":math:`\Delta_t = d(a, p) - d(a, n)` for every triplet, from embeddings.
 
         Each embedding (shape (n_samples, r)) defines one metric; several are handled in
         one pass over the pairs. Returns shape (n_triplets,) for one embedding, else
-        (n_embeddings, n_triplets).
+        (n_embeddings, n_triplets). With ``reuse=True`` the result is a view of a buffer
+        that the next such call overwrites (no allocation per evaluation of the objective).
         """
-        embedded = torch.cat(embeddings, dim=1) if len(embeddings) > 1 else embeddings[0]
         widths = [embedding.shape[1] for embedding in embeddings]
+        if len(embeddings) > 1:
+            embedded = self._buffer("embedded", embeddings[0].shape[0] * sum(widths), embeddings[0])
+            embedded = torch.cat(embeddings, dim=1, out=embedded.view(-1, sum(widths)))
+        else:
+            embedded = embeddings[0]
         n_pairs, width = self.first.shape[0], embedded.shape[1]
-        chunk_size = min(chunk_size, n_pairs)
-        first = self._buffer("first", chunk_size * width, embedded)
-        second = self._buffer("second", chunk_size * width, embedded)
+        # Chunks of whole anchor groups when the pairs form a table.
+        group = self.group_size or 1
+        chunk_size = min(max(chunk_size // group, 1) * group, n_pairs)
+        other = self._buffer("other", chunk_size * width, embedded)
+        anchor = self._buffer("anchor", chunk_size * width, embedded)
         distances = self._buffer("distances", len(widths) * n_pairs, embedded)
         distances = distances.view(len(widths), n_pairs)
         for start in range(0, n_pairs, chunk_size):
             stop = min(start + chunk_size, n_pairs)
-            diff = first[: (stop - start) * width].view(stop - start, width)
-            other = second[: (stop - start) * width].view(stop - start, width)
-            torch.index_select(embedded, 0, self.first[start:stop], out=diff)
-            torch.index_select(embedded, 0, self.second[start:stop], out=other)
-            diff.sub_(other)
-            for group, part in enumerate(diff.split(widths, dim=1)):
-                torch.linalg.vecdot(part, part, out=distances[group, start:stop])
-        margins = embedded.new_empty((len(widths), self.n_triplets))
+            diff = other[: (stop - start) * width].view(stop - start, width)
+            torch.index_select(embedded, 0, self.second[start:stop], out=diff)
+            if self.group_size is None:
+                first = anchor[: (stop - start) * width].view(stop - start, width)
+                torch.index_select(embedded, 0, self.first[start:stop], out=first)
+                torch.sub(first, diff, out=diff)
+            else:
+                rows = (stop - start) // group
+                first = anchor[: rows * width].view(rows, 1, width)
+                anchors = self.anchors[start // group : stop // group]
+                torch.index_select(embedded, 0, anchors, out=first.view(rows, width))
+                torch.sub(first, diff.view(rows, group, width), out=diff.view(rows, group, width))
+            # Squares in one pass, then the sum of each metric's columns: the values of
+            # torch.linalg.vecdot(part, part) (which multiplies, then sums), with one
+            # multiplication pass instead of one per metric.
+            diff.mul_(diff)
+            for index, part in enumerate(diff.split(widths, dim=1)):
+                torch.sum(part, 1, out=distances[index, start:stop])
+        if reuse:
+            margins = self._buffer("margins", len(widths) * self.n_triplets, embedded)
+            margins = margins.view(len(widths), self.n_triplets)
+        else:
+            margins = embedded.new_empty((len(widths), self.n_triplets))
         impostor = self._buffer("impostor", self.n_triplets, embedded)
-        for group in range(len(widths)):  # 1-d gathers: far faster than along dim 1
-            torch.index_select(distances[group], 0, self.genuine, out=margins[group])
-            torch.index_select(distances[group], 0, self.impostor, out=impostor)
-            margins[group].sub_(impostor)
+        for index in range(len(widths)):  # 1-d gathers: far faster than along dim 1
+            torch.index_select(distances[index], 0, self.genuine, out=margins[index])
+            torch.index_select(distances[index], 0, self.impostor, out=impostor)
+            margins[index].sub_(impostor)
         return margins[0] if len(embeddings) == 1 else margins
 
 
@@ -332,16 +390,14 @@ def global_objective(X, triplets, basis, weights, beta, pairs=None):
     return hinge + beta * weights.sum()
 
 
-def _sorted_negatives(values):
-    """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
-    if values.device.type == "cpu":
-        ordered = torch.from_numpy(np.sort(values.numpy()))
-    else:
-        ordered = torch.sort(values).values
-    return ordered[: int(torch.searchsorted(ordered, ordered.new_zeros(())))]
+# Target size of the strided sample that locates the kink of the line search (see
+# _kink_by_selection): sorting it costs a few microseconds, and its estimate of the kink's
+# rank is then good to a few per cent of the negatives.
+KINK_SAMPLE = 2048
+_UNDECIDED = object()
 
 
-def _best_scale(margins, l1, beta):
+def _best_scale(margins, l1, beta, scratch=None):
     r"""The minimiser :math:`\alpha^\star > 0` of :math:`F(\alpha w)`, exactly.
 
     With :math:`\Delta_t = d_w(a, p) - d_w(a, n)`,
@@ -351,8 +407,23 @@ def _best_scale(margins, l1, beta):
     ascending, a suffix :math:`\{t \ge k\}` of it, and the slope there is
     :math:`R_k / N + \beta\lVert w\rVert_1` with :math:`R_k = \sum_{j \ge k}\Delta_{(j)}`.
     The slope grows with :math:`\alpha`, so the minimum is at the kink
-    :math:`\alpha = -1/\Delta_{(k-1)}` where it turns non-negative: one sort and one
-    cumulative sum.
+    :math:`\alpha = -1/\Delta_{(k-1)}` where it turns non-negative. Written with the
+    total :math:`S = \sum_t \Delta_t + N\beta\lVert w\rVert_1` and the prefix sums
+    :math:`P_k = \sum_{j < k}\Delta_{(j)}` of the negative margins, ascending, :math:`k` is
+    the first index with :math:`S - P_k \ge 0`: one sort and one cumulative sum
+    (:func:`_kink_by_sorting`). On the CPU, :func:`_kink_by_selection` finds the same
+    :math:`k` from a partial sort, and leaves the rare cases it cannot certify to the
+    sort.
+
+    Parameters
+    ----------
+    margins : torch.Tensor of shape (N,)
+        :math:`\Delta_t` of every triplet.
+    l1 : float
+        :math:`\lVert w\rVert_1`.
+    beta : float
+    scratch : torch.Tensor of shape (N,), optional
+        Work space for the partial sort on the CPU (else one is allocated).
 
     Returns
     -------
@@ -360,19 +431,112 @@ def _best_scale(margins, l1, beta):
         :math:`\alpha^\star`, or None when :math:`F` grows from :math:`\alpha = 0` on (no
         scale of ``w`` beats :math:`w = 0`).
     """
+    total = margins.sum() + margins.shape[0] * beta * l1
+    if margins.device.type == "cpu":
+        work = None if scratch is None else scratch.numpy()
+        scale = _kink_by_selection(margins.numpy(), total.numpy(), work)
+        if scale is not _UNDECIDED:
+            return scale
+    return _kink_by_sorting(margins, total)
+
+
+def _kink_by_sorting(margins, total):
+    """:func:`_best_scale` by a full sort of the negative margins."""
     ordered = _sorted_negatives(margins)  # only the negative margins have kinks
     n_negative = ordered.shape[0]
     if n_negative == 0:
         return None
-    # slopes[k] = N * (slope of F while the suffix k is active) = R_k + N beta |w|_1, for
+    # slopes[k] = N * (slope of F while the suffix k is active) = S - P_k, for
     # k = 0 .. n_negative; increasing in k, and slopes[n_negative] >= 0.
     prefix = torch.cat([ordered.new_zeros(1), ordered.cumsum(0)])
-    slopes = (margins.sum() + margins.shape[0] * beta * l1) - prefix
+    slopes = total - prefix
     if bool(slopes[0] >= 0):
         return None
     k = int(torch.searchsorted(slopes, slopes.new_zeros(())))  # first k with slope >= 0
     k = min(max(k, 1), n_negative)
     return float(-1.0 / ordered[k - 1])
+
+
+def _kink_by_selection(values, total, scratch=None):
+    r""":func:`_best_scale` from a partial sort, or ``_UNDECIDED``.
+
+    The kink's rank :math:`k` is where the prefix sums :math:`P_k` of the sorted negatives
+    pass :math:`S`; only the negatives of rank near :math:`k` need sorting. A sorted
+    strided sample estimates :math:`k`; two selections (``np.partition``, linear time)
+    split off the values below a bracket of ranks around it and those inside it, and
+    only the bracket is sorted: :math:`P_k` is then the sum of the values below plus a
+    cumulative sum over the bracket.
+
+    Those sums add in another order than the sort's cumulative sum, so they may differ from
+    it by rounding: at most :math:`\gamma_k (|S| + |P_k|)` with
+    :math:`\gamma_k \approx k\,\epsilon` for either. The slope :math:`S - P_k` is
+    increasing in exact arithmetic, so where the slopes just before and at the crossing
+    are farther from 0 than twice that bound, both computations put the crossing at the
+    same :math:`k`, and the kink, a value of the data, is the same number. Otherwise
+    (the bracket missed the crossing, the margin is too thin, or a value is not finite)
+    this returns ``_UNDECIDED`` and the caller sorts.
+
+    Parameters
+    ----------
+    values : numpy.ndarray of shape (N,)
+        The margins :math:`\Delta_t`.
+    total : numpy.ndarray of shape ()
+        :math:`S`, in the dtype of ``values`` (the arithmetic below stays in that dtype,
+        as the sort's does).
+    scratch : numpy.ndarray of shape (N,), optional
+        Where the values are copied and partially sorted in place (else a new array).
+    """
+    n = values.shape[0]
+    if not np.isfinite(total):
+        return _UNDECIDED
+    n_negative = int(np.count_nonzero(values < 0))
+    if n_negative == 0 or total >= 0:  # no kink, or F grows from alpha = 0 on
+        return None
+    stride = max(1, n // KINK_SAMPLE)
+    sample = np.sort(values[::stride])
+    estimate = np.cumsum(sample[: np.searchsorted(sample, 0)])
+    estimate *= stride
+    # Estimated rank of the crossing, in sample units, and a bracket of a few standard
+    # deviations of that estimate around it.
+    guess = int(np.searchsorted(-estimate, -total))
+    width = 4 * math.sqrt(guess + 1) + 8
+    low = int(max(0.0, guess - width) * stride)
+    high = min(n_negative, int((guess + 1 + width) * stride))
+    if high <= low:
+        return _UNDECIDED
+    work = np.empty_like(values) if scratch is None else scratch[:n]
+    np.copyto(work, values)
+    if low > 0:
+        work.partition(low)  # in place: the `low` smallest first
+    below = work[:low].sum() if low > 0 else values.dtype.type(0)
+    rest = work[low:]
+    if high - low < rest.shape[0]:
+        rest.partition(high - low - 1)
+    bracket = rest[: high - low]
+    bracket.sort()
+    prefix = np.cumsum(bracket)  # P_k for k = low + 1 .. high
+    prefix += below
+    slopes = total - prefix
+    start = total - below  # the slope at k = low
+    crossing = slopes >= 0
+    j = int(np.argmax(crossing))
+    if start >= 0 or not crossing[j]:
+        return _UNDECIDED  # the crossing lies outside the bracket
+    before = slopes[j - 1] if j > 0 else start
+    k = low + 1 + j
+    bound = 4 * (k + 2) * np.finfo(values.dtype).eps * (abs(float(total)) + abs(float(prefix[j])))
+    if not (before < -bound and slopes[j] >= bound):
+        return _UNDECIDED
+    return float(-1.0 / bracket[j])  # the k-th smallest margin
+
+
+def _sorted_negatives(values):
+    """The negative entries, ascending; with numpy on the CPU (several times faster there)."""
+    if values.device.type == "cpu":
+        ordered = torch.from_numpy(np.sort(values.numpy()))
+    else:
+        ordered = torch.sort(values).values
+    return ordered[: int(torch.searchsorted(ordered, ordered.new_zeros(())))]
 
 
 def _evaluate(X, pairs, basis, candidates, beta):
@@ -394,17 +558,29 @@ def _evaluate(X, pairs, basis, candidates, beta):
     if not active:
         return results
     embeddings = [X @ metric_factor(basis, candidates[i]).T for i in active]
-    margins = pairs.margins(*embeddings)
+    margins = pairs.margins(*embeddings, reuse=True)
     margins = margins[None] if len(active) == 1 else margins
+    # The hinge terms are formed in one scratch vector kept by `pairs`: the same operations
+    # as torch.relu(1 + scale * delta), without allocating vectors of n_triplets entries at
+    # every evaluation (fresh ones of this size cost page faults).
+    hinges = pairs._buffer("hinges", margins.shape[1], margins)
+
+    def mean_hinge(delta, scale=None):
+        if scale is None:
+            torch.add(delta, 1, out=hinges)
+        else:
+            torch.mul(delta, scale, out=hinges).add_(1)
+        return float(hinges.relu_().mean())
+
     for i, delta in zip(active, margins, strict=True):
         weights = candidates[i]
         l1 = float(weights.sum())
-        at_one = float(torch.relu(1 + delta).mean()) + beta * l1
+        at_one = mean_hinge(delta) + beta * l1
         results[i] = (weights, at_one)
-        scale = _best_scale(delta, l1, beta)
+        scale = _best_scale(delta, l1, beta, scratch=hinges)  # free until `tuned`
         if scale is None or not math.isfinite(scale):
             continue
-        tuned = float(torch.relu(1 + scale * delta).mean()) + beta * scale * l1
+        tuned = mean_hinge(delta, scale) + beta * scale * l1
         if tuned < at_one:
             results[i] = (weights * scale, tuned)
     return results
