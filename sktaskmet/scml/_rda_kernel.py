@@ -89,7 +89,10 @@ def fused_kernel_available(device, batch_size, n_basis, dtype):
 def _compiled_kernel():
     triton, tl = _triton()
 
-    @triton.jit
+    # Triton specialises integer arguments equal to 1 or divisible by 16; the number of
+    # iterations varies from block to block and gains nothing from it, so it is left out
+    # (one compiled kernel per tile shape instead of several).
+    @triton.jit(do_not_specialize=["n_iterations"])
     def rda_block_kernel(
         diffs_ptr,
         h_ptr,
