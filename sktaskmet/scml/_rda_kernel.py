@@ -49,6 +49,7 @@ MAX_TILE = 2**15
 
 
 def _interpreting():
+    """Whether Triton runs kernels in its interpreter (on CPU tensors, for tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -63,6 +64,8 @@ def _triton():
 
 
 def _tile_shape(batch_size, n_basis):
+    """(rows, columns) of the register tile: each padded to a power of two, as
+    ``tl.arange`` requires, and to at least 2 x 16 so that the tile spans whole warps."""
     return (
         max(2, 1 << (int(batch_size) - 1).bit_length()),
         max(16, 1 << (int(n_basis) - 1).bit_length()),
