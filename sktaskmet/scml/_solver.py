@@ -212,10 +212,7 @@ class _BlockDifferences:
         """
         gathered, anchor, positive, negative, out = self._views_for(columns.shape[1])
         indices = columns.reshape(-1)
-        if self.project.projected is not None:  # the three points, in one gather
-            torch.index_select(self.project.projected, 0, indices, out=gathered)
-        else:
-            self.project(indices, out=gathered)
+        self.project(indices, out=gathered)  # the three points, in one gather
         torch.add(positive, negative, out=out)
         torch.sub(positive, negative, out=positive)
         torch.sub(out, anchor, alpha=2, out=out)
