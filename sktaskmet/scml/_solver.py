@@ -669,6 +669,11 @@ class _GlobalState:
     backend : {"numpy", "kernel", "torch"}, optional
         How the iterations run; by default numpy on the CPU, else the fused kernel when
         it can run, else torch.
+
+    Attributes
+    ----------
+    block_iterations : int
+        Iterations per call of :meth:`run` that suit the backend.
     """
 
     def __init__(self, n_basis, *, beta, gamma, batch_size, dtype, device, backend=None):
@@ -682,12 +687,18 @@ class _GlobalState:
             else:
                 backend = "torch"
         self.backend = backend
-        self.use_numpy = backend == "numpy"
+        if backend == "kernel":
+            # The fused kernel pays one launch per block: blocks as long as a span, memory
+            # permitting, instead of the cache-sized blocks of the CPU.
+            budget = _rda_kernel.BLOCK_ENTRIES // (batch_size * n_basis)
+            self.block_iterations = max(1, min(SPAN_ITERATIONS, budget))
+        else:
+            self.block_iterations = BLOCK_ITERATIONS
         zeros = lambda: torch.zeros(n_basis, dtype=dtype, device=device)  # noqa: E731
         self.h, self.sq_sum, self.u, self.u_sum = zeros(), zeros(), zeros(), zeros()
         self.rate = beta * batch_size  # the l1 term's growth of -h per iteration
         self.slack = DELTA * batch_size
-        if self.use_numpy:
+        if backend == "numpy":
             # numpy views of the tensors above, and constants as arrays of the same dtype
             # (a Python scalar operand costs a conversion on every call).
             names = ("h", "sq_sum", "u", "u_sum")
@@ -716,7 +727,7 @@ class _GlobalState:
 
     def run(self, diffs):
         """Advance one iteration per mini-batch of ``diffs`` (shape (n_block, batch, K))."""
-        if self.use_numpy:
+        if self.backend == "numpy":
             self._run_numpy(diffs.numpy())
         elif self.backend == "kernel":
             _rda_kernel.run_rda_block(
@@ -807,15 +818,7 @@ def rda_global(
         n_basis, beta=beta, gamma=gamma, batch_size=batch_size, dtype=dtype, device=device
     )
     take = _index_stream(triplets.shape[0], generator, device)
-    if state.backend == "kernel":
-        # The fused kernel pays one launch per block: blocks as long as a span, memory
-        # permitting, instead of the cache-sized blocks of the CPU.
-        block_iterations = max(
-            1, min(SPAN_ITERATIONS, _rda_kernel.BLOCK_ENTRIES // (batch_size * n_basis))
-        )
-    else:
-        block_iterations = BLOCK_ITERATIONS
-    block_diffs = _BlockDifferences(_Projector(X, basis), block_iterations * batch_size)
+    block_diffs = _BlockDifferences(_Projector(X, basis), state.block_iterations * batch_size)
     pairs = _TripletPairs(triplets, X.shape[0])
     weights = state.weights()
     checkpoints = _Checkpoints(
@@ -828,7 +831,7 @@ def rda_global(
     failed = False
     for start, stop in _spans(max_iter, output_iter):
         for n_block, columns in _span_blocks(
-            triplets, take, stop - start, batch_size, block_iterations
+            triplets, take, stop - start, batch_size, state.block_iterations
         ):
             state.run(block_diffs(columns).view(n_block, batch_size, n_basis))
         if stop % output_iter == 0 or stop == max_iter:
