@@ -35,8 +35,6 @@ def _minimise_lbfgs(params, closure_value, max_iter, tol):
         return value
 
     optimizer.step(closure)
-    state = optimizer.state[optimizer._params[0]]
-    return int(state.get("n_iter", 0))
 
 
 @validate_params(
