@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
 from ._linearized import (
+    loss_targets,
     make_loss,
     output_jacobians,
     pretrained_eigenbasis,
@@ -343,12 +344,6 @@ class GradientSubsetEstimator(BaseEstimator):
                     "loss='squared_error' compares them one to one."
                 )
 
-    def _loss_targets(self, y, device):
-        tensor = to_tensor(y, device)
-        if isinstance(self.loss, str) and self.loss == "squared_error" and tensor.ndim == 1:
-            tensor = tensor.unsqueeze(1)
-        return tensor
-
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -442,8 +437,8 @@ class GradientSubsetEstimator(BaseEstimator):
                 grads, target_grads = grads @ basis, target_grads @ basis
             self.projection_dim_ = int(grads.shape[-1])
         loss = make_loss(self.loss)
-        y_t = self._loss_targets(y, device)
-        y_target_t = self._loss_targets(y_target, device)
+        y_t = loss_targets(to_tensor(y, device), self.loss)
+        y_target_t = loss_targets(to_tensor(y_target, device), self.loss)
         hessians = task_hessians(
             grads, outputs, y_t, to_tensor(self.task_index_, device), self.n_tasks_, loss
         )
@@ -490,7 +485,7 @@ class GradientSubsetEstimator(BaseEstimator):
         solution, n_iter, converged = solve_subsets(
             grads,
             to_tensor(self.train_outputs_, device),
-            self._loss_targets(self._y, device),
+            loss_targets(to_tensor(self._y, device), self.loss),
             to_tensor(self.task_index_, device),
             to_tensor(S_batch, device),
             loss=loss,
@@ -506,7 +501,7 @@ class GradientSubsetEstimator(BaseEstimator):
             solution,
             to_tensor(self.target_gradients_, device),
             to_tensor(self.target_outputs_, device),
-            self._loss_targets(self._y_target, device),
+            loss_targets(to_tensor(self._y_target, device), self.loss),
             loss,
         )
         return to_numpy(values), to_numpy(n_iter), to_numpy(converged)

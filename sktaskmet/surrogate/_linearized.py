@@ -33,6 +33,7 @@ from torch.func import functional_call, jacrev, vmap
 
 __all__ = [
     "make_loss",
+    "loss_targets",
     "trainable_parameters",
     "random_projection",
     "output_jacobians",
@@ -145,6 +146,17 @@ def make_loss(loss):
     if loss == "squared_error":
         return SquaredErrorLoss()
     return CallableLoss(loss)
+
+
+def loss_targets(y, loss):
+    """Targets ``y`` (a tensor) shaped for the ``loss`` parameter.
+
+    ``"squared_error"`` compares outputs of shape ``(n, C)`` with targets of the same shape,
+    so a 1-D target vector becomes one column; other losses take ``y`` as it is.
+    """
+    if isinstance(loss, str) and loss == "squared_error" and y.ndim == 1:
+        return y.unsqueeze(1)
+    return y
 
 
 # --------------------------------------------------------------------------------------
