@@ -478,20 +478,35 @@ class GradientSubsetEstimator(BaseEstimator):
             )
         return S
 
-    def _solve_batch(self, S_batch, device, hessians, eigenbasis):
+    def _fitted_tensors(self, device):
+        """The fitted arrays that every batch of subsets reads, as tensors on ``device``.
+
+        Converted once per :meth:`estimate` call and shared by all batches (and threads),
+        rather than copied to the device again for every batch.
+        """
+        return {
+            "jacobians": to_tensor(self.train_gradients_, device),
+            "outputs": to_tensor(self.train_outputs_, device),
+            "y": loss_targets(to_tensor(self._y, device), self.loss),
+            "task_index": to_tensor(self.task_index_, device),
+            "pretrained_hessians": to_tensor(self.task_hessians_, device),
+            "target_jacobians": to_tensor(self.target_gradients_, device),
+            "target_outputs": to_tensor(self.target_outputs_, device),
+            "y_target": loss_targets(to_tensor(self._y_target, device), self.loss),
+        }
+
+    def _solve_batch(self, S_batch, device, fitted, loss, eigenbasis):
         """F-hat of one batch of subsets (numpy in, numpy out)."""
-        loss = make_loss(self.loss)
-        grads = to_tensor(self.train_gradients_, device)
         solution, n_iter, converged = solve_subsets(
-            grads,
-            to_tensor(self.train_outputs_, device),
-            loss_targets(to_tensor(self._y, device), self.loss),
-            to_tensor(self.task_index_, device),
+            fitted["jacobians"],
+            fitted["outputs"],
+            fitted["y"],
+            fitted["task_index"],
             to_tensor(S_batch, device),
             loss=loss,
             penalty=float(self.penalty),
             solver=self.solver,
-            pretrained_hessians=hessians,
+            pretrained_hessians=fitted["pretrained_hessians"],
             preconditioner=self.preconditioner,
             eigenbasis=eigenbasis,
             max_iter=self.max_iter,
@@ -499,9 +514,9 @@ class GradientSubsetEstimator(BaseEstimator):
         )
         values = target_losses(
             solution,
-            to_tensor(self.target_gradients_, device),
-            to_tensor(self.target_outputs_, device),
-            loss_targets(to_tensor(self._y_target, device), self.loss),
+            fitted["target_jacobians"],
+            fitted["target_outputs"],
+            fitted["y_target"],
             loss,
         )
         return to_numpy(values), to_numpy(n_iter), to_numpy(converged)
@@ -530,14 +545,16 @@ class GradientSubsetEstimator(BaseEstimator):
         device = resolve_device(self.device)
         size = int(self.subset_batch_size)
         batches = [S[start : start + size] for start in range(0, S.shape[0], size)]
-        hessians = to_tensor(self.task_hessians_, device)
+        fitted = self._fitted_tensors(device)
+        loss = make_loss(self.loss)
         eigenbasis = None
         if self.solver == "newton-cg" and self.preconditioner == "eigenbasis":
-            eigenbasis = pretrained_eigenbasis(hessians)  # shared by all batches
+            # shared by all batches
+            eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         if self.n_jobs is None or self.n_jobs == 1:
             results = []
             for number, batch in enumerate(batches, 1):
-                results.append(self._solve_batch(batch, device, hessians, eigenbasis))
+                results.append(self._solve_batch(batch, device, fitted, loss, eigenbasis))
                 if self.verbose:
                     done = min(number * size, S.shape[0])
                     print(
@@ -546,7 +563,8 @@ class GradientSubsetEstimator(BaseEstimator):
                     )
         else:
             results = Parallel(n_jobs=self.n_jobs, prefer="threads", verbose=self.verbose)(
-                delayed(self._solve_batch)(batch, device, hessians, eigenbasis) for batch in batches
+                delayed(self._solve_batch)(batch, device, fitted, loss, eigenbasis)
+                for batch in batches
             )
         F_hat = np.concatenate([r[0] for r in results])
         n_iter = np.concatenate([r[1] for r in results])
