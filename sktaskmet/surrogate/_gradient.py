@@ -297,8 +297,8 @@ class GradientSubsetEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_targets(self, y, n_rows, name):
-        """Targets as a numpy array fit for the loss, with ``n_rows`` rows."""
+    def _check_targets(self, y, n_rows, name, dtype):
+        """Targets as a numpy array fit for the loss, with ``n_rows`` rows (floats in ``dtype``)."""
         if isinstance(self.loss, str) and self.loss == "cross_entropy":
             y = column_or_1d(y, warn=True)
             if y.dtype.kind == "f":
@@ -313,13 +313,11 @@ class GradientSubsetEstimator(BaseEstimator):
                 )
             y = y.astype(np.int64)
         elif isinstance(self.loss, str):
-            y = check_array(
-                y, ensure_2d=False, dtype=self._dtype, input_name=name, ensure_min_samples=1
-            )
+            y = check_array(y, ensure_2d=False, dtype=dtype, input_name=name, ensure_min_samples=1)
         else:
             y = np.asarray(y)
             if y.dtype.kind == "f":
-                y = y.astype(self._dtype, copy=False)
+                y = y.astype(dtype, copy=False)
         if y.shape[0] != n_rows:
             raise ValueError(f"{name} has {y.shape[0]} rows, but the inputs have {n_rows}.")
         return y
@@ -370,7 +368,6 @@ class GradientSubsetEstimator(BaseEstimator):
             The fitted estimator.
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
-        self._dtype = X.dtype
         X_target = validate_data(
             self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
         )
@@ -378,8 +375,8 @@ class GradientSubsetEstimator(BaseEstimator):
             raise ValueError(
                 f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
             )
-        y = self._check_targets(y, X.shape[0], "y")
-        y_target = self._check_targets(y_target, X_target.shape[0], "y_target")
+        y = self._check_targets(y, X.shape[0], "y", X.dtype)
+        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
         tasks = column_or_1d(tasks, warn=True)
         if tasks.shape[0] != X.shape[0]:
             raise ValueError(
@@ -464,7 +461,7 @@ class GradientSubsetEstimator(BaseEstimator):
     # ------------------------------------------------------------------ estimate
 
     def _check_subsets(self, S):
-        S = check_array(S, dtype=self._dtype, input_name="S", ensure_min_samples=1)
+        S = check_array(S, dtype=self.train_outputs_.dtype, input_name="S", ensure_min_samples=1)
         if S.shape[1] != self.n_tasks_:
             raise ValueError(
                 f"S has {S.shape[1]} columns, but the estimator was fitted on "
