@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from .._backend import resolve_device, seeded, to_tensor, torch_dtype
 from .._nn import make_mlp
+from ..surrogate._base import _check_unit_interval
 from ..surrogate._linearized import loss_targets, make_loss, trainable_parameters
 
 __all__ = ["make_multitask_digits", "SubsetFineTuner"]
@@ -335,8 +336,7 @@ class SubsetFineTuner:
             raise ValueError(
                 f"subset has {subset.shape[0]} entries, but there are {len(self.tasks_)} tasks."
             )
-        if subset.min() < 0 or subset.max() > 1:
-            raise ValueError("subset must hold task weights in [0, 1].")
+        _check_unit_interval(subset, "subset")
         device = resolve_device(self.device)
         loss = make_loss(self.loss)
         model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(self.X.dtype))

@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
+from ._base import _check_unit_interval
 from ._linearized import (
     loss_targets,
     make_loss,
@@ -468,11 +469,7 @@ class GradientSubsetEstimator(BaseEstimator):
                 f"n_tasks_={self.n_tasks_} tasks; give one column per task, in the order "
                 "of tasks_."
             )
-        if S.min() < 0 or S.max() > 1:
-            raise ValueError(
-                "S must hold 0/1 task indicators or task weights in [0, 1]; got values in "
-                f"[{S.min()}, {S.max()}]."
-            )
+        _check_unit_interval(S, "S")
         return S
 
     def _fitted_tensors(self, device):
