@@ -67,6 +67,11 @@ class Linearised(torch.nn.Module):
         return out0 + tangent
 
 
+def relative_error(F_hat, F):
+    """Mean of |F-hat - F| / |F| over the subsets (0.01 is 1%)."""
+    return float(np.mean(np.abs(F_hat - F) / np.abs(F)))
+
+
 def estimate(data, S, penalty, args, projection_dim=None, seed=None):
     est = GradientSubsetEstimator(
         data.model,
@@ -155,7 +160,7 @@ def main():
         linear_tuner = fine_tuner(Linearised(copy.deepcopy(data.model)))
         start = time.perf_counter()
         F_lin = evaluate_subsets(linear_tuner, S, n_jobs=args.n_jobs)
-        floor = float(np.mean(np.abs(F_lin - F) / np.abs(F)))
+        floor = relative_error(F_lin, F)
         print(
             f"exact linearised fine-tuning (no projection, L-BFGS): relative error "
             f"{100 * floor:.2f}% ({time.perf_counter() - start:.1f} s)"
@@ -172,7 +177,7 @@ def main():
             times.append(elapsed)
             if elapsed < best:
                 best, best_fit = elapsed, est.fit_time_
-        error = float(np.mean(np.abs(F_hat - F) / np.abs(F)))
+        error = relative_error(F_hat, F)
         rows.append((label, penalty, error, best, F_hat, best_fit, float(np.median(times))))
         print(
             f"gradient estimate, {label} penalty {penalty:g} (fine-tuning {args.penalty:g}), "
@@ -194,7 +199,7 @@ def main():
         errors, times = [], []
         for seed in range(args.seed, args.seed + args.sweep_seeds):
             F_dim, elapsed, _ = estimate(data, S, args.penalty, args, dim, seed)
-            errors.append(100 * np.mean(np.abs(F_dim - F) / np.abs(F)))
+            errors.append(100 * relative_error(F_dim, F))
             times.append(elapsed)
         print(
             f"gradient estimate, matched penalty, projection={args.projection!r}, "

@@ -11,7 +11,8 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from .._backend import resolve_device, seeded, to_tensor, torch_dtype
 from .._nn import make_mlp
-from ..surrogate._linearized import make_loss, trainable_parameters
+from ..surrogate._base import _check_unit_interval
+from ..surrogate._linearized import loss_targets, make_loss, trainable_parameters
 
 __all__ = ["make_multitask_digits", "SubsetFineTuner"]
 
@@ -35,8 +36,6 @@ def _minimise_lbfgs(params, closure_value, max_iter, tol):
         return value
 
     optimizer.step(closure)
-    state = optimizer.state[optimizer._params[0]]
-    return int(state.get("n_iter", 0))
 
 
 @validate_params(
@@ -330,12 +329,6 @@ class SubsetFineTuner:
         self.tol = tol
         self.device = device
 
-    def _targets(self, y, device):
-        tensor = to_tensor(y, device)
-        if self.loss == "squared_error" and tensor.ndim == 1:
-            tensor = tensor.unsqueeze(1)
-        return tensor
-
     def __call__(self, subset):
         """Target loss after fine-tuning on ``subset`` (a vector of task weights)."""
         subset = np.asarray(subset, dtype=self.X.dtype).reshape(-1)
@@ -343,21 +336,20 @@ class SubsetFineTuner:
             raise ValueError(
                 f"subset has {subset.shape[0]} entries, but there are {len(self.tasks_)} tasks."
             )
-        if subset.min() < 0 or subset.max() > 1:
-            raise ValueError("subset must hold task weights in [0, 1].")
+        _check_unit_interval(subset, "subset")
         device = resolve_device(self.device)
         loss = make_loss(self.loss)
         model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(self.X.dtype))
         model.eval()
         X_target = to_tensor(self.X_target, device)
-        y_target = self._targets(self.y_target, device)
+        y_target = loss_targets(to_tensor(self.y_target, device), self.loss)
 
         weights = subset[self.task_index_]
         total = weights.sum()
         if total > 0:
             keep = weights > 0
             X = to_tensor(self.X[keep], device)
-            y = self._targets(self.y[keep], device)
+            y = loss_targets(to_tensor(self.y[keep], device), self.loss)
             a = to_tensor(weights[keep] / total, device)
             params = list(trainable_parameters(model).values())
             start = [p.detach().clone() for p in params]

@@ -15,7 +15,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
+from ._base import _check_unit_interval
 from ._linearized import (
+    loss_targets,
     make_loss,
     output_jacobians,
     pretrained_eigenbasis,
@@ -296,8 +298,8 @@ class GradientSubsetEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_targets(self, y, n_rows, name):
-        """Targets as a numpy array fit for the loss, with ``n_rows`` rows."""
+    def _check_targets(self, y, n_rows, name, dtype):
+        """Targets as a numpy array fit for the loss, with ``n_rows`` rows (floats in ``dtype``)."""
         if isinstance(self.loss, str) and self.loss == "cross_entropy":
             y = column_or_1d(y, warn=True)
             if y.dtype.kind == "f":
@@ -312,13 +314,11 @@ class GradientSubsetEstimator(BaseEstimator):
                 )
             y = y.astype(np.int64)
         elif isinstance(self.loss, str):
-            y = check_array(
-                y, ensure_2d=False, dtype=self._dtype, input_name=name, ensure_min_samples=1
-            )
+            y = check_array(y, ensure_2d=False, dtype=dtype, input_name=name, ensure_min_samples=1)
         else:
             y = np.asarray(y)
             if y.dtype.kind == "f":
-                y = y.astype(self._dtype, copy=False)
+                y = y.astype(dtype, copy=False)
         if y.shape[0] != n_rows:
             raise ValueError(f"{name} has {y.shape[0]} rows, but the inputs have {n_rows}.")
         return y
@@ -342,12 +342,6 @@ class GradientSubsetEstimator(BaseEstimator):
                     f"{name} has {width} column(s), but the model has {n_outputs} output(s); "
                     "loss='squared_error' compares them one to one."
                 )
-
-    def _loss_targets(self, y, device):
-        tensor = to_tensor(y, device)
-        if isinstance(self.loss, str) and self.loss == "squared_error" and tensor.ndim == 1:
-            tensor = tensor.unsqueeze(1)
-        return tensor
 
     # ------------------------------------------------------------------ fit
 
@@ -375,7 +369,6 @@ class GradientSubsetEstimator(BaseEstimator):
             The fitted estimator.
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
-        self._dtype = X.dtype
         X_target = validate_data(
             self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
         )
@@ -383,8 +376,8 @@ class GradientSubsetEstimator(BaseEstimator):
             raise ValueError(
                 f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
             )
-        y = self._check_targets(y, X.shape[0], "y")
-        y_target = self._check_targets(y_target, X_target.shape[0], "y_target")
+        y = self._check_targets(y, X.shape[0], "y", X.dtype)
+        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
         tasks = column_or_1d(tasks, warn=True)
         if tasks.shape[0] != X.shape[0]:
             raise ValueError(
@@ -442,8 +435,8 @@ class GradientSubsetEstimator(BaseEstimator):
                 grads, target_grads = grads @ basis, target_grads @ basis
             self.projection_dim_ = int(grads.shape[-1])
         loss = make_loss(self.loss)
-        y_t = self._loss_targets(y, device)
-        y_target_t = self._loss_targets(y_target, device)
+        y_t = loss_targets(to_tensor(y, device), self.loss)
+        y_target_t = loss_targets(to_tensor(y_target, device), self.loss)
         hessians = task_hessians(
             grads, outputs, y_t, to_tensor(self.task_index_, device), self.n_tasks_, loss
         )
@@ -469,34 +462,45 @@ class GradientSubsetEstimator(BaseEstimator):
     # ------------------------------------------------------------------ estimate
 
     def _check_subsets(self, S):
-        S = check_array(S, dtype=self._dtype, input_name="S", ensure_min_samples=1)
+        S = check_array(S, dtype=self.train_outputs_.dtype, input_name="S", ensure_min_samples=1)
         if S.shape[1] != self.n_tasks_:
             raise ValueError(
                 f"S has {S.shape[1]} columns, but the estimator was fitted on "
                 f"n_tasks_={self.n_tasks_} tasks; give one column per task, in the order "
                 "of tasks_."
             )
-        if S.min() < 0 or S.max() > 1:
-            raise ValueError(
-                "S must hold 0/1 task indicators or task weights in [0, 1]; got values in "
-                f"[{S.min()}, {S.max()}]."
-            )
+        _check_unit_interval(S, "S")
         return S
 
-    def _solve_batch(self, S_batch, device, hessians, eigenbasis):
+    def _fitted_tensors(self, device):
+        """The fitted arrays that every batch of subsets reads, as tensors on ``device``.
+
+        Converted once per :meth:`estimate` call and shared by all batches (and threads),
+        rather than copied to the device again for every batch.
+        """
+        return {
+            "jacobians": to_tensor(self.train_gradients_, device),
+            "outputs": to_tensor(self.train_outputs_, device),
+            "y": loss_targets(to_tensor(self._y, device), self.loss),
+            "task_index": to_tensor(self.task_index_, device),
+            "pretrained_hessians": to_tensor(self.task_hessians_, device),
+            "target_jacobians": to_tensor(self.target_gradients_, device),
+            "target_outputs": to_tensor(self.target_outputs_, device),
+            "y_target": loss_targets(to_tensor(self._y_target, device), self.loss),
+        }
+
+    def _solve_batch(self, S_batch, device, fitted, loss, eigenbasis):
         """F-hat of one batch of subsets (numpy in, numpy out)."""
-        loss = make_loss(self.loss)
-        grads = to_tensor(self.train_gradients_, device)
         solution, n_iter, converged = solve_subsets(
-            grads,
-            to_tensor(self.train_outputs_, device),
-            self._loss_targets(self._y, device),
-            to_tensor(self.task_index_, device),
+            fitted["jacobians"],
+            fitted["outputs"],
+            fitted["y"],
+            fitted["task_index"],
             to_tensor(S_batch, device),
             loss=loss,
             penalty=float(self.penalty),
             solver=self.solver,
-            pretrained_hessians=hessians,
+            pretrained_hessians=fitted["pretrained_hessians"],
             preconditioner=self.preconditioner,
             eigenbasis=eigenbasis,
             max_iter=self.max_iter,
@@ -504,9 +508,9 @@ class GradientSubsetEstimator(BaseEstimator):
         )
         values = target_losses(
             solution,
-            to_tensor(self.target_gradients_, device),
-            to_tensor(self.target_outputs_, device),
-            self._loss_targets(self._y_target, device),
+            fitted["target_jacobians"],
+            fitted["target_outputs"],
+            fitted["y_target"],
             loss,
         )
         return to_numpy(values), to_numpy(n_iter), to_numpy(converged)
@@ -535,14 +539,16 @@ class GradientSubsetEstimator(BaseEstimator):
         device = resolve_device(self.device)
         size = int(self.subset_batch_size)
         batches = [S[start : start + size] for start in range(0, S.shape[0], size)]
-        hessians = to_tensor(self.task_hessians_, device)
+        fitted = self._fitted_tensors(device)
+        loss = make_loss(self.loss)
         eigenbasis = None
         if self.solver == "newton-cg" and self.preconditioner == "eigenbasis":
-            eigenbasis = pretrained_eigenbasis(hessians)  # shared by all batches
+            # shared by all batches
+            eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         if self.n_jobs is None or self.n_jobs == 1:
             results = []
             for number, batch in enumerate(batches, 1):
-                results.append(self._solve_batch(batch, device, hessians, eigenbasis))
+                results.append(self._solve_batch(batch, device, fitted, loss, eigenbasis))
                 if self.verbose:
                     done = min(number * size, S.shape[0])
                     print(
@@ -551,7 +557,8 @@ class GradientSubsetEstimator(BaseEstimator):
                     )
         else:
             results = Parallel(n_jobs=self.n_jobs, prefer="threads", verbose=self.verbose)(
-                delayed(self._solve_batch)(batch, device, hessians, eigenbasis) for batch in batches
+                delayed(self._solve_batch)(batch, device, fitted, loss, eigenbasis)
+                for batch in batches
             )
         F_hat = np.concatenate([r[0] for r in results])
         n_iter = np.concatenate([r[1] for r in results])

@@ -33,6 +33,7 @@ from torch.func import functional_call, jacrev, vmap
 
 __all__ = [
     "make_loss",
+    "loss_targets",
     "trainable_parameters",
     "random_projection",
     "output_jacobians",
@@ -51,8 +52,6 @@ __all__ = [
 class CrossEntropyLoss:
     """Multinomial cross-entropy on logits; ``y`` holds class indices (int64)."""
 
-    name = "cross_entropy"
-
     def value(self, out, y):
         # out: (..., n, C); y: (n,) -> (..., n)
         picked = torch.gather(out, -1, y.expand(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
@@ -66,9 +65,6 @@ class CrossEntropyLoss:
     def hessian(self, out, y):
         prob = torch.softmax(out, dim=-1)
         return torch.diag_embed(prob) - prob.unsqueeze(-1) * prob.unsqueeze(-2)
-
-    def hessian_vector(self, out, y, u):
-        return self.hessian_operator(out, y)(u)
 
     def hessian_operator(self, out, y):
         # u -> (diag(p) - p p^T) u without forming the C x C matrices; the probabilities are
@@ -85,8 +81,6 @@ class CrossEntropyLoss:
 class SquaredErrorLoss:
     """Squared error summed over the outputs; ``y`` has the shape of the outputs."""
 
-    name = "squared_error"
-
     def value(self, out, y):
         return ((out - y) ** 2).sum(dim=-1)
 
@@ -96,9 +90,6 @@ class SquaredErrorLoss:
     def hessian(self, out, y):
         eye = torch.eye(out.shape[-1], dtype=out.dtype, device=out.device)
         return (2.0 * eye).expand(*out.shape, out.shape[-1])
-
-    def hessian_vector(self, out, y, u):
-        return 2.0 * u
 
     def hessian_operator(self, out, y):
         return lambda u, rows=None: 2.0 * u
@@ -113,7 +104,6 @@ class CallableLoss:
 
     def __init__(self, fn):
         self.fn = fn
-        self.name = getattr(fn, "__name__", "callable")
 
         def single(o, t):
             return fn(o.unsqueeze(0), t.unsqueeze(0)).reshape(())
@@ -139,9 +129,6 @@ class CallableLoss:
         flat_out, flat_y, lead, n, c = self._flatten(out, y)
         return self._hessian(flat_out, flat_y).reshape(*lead, n, c, c)
 
-    def hessian_vector(self, out, y, u):
-        return self.hessian_operator(out, y)(u)
-
     def hessian_operator(self, out, y):
         hess = self.hessian(out, y)
 
@@ -159,6 +146,17 @@ def make_loss(loss):
     if loss == "squared_error":
         return SquaredErrorLoss()
     return CallableLoss(loss)
+
+
+def loss_targets(y, loss):
+    """Targets ``y`` (a tensor) shaped for the ``loss`` parameter.
+
+    ``"squared_error"`` compares outputs of shape ``(n, C)`` with targets of the same shape,
+    so a 1-D target vector becomes one column; other losses take ``y`` as it is.
+    """
+    if isinstance(loss, str) and loss == "squared_error" and y.ndim == 1:
+        return y.unsqueeze(1)
+    return y
 
 
 # --------------------------------------------------------------------------------------
