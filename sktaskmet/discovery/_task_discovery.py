@@ -5,7 +5,6 @@ Networks Generalize on", NeurIPS 2022. The torch numerics live in :mod:`._meta`;
 is the scikit-learn glue (validation, the outer optimisation loop, fitted state as numpy).
 """
 
-import copy
 import time
 import warnings
 from numbers import Integral, Real
@@ -322,7 +321,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_inner -= n_inner % 2
         n_heldout = min(self.batch_size, n_samples - n_inner)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
-        good_state = copy.deepcopy(encoder.state_dict())
         report_every = max(1, self.max_iter // 10)
         start = time.perf_counter()
         for iteration in range(self.max_iter):
@@ -345,7 +343,8 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None
             )
             if not finite:
-                encoder.load_state_dict(good_state)
+                # The check comes before optimizer.step(): the encoder still holds the
+                # parameters of the last finite iteration, so stopping here keeps them.
                 warnings.warn(
                     f"TaskDiscovery: the meta-loss or its gradient became non-finite at "
                     f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
@@ -355,7 +354,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 )
                 break
             optimizer.step()
-            good_state = copy.deepcopy(encoder.state_dict())
             self.n_iter_ = iteration + 1
             values = [float(v.detach()) for v in (loss, agreement, uniform)]
             for key, value in zip(
