@@ -337,22 +337,10 @@ class AgreementScorer(BaseEstimator):
         device = resolve_device(self.device)
         n_samples, n_tasks = labelings.shape
         n_members = n_tasks * self.n_models
-        n_classes = np.array([c.size for c in self.classes_])
-        self._architecture = {
-            "in_features": X.shape[1],
-            "hidden_layer_sizes": hidden,
-            "out_features": int(n_classes.max()),
-            "activation": self.activation,
-            "n_classes": n_classes,
-        }
-        ensemble = MLPEnsemble(
-            X.shape[1],
-            hidden,
-            int(n_classes.max()),
-            seeds=np.tile(model_seeds, n_tasks),
-            activation=self.activation,
-            dtype=to_tensor(X[:1]).dtype,
-            device=device,
+        # Kept for predictions: these parameters may be changed by set_params after fit.
+        self._architecture = (hidden, self.activation)
+        ensemble, logit_mask = self._build_ensemble(
+            np.tile(model_seeds, n_tasks), self.n_models, X, device
         )
         X_all = to_tensor(X, device)
         targets = to_tensor(labelings, device)
@@ -367,7 +355,6 @@ class AgreementScorer(BaseEstimator):
             make_generator(order_seed, device),
             device,
         )
-        logit_mask = _logit_mask(n_classes, self.n_models, X_all.dtype, device)
         loss_curve = train_ensemble(
             ensemble,
             X_all[train],
@@ -419,21 +406,26 @@ class AgreementScorer(BaseEstimator):
             [np.stack([np.asarray(est.predict(X)) for est in row]) for row in self.estimators_]
         )
 
-    def _network_predictions(self, X):
-        arch = self._architecture
-        device = resolve_device(self.device)
-        n_members = self.n_tasks_ * self._n_models_fitted
+    def _build_ensemble(self, seeds, n_models, X, device):
+        """Ensemble of ``seeds`` for the fitted labelings (dtype of ``X``), and its logit mask."""
+        hidden, activation = self._architecture
+        n_classes = np.array([c.size for c in self.classes_])
         ensemble = MLPEnsemble(
-            arch["in_features"],
-            arch["hidden_layer_sizes"],
-            arch["out_features"],
-            seeds=[0] * n_members,
-            activation=arch["activation"],
+            self.n_features_in_,
+            hidden,
+            int(n_classes.max()),
+            seeds=seeds,
+            activation=activation,
             dtype=to_tensor(X[:1]).dtype,
             device=device,
         )
+        return ensemble, _logit_mask(n_classes, n_models, ensemble.dtype, device)
+
+    def _network_predictions(self, X):
+        device = resolve_device(self.device)
+        n_members = self.n_tasks_ * self._n_models_fitted
+        ensemble, mask = self._build_ensemble([0] * n_members, self._n_models_fitted, X, device)
         ensemble.load_state_numpy(self.ensemble_state_, device, X.dtype)
-        mask = _logit_mask(arch["n_classes"], self._n_models_fitted, ensemble.dtype, device)
         predictions = ensemble.predict(to_tensor(X, device), logit_mask=mask)
         return to_numpy(predictions).reshape(self.n_tasks_, self._n_models_fitted, len(X))
 
