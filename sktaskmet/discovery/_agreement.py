@@ -230,7 +230,7 @@ class AgreementScorer(BaseEstimator):
         self : AgreementScorer
             The fitted scorer.
         """
-        hidden = self._check_hidden_layer_sizes()
+        hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
         X, y = validate_data(
             self,
             X,
@@ -274,17 +274,6 @@ class AgreementScorer(BaseEstimator):
         self.agreement_scores_ = _agreement_numpy(test_pred)
         self.agreement_score_ = float(self.agreement_scores_.mean())
         return self
-
-    def _check_hidden_layer_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
-        if sizes.ndim != 1 or not all(
-            isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive ints; got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(h) for h in sizes)
 
     def _encode_labelings(self, y):
         target_type = type_of_target(y, input_name="y")
@@ -483,6 +472,19 @@ class AgreementScorer(BaseEstimator):
             averaged over network pairs and labelings.
         """
         return float(self.agreement(X).mean())
+
+
+def check_hidden_layer_sizes(hidden_layer_sizes):
+    """``hidden_layer_sizes`` as a tuple of ints; ValueError unless a flat sequence of them > 0."""
+    sizes = np.atleast_1d(np.asarray(hidden_layer_sizes, dtype=object))
+    if sizes.ndim != 1 or not all(
+        isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
+    ):
+        raise ValueError(
+            "hidden_layer_sizes must be a sequence of positive integers; got "
+            f"{hidden_layer_sizes!r}."
+        )
+    return tuple(int(h) for h in sizes)
 
 
 def _fit_clone(estimator, seed, X, y):

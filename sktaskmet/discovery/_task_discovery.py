@@ -32,6 +32,7 @@ from .._backend import (
     to_tensor,
 )
 from .._nn import make_mlp
+from ._agreement import AgreementScorer, check_hidden_layer_sizes
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
 
 __all__ = ["TaskDiscovery", "random_network_tasks"]
@@ -236,17 +237,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return self.n_tasks if self.embedding_dim is None else int(self.embedding_dim)
 
     def _hidden_layer_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes))
-        if sizes.ndim != 1 or (sizes.size and not np.issubdtype(sizes.dtype, np.integer)):
-            raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive integers; got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        if np.any(sizes <= 0):
-            raise ValueError(
-                f"hidden_layer_sizes must hold positive integers; got {self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(s) for s in sizes)
+        return check_hidden_layer_sizes(self.hidden_layer_sizes)
 
     def _check_params_against_data(self, n_samples):
         if self.n_tasks > self._embedding_dim():
@@ -373,8 +364,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if isinstance(self.agreement_scorer, str) and self.agreement_scorer == "skip":
             return
         if self.agreement_scorer is None:
-            from . import AgreementScorer
-
             scorer = AgreementScorer(
                 hidden_layer_sizes=self._hidden_layer_sizes(),
                 data_mode="same",
