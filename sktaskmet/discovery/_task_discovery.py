@@ -413,11 +413,12 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         device = resolve_device(self.device)
         x = to_tensor(X, device)
+        # Built on the meta device: no initial weights are drawn (the global RNG is left
+        # alone) for parameters that the fitted state overwrites.
+        with torch.device("meta"):
+            skeleton = self._build_encoder(self.n_features_in_)
         encoder = load_numpy_state(
-            self._build_encoder(self.n_features_in_).to("meta").to_empty(device="cpu"),
-            self.encoder_state_,
-            device,
-            x.dtype,
+            skeleton.to_empty(device="cpu"), self.encoder_state_, device, x.dtype
         )
         heads = to_tensor(self.heads_, device, x.dtype)
         return self._labels(encoder, heads, x)
