@@ -165,18 +165,8 @@ class FlatModule:
             (grad,) = torch.autograd.grad(out, flat, output_gradient(out.detach()))
             return grad
         tensors = self.unflatten(flat)
-        saved, out, k = [], X, 0
-        for kind, extra in self._plan:
-            if kind == "linear":
-                weight = tensors[k]
-                bias = tensors[k + 1] if extra else None
-                saved.append((k, extra, out))
-                k += 2 if extra else 1
-                out = F.linear(out, weight, bias)
-            else:
-                out = extra(out)
-                saved.append((None, extra, out))
-        grad = output_gradient(out)
+        saved = []
+        grad = output_gradient(self._chain(tensors, X, saved))
         grads = [None] * len(tensors)
         for position, (index, extra, stored) in enumerate(reversed(saved)):
             if index is None:
@@ -192,20 +182,32 @@ class FlatModule:
                 grad = grad @ tensors[index]
         return torch.cat([g.reshape(-1) for g in grads])
 
+    def _chain(self, tensors, X, saved=None):
+        """Forward pass of the ``Sequential`` plan on parameter ``tensors``.
+
+        With ``saved`` (a list), appends what the hand-written backward pass needs: the
+        input of each linear layer with its parameter index and bias flag, and the output
+        of each activation.
+        """
+        out, k = X, 0
+        for kind, extra in self._plan:
+            if kind == "linear":
+                if saved is not None:
+                    saved.append((k, extra, out))
+                bias = tensors[k + 1] if extra else None
+                out = F.linear(out, tensors[k], bias)
+                k += 2 if extra else 1
+            else:
+                out = extra(out)
+                if saved is not None:
+                    saved.append((None, extra, out))
+        return out
+
     def __call__(self, flat, X):
         tensors = self.unflatten(flat)
         if self._plan is None:
             return functional_call(self.module, dict(zip(self.names, tensors, strict=True)), (X,))
-        out, k = X, 0
-        for kind, extra in self._plan:
-            if kind == "linear":
-                weight = tensors[k]
-                bias = tensors[k + 1] if extra else None
-                k += 2 if extra else 1
-                out = F.linear(out, weight, bias)
-            else:
-                out = extra(out)
-        return out
+        return self._chain(tensors, X)
 
 
 # --------------------------------------------------------------------------------------
