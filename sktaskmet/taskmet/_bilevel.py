@@ -60,6 +60,8 @@ __all__ = [
     "LINEAR_SOLVERS",
     "metric_values",
     "normalize_metric",
+    "sample_instances",
+    "task_objective",
 ]
 
 
@@ -519,14 +521,7 @@ class BilevelSolver:
 
     def outer_loss(self, theta, X, Y):
         """Mean task loss + alpha * MSE on instances X (b, m, p), Y (b, m, d); also parts."""
-        b, m, _ = X.shape
-        pred = self.predictor(theta, X.reshape(b * m, -1)).reshape(b, m, -1)
-        task = self.task_loss(pred, Y)
-        _check_task_loss(task, b)
-        task = task.mean()
-        mse = ((pred - Y) ** 2).sum(-1).mean()
-        total = task + self.alpha * mse if self.alpha else task
-        return total, task.detach(), mse.detach()
+        return task_objective(lambda Z: self.predictor(theta, Z), X, Y, self.task_loss, self.alpha)
 
     # -- implicit gradient ---------------------------------------------------------------
 
@@ -597,8 +592,7 @@ class BilevelSolver:
             self.inner_optimizer.step(grad)
 
     def sample_instances(self, n_inst, size, device):
-        keys = torch.rand(n_inst, generator=self.generator, device=device)
-        return keys.argsort()[: min(size, n_inst)]
+        return sample_instances(n_inst, size, self.generator, device)
 
     def outer_step(self, X, Y, X_train_flat, batch_size, n_inner):
         """One alternating step: inner solve, then one Adam step on the metric.
@@ -665,6 +659,41 @@ class BilevelSolver:
     def write_back(self):
         """Load the flat predictor parameters into the predictor module."""
         self.predictor.load(self.theta)
+
+
+def sample_instances(n_inst, size, generator, device):
+    """``min(size, n_inst)`` distinct instance indices drawn uniformly with ``generator``."""
+    keys = torch.rand(n_inst, generator=generator, device=device)
+    return keys.argsort()[: min(size, n_inst)]
+
+
+def task_objective(predict, X, Y, task_loss, alpha):
+    """Mean task loss + ``alpha`` * MSE of a per-sample predictor on instances.
+
+    Parameters
+    ----------
+    predict : callable
+        ``(n, p) -> (n, d)``, applied to the samples of all instances at once.
+    X, Y : torch.Tensor of shapes (b, m, p), (b, m, d)
+    task_loss : callable
+        ``task_loss(y_pred, y_true) -> (b,)``.
+    alpha : float
+
+    Returns
+    -------
+    total : torch.Tensor
+        The objective, with its graph.
+    task, mse : torch.Tensor
+        Its two parts, detached.
+    """
+    b, m, _ = X.shape
+    pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
+    task = task_loss(pred, Y)
+    _check_task_loss(task, b)
+    task = task.mean()
+    mse = ((pred - Y) ** 2).sum(-1).mean()
+    total = task + alpha * mse if alpha else task
+    return total, task.detach(), mse.detach()
 
 
 def _check_task_loss(values, batch):

@@ -34,6 +34,7 @@ from ._bilevel import (
     NonFiniteStepWarning,
     metric_values,
     normalize_metric,
+    task_objective,
 )
 
 __all__ = ["TaskMetRegressor"]
@@ -298,10 +299,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     @torch.no_grad()
     def _evaluate_instances(self, predict, X, Y):
         """(mean task loss, MSE) of ``predict`` on instances X (b, m, p), Y (b, m, d)."""
-        b, m, _ = X.shape
-        pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
-        task = self._task_loss()(pred, Y).mean()
-        mse = ((pred - Y) ** 2).sum(-1).mean()
+        _, task, mse = task_objective(predict, X, Y, self._task_loss(), 0.0)
         return float(task), float(mse)
 
     def _prepare(self, X, y, groups):
