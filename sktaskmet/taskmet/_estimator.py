@@ -33,7 +33,6 @@ from ._bilevel import (
     BilevelSolver,
     NonFiniteStepWarning,
     metric_values,
-    normalize_metric,
     task_objective,
 )
 
@@ -659,8 +658,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
 
         self._run_loop(step, evaluate, solver.state, solver.restore, X_val.shape[0] > 0)
         solver.write_back()
-        with torch.no_grad():
-            _, scale = normalize_metric(metric_values(metric, X_train_flat))
+        _, scale = solver.train_metric_values(X_train_flat)
         self.predictor_state_ = state_to_numpy(predictor)
         self.metric_state_ = state_to_numpy(metric)
         self.metric_scale_ = float(scale)
