@@ -84,6 +84,13 @@ def group_instances(groups, n_samples):
     return np.argsort(inverse, kind="stable"), int(counts[0])
 
 
+def _stack_instances(X, Y, groups):
+    """Rows of ``X`` (n, p) and ``Y`` (n, d) stacked by instance: (n_inst, m, p), (n_inst, m, d)."""
+    order, m = group_instances(groups, X.shape[0])
+    n_inst = X.shape[0] // m
+    return X[order].reshape(n_inst, m, X.shape[1]), Y[order].reshape(n_inst, m, Y.shape[1])
+
+
 class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     """Shared glue of the regressors trained for a downstream task.
 
@@ -110,8 +117,6 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     # -- inputs ------------------------------------------------------------------------
 
     def _task_requires_groups(self):
-        if self.task is None:
-            return False
         return bool(getattr(self.task, "requires_groups", False))
 
     def _validate_task(self):
@@ -143,7 +148,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                 f"task {type(self.task).__name__} decides over groups of samples (instances): "
                 "pass groups=..., one label per sample, to fit."
             )
-        order, m = group_instances(groups, X.shape[0])
+        Xg, Yg = _stack_instances(X, Y, groups)
         n_outputs = Y.shape[1]
         task_outputs = getattr(self.task, "n_outputs", None)
         if task_outputs is not None and task_outputs != n_outputs:
@@ -152,10 +157,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                 f"y has {n_outputs}."
             )
         self.n_outputs_ = n_outputs
-        self.group_size_ = m
-        n_inst = X.shape[0] // m
-        Xg = X[order].reshape(n_inst, m, X.shape[1])
-        Yg = Y[order].reshape(n_inst, m, n_outputs)
+        self.group_size_ = Xg.shape[1]
         if self.task is not None and hasattr(self.task, "check_targets"):
             self.task.check_targets(Yg)
         return Xg, Yg
@@ -175,9 +177,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"task {type(self.task).__name__} decides over groups of samples: pass groups."
             )
-        order, m = group_instances(groups, X.shape[0])
-        n_inst = X.shape[0] // m
-        return X[order].reshape(n_inst, m, X.shape[1]), Y[order].reshape(n_inst, m, Y.shape[1])
+        return _stack_instances(X, Y, groups)
 
     def _split_validation(self, n_inst, random_state):
         """Indices of the training and validation instances."""
