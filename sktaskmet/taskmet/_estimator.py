@@ -94,8 +94,8 @@ def _stack_instances(X, Y, groups):
 class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     """Shared glue of the regressors trained for a downstream task.
 
-    Subclasses implement ``_fit_tensors(X, Y, X_val, Y_val, device, generator)``, which sets
-    the fitted predictor state and the history.
+    A subclass's ``fit`` gets its tensors from :meth:`_prepare`, runs :meth:`_run_loop` with
+    its own step, and stores the fitted predictor state.
     """
 
     _parameter_constraints: dict = {
