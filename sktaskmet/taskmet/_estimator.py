@@ -229,7 +229,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             "validation_prediction_loss": [],
         }
         best_loss, best_iteration, best_state = np.inf, 0, None
-        task_acc, mse_acc, n_acc = [], [], 0
+        task_acc, mse_acc = [], []
         start = time.perf_counter()
         n_done = 0
         for iteration in range(1, self.max_iter + 1):
@@ -247,7 +247,6 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             n_done = iteration
             task_acc.append(task)
             mse_acc.append(mse)
-            n_acc += 1
             last = iteration == self.max_iter
             if iteration % self.validation_interval and not last:
                 continue
