@@ -29,7 +29,7 @@ from sklearn.linear_model import LinearRegression
 from sktaskmet import TaskMetRegressor
 from sktaskmet.datasets import make_cubic_topk
 from sktaskmet.plotting import MetricCurveDisplay
-from sktaskmet.tasks import TopK
+from sktaskmet.tasks import DecisionQualityScorer, TopK
 
 # The tensors here are small (50 items per instance): one thread avoids the overhead of
 # torch's intra-op parallelism, which only pays off on large tensors.
@@ -42,11 +42,10 @@ task = TopK(k=1)
 # %%
 # Least squares, then decide
 # --------------------------
+# :class:`~sktaskmet.tasks.DecisionQualityScorer` scores any regressor by the decisions
+# that its predictions lead to on each test instance.
 least_squares = LinearRegression().fit(X, y)
-pred = least_squares.predict(X_test).reshape(-1, 50, 1)
-dq_mse = task.normalized_decision_quality(
-    torch.as_tensor(pred), torch.as_tensor(y_test.reshape(-1, 50, 1))
-)
+dq_mse = DecisionQualityScorer(task)(least_squares, X_test, y_test, groups=groups_test)
 print(f"least squares: slope {least_squares.coef_[0]:.2f}, decision quality {dq_mse:.3f}")
 
 # %%

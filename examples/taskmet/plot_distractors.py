@@ -27,12 +27,11 @@ The settings are small so that the example runs quickly;
 # ----------------------------
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_cartpole_distractors
 from sktaskmet.plotting import MetricWeightsDisplay
-from sktaskmet.tasks import StateReward
+from sktaskmet.tasks import DecisionQualityScorer, StateReward
 
 n_distractors = 10
 X, y = make_cartpole_distractors(n_samples=1500, n_distractors=n_distractors, random_state=0)
@@ -90,11 +89,7 @@ mse_model = DFLRegressor(
 ).fit(X_train, y_train)
 
 
-def reward_dq(estimator):
-    pred = torch.as_tensor(estimator.predict(X_test)).unsqueeze(1)
-    return task.normalized_decision_quality(pred, torch.as_tensor(y_test).unsqueeze(1))
-
-
-print(f"least squares: normalised reward quality {reward_dq(mse_model):.3f}")
-print(f"TaskMet:       normalised reward quality {reward_dq(model):.3f}")
+reward_dq = DecisionQualityScorer(task)
+print(f"least squares: normalised reward quality {reward_dq(mse_model, X_test, y_test):.3f}")
+print(f"TaskMet:       normalised reward quality {reward_dq(model, X_test, y_test):.3f}")
 plt.show()

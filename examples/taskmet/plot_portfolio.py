@@ -37,7 +37,7 @@ from sklearn.linear_model import LinearRegression
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_portfolio
-from sktaskmet.tasks import Portfolio
+from sktaskmet.tasks import DecisionQualityScorer, Portfolio
 
 n_assets, n_train = 50, 60
 X, y, groups, covariance = make_portfolio(
@@ -45,8 +45,9 @@ X, y, groups, covariance = make_portfolio(
 )
 train = groups < n_train
 X_train, y_train, groups_train = X[train], y[train], groups[train]
-X_test, y_test = X[~train], y[~train]
+X_test, y_test, groups_test = X[~train], y[~train], groups[~train]
 task = Portfolio(risk_aversion=0.1, covariance=covariance)
+decision_quality = DecisionQualityScorer(task)
 
 
 def by_day(values):
@@ -77,10 +78,9 @@ for name, model in models.items():
         model.fit(X_train, y_train)
     else:
         model.fit(X_train, y_train, groups=groups_train)
-    pred = model.predict(X_test)
     scores[name] = (
-        task.normalized_decision_quality(by_day(pred), by_day(y_test)),
-        float(np.mean((pred - y_test) ** 2)),
+        decision_quality(model, X_test, y_test, groups=groups_test),
+        float(np.mean((model.predict(X_test) - y_test) ** 2)),
     )
     print(f"{name:8s} normalised DQ {scores[name][0]:.3f}   test MSE {scores[name][1]:.3f}")
 

@@ -5,18 +5,14 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ..taskmet._tasks import _check_positive_int
+
 __all__ = [
     "make_cubic_topk",
     "make_portfolio",
     "make_budget_allocation",
     "make_cartpole_distractors",
 ]
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
 
 
 def _check_unit_interval(value, name):
@@ -68,8 +64,8 @@ def make_cubic_topk(n_instances=400, n_items=50, noise=0.0, random_state=None):
     >>> X.shape, y.shape, groups[:7]
     ((20, 1), (20,), array([0, 0, 0, 0, 0, 1, 1]))
     """
-    n_instances = _check_int(n_instances, "n_instances", 1)
-    n_items = _check_int(n_items, "n_items", 2)
+    n_instances = _check_positive_int(n_instances, "n_instances", 1)
+    n_items = _check_positive_int(n_items, "n_items", 2)
     noise = _check_nonnegative(noise, "noise")
     rng = check_random_state(random_state)
     x = rng.uniform(-1.0, 1.0, size=n_instances * n_items)
@@ -150,11 +146,11 @@ def make_portfolio(
     >>> X.shape, y.shape, groups.shape, cov.shape
     ((150, 5), (150,), (150,), (50, 50))
     """
-    n_days = _check_int(n_days, "n_days", 1)
-    n_assets = _check_int(n_assets, "n_assets", 2)
-    n_features = _check_int(n_features, "n_features", 1)
-    n_factors = _check_int(n_factors, "n_factors", 0)
-    degree = _check_int(degree, "degree", 1)
+    n_days = _check_positive_int(n_days, "n_days", 1)
+    n_assets = _check_positive_int(n_assets, "n_assets", 2)
+    n_features = _check_positive_int(n_features, "n_features", 1)
+    n_factors = _check_positive_int(n_factors, "n_factors", 0)
+    degree = _check_positive_int(degree, "degree", 1)
     noise = _check_nonnegative(noise, "noise")
     rng = check_random_state(random_state)
 
@@ -235,11 +231,11 @@ def make_budget_allocation(
     >>> X.shape, y.shape, groups.shape
     ((20, 10), (20, 10), (20,))
     """
-    n_instances = _check_int(n_instances, "n_instances", 1)
-    n_channels = _check_int(n_channels, "n_channels", 1)
-    n_targets = _check_int(n_targets, "n_targets", 1)
-    n_features = _check_int(n_features, "n_features", 1)
-    n_hidden = _check_int(n_hidden, "n_hidden", 1)
+    n_instances = _check_positive_int(n_instances, "n_instances", 1)
+    n_channels = _check_positive_int(n_channels, "n_channels", 1)
+    n_targets = _check_positive_int(n_targets, "n_targets", 1)
+    n_features = _check_positive_int(n_features, "n_features", 1)
+    n_hidden = _check_positive_int(n_hidden, "n_hidden", 1)
     noise = _check_nonnegative(noise, "noise")
     rng = check_random_state(random_state)
     w1 = rng.standard_normal((n_hidden, n_features))
@@ -333,8 +329,8 @@ def make_cartpole_distractors(
     >>> X.shape, y.shape
     ((8, 8), (8, 7))
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    n_distractors = _check_int(n_distractors, "n_distractors", 0)
+    n_samples = _check_positive_int(n_samples, "n_samples", 1)
+    n_distractors = _check_positive_int(n_distractors, "n_distractors", 0)
     rho = _check_unit_interval(distractor_correlation, "distractor_correlation")
     rng = check_random_state(random_state)
     state = rng.uniform(-1.0, 1.0, size=(n_samples, 4)) * _STATE_LIMITS

@@ -60,6 +60,8 @@ __all__ = [
     "LINEAR_SOLVERS",
     "metric_values",
     "normalize_metric",
+    "sample_instances",
+    "task_objective",
 ]
 
 
@@ -165,18 +167,8 @@ class FlatModule:
             (grad,) = torch.autograd.grad(out, flat, output_gradient(out.detach()))
             return grad
         tensors = self.unflatten(flat)
-        saved, out, k = [], X, 0
-        for kind, extra in self._plan:
-            if kind == "linear":
-                weight = tensors[k]
-                bias = tensors[k + 1] if extra else None
-                saved.append((k, extra, out))
-                k += 2 if extra else 1
-                out = F.linear(out, weight, bias)
-            else:
-                out = extra(out)
-                saved.append((None, extra, out))
-        grad = output_gradient(out)
+        saved = []
+        grad = output_gradient(self._chain(tensors, X, saved))
         grads = [None] * len(tensors)
         for position, (index, extra, stored) in enumerate(reversed(saved)):
             if index is None:
@@ -192,20 +184,32 @@ class FlatModule:
                 grad = grad @ tensors[index]
         return torch.cat([g.reshape(-1) for g in grads])
 
+    def _chain(self, tensors, X, saved=None):
+        """Forward pass of the ``Sequential`` plan on parameter ``tensors``.
+
+        With ``saved`` (a list), appends what the hand-written backward pass needs: the
+        input of each linear layer with its parameter index and bias flag, and the output
+        of each activation.
+        """
+        out, k = X, 0
+        for kind, extra in self._plan:
+            if kind == "linear":
+                if saved is not None:
+                    saved.append((k, extra, out))
+                bias = tensors[k + 1] if extra else None
+                out = F.linear(out, tensors[k], bias)
+                k += 2 if extra else 1
+            else:
+                out = extra(out)
+                if saved is not None:
+                    saved.append((None, extra, out))
+        return out
+
     def __call__(self, flat, X):
         tensors = self.unflatten(flat)
         if self._plan is None:
             return functional_call(self.module, dict(zip(self.names, tensors, strict=True)), (X,))
-        out, k = X, 0
-        for kind, extra in self._plan:
-            if kind == "linear":
-                weight = tensors[k]
-                bias = tensors[k + 1] if extra else None
-                k += 2 if extra else 1
-                out = F.linear(out, weight, bias)
-            else:
-                out = extra(out)
-        return out
+        return self._chain(tensors, X)
 
 
 # --------------------------------------------------------------------------------------
@@ -517,14 +521,7 @@ class BilevelSolver:
 
     def outer_loss(self, theta, X, Y):
         """Mean task loss + alpha * MSE on instances X (b, m, p), Y (b, m, d); also parts."""
-        b, m, _ = X.shape
-        pred = self.predictor(theta, X.reshape(b * m, -1)).reshape(b, m, -1)
-        task = self.task_loss(pred, Y)
-        _check_task_loss(task, b)
-        task = task.mean()
-        mse = ((pred - Y) ** 2).sum(-1).mean()
-        total = task + self.alpha * mse if self.alpha else task
-        return total, task.detach(), mse.detach()
+        return task_objective(lambda Z: self.predictor(theta, Z), X, Y, self.task_loss, self.alpha)
 
     # -- implicit gradient ---------------------------------------------------------------
 
@@ -595,8 +592,7 @@ class BilevelSolver:
             self.inner_optimizer.step(grad)
 
     def sample_instances(self, n_inst, size, device):
-        keys = torch.rand(n_inst, generator=self.generator, device=device)
-        return keys.argsort()[: min(size, n_inst)]
+        return sample_instances(n_inst, size, self.generator, device)
 
     def outer_step(self, X, Y, X_train_flat, batch_size, n_inner):
         """One alternating step: inner solve, then one Adam step on the metric.
@@ -663,6 +659,41 @@ class BilevelSolver:
     def write_back(self):
         """Load the flat predictor parameters into the predictor module."""
         self.predictor.load(self.theta)
+
+
+def sample_instances(n_inst, size, generator, device):
+    """``min(size, n_inst)`` distinct instance indices drawn uniformly with ``generator``."""
+    keys = torch.rand(n_inst, generator=generator, device=device)
+    return keys.argsort()[: min(size, n_inst)]
+
+
+def task_objective(predict, X, Y, task_loss, alpha):
+    """Mean task loss + ``alpha`` * MSE of a per-sample predictor on instances.
+
+    Parameters
+    ----------
+    predict : callable
+        ``(n, p) -> (n, d)``, applied to the samples of all instances at once.
+    X, Y : torch.Tensor of shapes (b, m, p), (b, m, d)
+    task_loss : callable
+        ``task_loss(y_pred, y_true) -> (b,)``.
+    alpha : float
+
+    Returns
+    -------
+    total : torch.Tensor
+        The objective, with its graph.
+    task, mse : torch.Tensor
+        Its two parts, detached.
+    """
+    b, m, _ = X.shape
+    pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
+    task = task_loss(pred, Y)
+    _check_task_loss(task, b)
+    task = task.mean()
+    mse = ((pred - Y) ** 2).sum(-1).mean()
+    total = task + alpha * mse if alpha else task
+    return total, task.detach(), mse.detach()
 
 
 def _check_task_loss(values, batch):

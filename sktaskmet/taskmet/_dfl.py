@@ -7,7 +7,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 
 from .._backend import seeded, state_to_numpy
-from ._bilevel import FlatAdam, FlatModule, _check_task_loss
+from ._bilevel import FlatAdam, FlatModule, sample_instances, task_objective
 from ._estimator import _BaseTaskRegressor
 
 __all__ = ["DFLRegressor"]
@@ -149,26 +149,19 @@ class DFLRegressor(_BaseTaskRegressor):
         theta = model.flatten()
         optimizer = FlatAdam(theta, lr=self.learning_rate, clip=self.grad_clip)
         task_loss = self._task_loss()
-        n_inst, m = X_tr.shape[:2]
-        size = min(self.batch_size, n_inst)
 
         def step(iteration):
-            keys = torch.rand(n_inst, generator=generator, device=device)
-            batch = keys.argsort()[:size]
-            Xb, Yb = X_tr[batch], Y_tr[batch]
+            batch = sample_instances(X_tr.shape[0], self.batch_size, generator, device)
             theta_req = theta.detach().requires_grad_(True)
-            pred = model(theta_req, Xb.reshape(size * m, n_features)).reshape(size, m, n_outputs)
-            task = task_loss(pred, Yb)
-            _check_task_loss(task, size)
-            task = task.mean()
-            mse = ((pred - Yb) ** 2).sum(-1).mean()
-            total = task + self.alpha * mse if self.alpha else task
+            total, task, mse = task_objective(
+                lambda Z: model(theta_req, Z), X_tr[batch], Y_tr[batch], task_loss, self.alpha
+            )
             (grad,) = torch.autograd.grad(total, theta_req)
             # Checked before the update, so a NaN never reaches the parameters or the moments.
             if not bool(torch.isfinite(total) & torch.isfinite(grad).all()):
-                return task.detach(), mse.detach(), False
+                return task, mse, False
             optimizer.step(grad)
-            return task.detach(), mse.detach(), True
+            return task, mse, True
 
         def evaluate():
             return self._evaluate_instances(lambda Z: model(theta.detach(), Z), X_val, Y_val)

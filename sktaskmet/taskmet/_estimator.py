@@ -33,7 +33,7 @@ from ._bilevel import (
     BilevelSolver,
     NonFiniteStepWarning,
     metric_values,
-    normalize_metric,
+    task_objective,
 )
 
 __all__ = ["TaskMetRegressor"]
@@ -84,11 +84,18 @@ def group_instances(groups, n_samples):
     return np.argsort(inverse, kind="stable"), int(counts[0])
 
 
+def _stack_instances(X, Y, groups):
+    """Rows of ``X`` (n, p) and ``Y`` (n, d) stacked by instance: (n_inst, m, p), (n_inst, m, d)."""
+    order, m = group_instances(groups, X.shape[0])
+    n_inst = X.shape[0] // m
+    return X[order].reshape(n_inst, m, X.shape[1]), Y[order].reshape(n_inst, m, Y.shape[1])
+
+
 class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     """Shared glue of the regressors trained for a downstream task.
 
-    Subclasses implement ``_fit_tensors(X, Y, X_val, Y_val, device, generator)``, which sets
-    the fitted predictor state and the history.
+    A subclass's ``fit`` gets its tensors from :meth:`_prepare`, runs :meth:`_run_loop` with
+    its own step, and stores the fitted predictor state.
     """
 
     _parameter_constraints: dict = {
@@ -110,8 +117,6 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     # -- inputs ------------------------------------------------------------------------
 
     def _task_requires_groups(self):
-        if self.task is None:
-            return False
         return bool(getattr(self.task, "requires_groups", False))
 
     def _validate_task(self):
@@ -143,7 +148,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                 f"task {type(self.task).__name__} decides over groups of samples (instances): "
                 "pass groups=..., one label per sample, to fit."
             )
-        order, m = group_instances(groups, X.shape[0])
+        Xg, Yg = _stack_instances(X, Y, groups)
         n_outputs = Y.shape[1]
         task_outputs = getattr(self.task, "n_outputs", None)
         if task_outputs is not None and task_outputs != n_outputs:
@@ -152,10 +157,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                 f"y has {n_outputs}."
             )
         self.n_outputs_ = n_outputs
-        self.group_size_ = m
-        n_inst = X.shape[0] // m
-        Xg = X[order].reshape(n_inst, m, X.shape[1])
-        Yg = Y[order].reshape(n_inst, m, n_outputs)
+        self.group_size_ = Xg.shape[1]
         if self.task is not None and hasattr(self.task, "check_targets"):
             self.task.check_targets(Yg)
         return Xg, Yg
@@ -175,9 +177,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"task {type(self.task).__name__} decides over groups of samples: pass groups."
             )
-        order, m = group_instances(groups, X.shape[0])
-        n_inst = X.shape[0] // m
-        return X[order].reshape(n_inst, m, X.shape[1]), Y[order].reshape(n_inst, m, Y.shape[1])
+        return _stack_instances(X, Y, groups)
 
     def _split_validation(self, n_inst, random_state):
         """Indices of the training and validation instances."""
@@ -229,7 +229,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             "validation_prediction_loss": [],
         }
         best_loss, best_iteration, best_state = np.inf, 0, None
-        task_acc, mse_acc, n_acc = [], [], 0
+        task_acc, mse_acc = [], []
         start = time.perf_counter()
         n_done = 0
         for iteration in range(1, self.max_iter + 1):
@@ -247,7 +247,6 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
             n_done = iteration
             task_acc.append(task)
             mse_acc.append(mse)
-            n_acc += 1
             last = iteration == self.max_iter
             if iteration % self.validation_interval and not last:
                 continue
@@ -298,10 +297,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
     @torch.no_grad()
     def _evaluate_instances(self, predict, X, Y):
         """(mean task loss, MSE) of ``predict`` on instances X (b, m, p), Y (b, m, d)."""
-        b, m, _ = X.shape
-        pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
-        task = self._task_loss()(pred, Y).mean()
-        mse = ((pred - Y) ** 2).sum(-1).mean()
+        _, task, mse = task_objective(predict, X, Y, self._task_loss(), 0.0)
         return float(task), float(mse)
 
     def _prepare(self, X, y, groups):
@@ -661,8 +657,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
 
         self._run_loop(step, evaluate, solver.state, solver.restore, X_val.shape[0] > 0)
         solver.write_back()
-        with torch.no_grad():
-            _, scale = normalize_metric(metric_values(metric, X_train_flat))
+        _, scale = solver.train_metric_values(X_train_flat)
         self.predictor_state_ = state_to_numpy(predictor)
         self.metric_state_ = state_to_numpy(metric)
         self.metric_scale_ = float(scale)
