@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -27,6 +26,7 @@ from sktaskmet.discovery._ensemble import (
     pairwise_agreement,
     train_ensemble,
 )
+from sktaskmet.exceptions import NonFiniteWarning
 
 FAST = dict(hidden_layer_sizes=(16,), max_epochs=3, batch_size=32, device="cpu")
 
@@ -289,7 +289,7 @@ def test_verbose_reports_epochs():
 def test_non_finite_loss_restores_and_warns():
     X, y = blobs()
     X[0, 0] = 1e30  # overflows the logits of float32 networks after a few huge steps
-    with pytest.warns(ConvergenceWarning, match="non-finite"):
+    with pytest.warns(NonFiniteWarning, match="non-finite"):
         scorer = AgreementScorer(
             random_state=0, learning_rate=1e30, **{**FAST, "max_epochs": 5}
         ).fit(X.astype(np.float32), y)

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import SCMLRegressor
+from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.scml import LocalSCMLDissimilarity
 from sktaskmet.scml import _solver as solver_module
 from sktaskmet.scml._bases import (
@@ -28,7 +29,6 @@ from sktaskmet.scml._bases import (
 )
 from sktaskmet.scml._solver import (
     KernelPCAEmbedding,
-    NumericalFailureWarning,
     _best_scale,
     _GlobalState,
     global_objective,
@@ -411,7 +411,7 @@ def test_solver_restores_the_last_good_weights_on_overflow():
     X[::2] *= -1
     X[:, 1] += torch.arange(30, dtype=torch.float64) * 1e199
     triplets = torch.tensor([[0, 2, 1], [1, 3, 0], [4, 6, 5]])
-    with pytest.warns(NumericalFailureWarning, match="non-finite"):
+    with pytest.warns(NonFiniteWarning, match="non-finite"):
         result = rda_global(
             X,
             triplets,

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -27,6 +26,7 @@ from sktaskmet.discovery._meta import (
     uniformity_loss,
 )
 from sktaskmet.discovery._task_discovery import _task_similarity
+from sktaskmet.exceptions import NonFiniteWarning
 
 TINY = dict(
     n_tasks=3,
@@ -301,7 +301,7 @@ def test_verbose_reports_progress(data):
 
 def test_non_finite_meta_loss_restores_the_last_good_encoder(data):
     params = {**TINY, "inner_lr": 1e30, "max_iter": 4}
-    with pytest.warns(ConvergenceWarning, match="non-finite"):
+    with pytest.warns(NonFiniteWarning, match="non-finite"):
         est = TaskDiscovery(random_state=0, **params).fit(data.astype(np.float32))
     assert est.n_iter_ == 0
     initial = TaskDiscovery(random_state=0, **{**TINY, "max_iter": 0}).fit(data.astype(np.float32))

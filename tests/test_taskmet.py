@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
-from sktaskmet.taskmet._bilevel import NonFiniteStepWarning
+from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.tasks import DecisionQualityScorer
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
@@ -239,7 +239,7 @@ def test_bad_input(Estimator, cubic_data):
 @pytest.mark.parametrize("Estimator", [TaskMetRegressor, DFLRegressor])
 def test_nan_task_loss_warns_and_keeps_the_last_good_state(Estimator, cubic_data):
     (X, y, g), _ = cubic_data
-    with pytest.warns(NonFiniteStepWarning, match="last good state"):
+    with pytest.warns(NonFiniteWarning, match="last good state"):
         model = Estimator(NaNTask(), max_iter=3, device="cpu", random_state=0)
         model.fit(X, y, groups=g)
     assert model.n_iter_ == 0

@@ -28,11 +28,11 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from torch.func import functional_call, stack_module_state, vmap
 
 from .._backend import seeded, to_numpy, to_tensor
 from .._nn import make_mlp
+from ..exceptions import NonFiniteWarning
 
 __all__ = ["MLPEnsemble", "batch_schedule", "train_ensemble", "pairwise_agreement"]
 
@@ -300,7 +300,7 @@ def train_ensemble(
             warnings.warn(
                 f"The training loss became non-finite in epoch {epoch + 1}; the networks were "
                 "restored to the end of the previous epoch. Lower learning_rate or scale X.",
-                ConvergenceWarning,
+                NonFiniteWarning,
                 stacklevel=3,
             )
             break

@@ -18,7 +18,6 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -32,6 +31,7 @@ from .._backend import (
     to_tensor,
 )
 from .._nn import make_mlp
+from ..exceptions import NonFiniteWarning
 from ._agreement import AgreementScorer, check_hidden_layer_sizes
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
 
@@ -340,7 +340,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     f"TaskDiscovery: the meta-loss or its gradient became non-finite at "
                     f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
                     "Lower learning_rate or inner_lr.",
-                    ConvergenceWarning,
+                    NonFiniteWarning,
                     stacklevel=3,
                 )
                 break

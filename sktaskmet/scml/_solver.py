@@ -66,8 +66,8 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
+from ..exceptions import NonFiniteWarning
 from . import _rda_kernel
 
 __all__ = [
@@ -96,10 +96,6 @@ SPAN_ITERATIONS = 512
 MAX_PROJECTION_ENTRIES = 2**24
 # Triplets (or pairs) per chunk of the full objective: bounds its temporaries.
 OBJECTIVE_CHUNK = 8192
-
-
-class NumericalFailureWarning(ConvergenceWarning, RuntimeWarning):
-    """A NaN or infinity appeared during the solve; the last good iterate was kept."""
 
 
 class SolverResult:
@@ -622,7 +618,7 @@ class _Checkpoints:
             warnings.warn(
                 f"the {self.stage} SCML solve produced a non-finite value at iteration "
                 f"{iteration}; the best weights found before it are kept. {self.advice}",
-                NumericalFailureWarning,
+                NonFiniteWarning,
                 stacklevel=4,
             )
             return False

@@ -31,6 +31,8 @@ import warnings
 import torch
 from torch.func import functional_call, jacrev, vmap
 
+from ..exceptions import NonFiniteWarning
+
 __all__ = [
     "make_loss",
     "loss_targets",
@@ -502,10 +504,6 @@ def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
 # --------------------------------------------------------------------------------------
 
 
-class NonFiniteSolveWarning(RuntimeWarning):
-    """A subset problem produced a non-finite value; its last finite iterate was kept."""
-
-
 def _exact_hessians(jacobians, out, y, example_weights, loss, chunk=8):
     """Hessian of the data term for each subset: ``sum_i a_bi G_i^T H_bi G_i`` (B, d, d)."""
     d = jacobians.shape[-1]
@@ -821,7 +819,7 @@ def solve_subsets(
         warnings.warn(
             f"{int(bad.sum())} subset problem(s) produced non-finite parameters; their "
             "solution was reset to the pretrained parameters (w = 0).",
-            NonFiniteSolveWarning,
+            NonFiniteWarning,
             stacklevel=3,
         )
         w = torch.where(bad.unsqueeze(1), 0.0, w)

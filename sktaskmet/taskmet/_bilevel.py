@@ -44,7 +44,6 @@ indices of all inner steps of an outer step are drawn and gathered at once.
 """
 
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -53,7 +52,6 @@ __all__ = [
     "FlatModule",
     "FlatAdam",
     "BilevelSolver",
-    "NonFiniteStepWarning",
     "cg_solve",
     "normal_cg_solve",
     "exact_solve",
@@ -63,10 +61,6 @@ __all__ = [
     "sample_instances",
     "task_objective",
 ]
-
-
-class NonFiniteStepWarning(ConvergenceWarning, RuntimeWarning):
-    """A training step produced NaN or infinity; the last good state was restored."""
 
 
 # --------------------------------------------------------------------------------------

@@ -28,10 +28,10 @@ from .._backend import (
 )
 from .._metric import make_metric
 from .._nn import make_mlp
+from ..exceptions import NonFiniteWarning
 from ._bilevel import (
     LINEAR_SOLVERS,
     BilevelSolver,
-    NonFiniteStepWarning,
     metric_values,
     task_objective,
 )
@@ -240,7 +240,7 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                     "infinity (task loss, predictor parameters or gradient); the last good "
                     "state was restored and training stopped there. Check the task loss or "
                     "lower the learning rates.",
-                    NonFiniteStepWarning,
+                    NonFiniteWarning,
                     stacklevel=3,
                 )
                 break
