@@ -34,6 +34,8 @@ TEST_REQUIRES = [
     "pandas>=1.5",
     "matplotlib>=3.6",
     "dask[distributed]>=2023.1",
+    # scikit-learn's ProgressBar callback draws with rich (tests of the callbacks).
+    "rich>=13",
 ]
 DOC_REQUIRES = [
     "sphinx>=7",

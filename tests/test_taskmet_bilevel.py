@@ -214,7 +214,7 @@ def test_inner_adam_matches_torch_adam_with_clipping():
     torch.testing.assert_close(ours, reference.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_outer_step_restores_state_on_non_finite_task_loss():
+def test_outer_step_reports_non_finite_task_loss_and_leaves_the_metric_unchanged():
     X, Y, predictor, metric = _problem()
 
     def nan_loss(y_pred, y_true):
@@ -225,6 +225,11 @@ def test_outer_step_restores_state_on_non_finite_task_loss():
     X_flat = X.reshape(-1, X.shape[-1])
     _, _, ok = solver.outer_step(X, Y, X_flat, batch_size=3, n_inner=5)
     assert not ok
+    for a, b in zip(solver.state()["metric"], before["metric"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # The inner solve moved the predictor; the training loop restores the pre-step state.
+    assert not torch.equal(solver.state()["inner"][0], before["inner"][0])
+    solver.restore(before)
     after = solver.state()
     torch.testing.assert_close(after["inner"][0], before["inner"][0])
     for a, b in zip(after["metric"], before["metric"], strict=True):

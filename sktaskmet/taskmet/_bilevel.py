@@ -596,9 +596,10 @@ class BilevelSolver:
         task_loss, mse : torch.Tensor
             On the outer batch, before the metric update (scalars, on the device).
         ok : bool
-            False when a NaN or infinity appeared; the state is then restored.
+            False when a NaN or infinity appeared (in the outer loss, the inner solution or
+            the metric gradient); the metric is then left unchanged, but the inner solve has
+            moved the predictor: the caller restores :meth:`state` from before the step.
         """
-        snapshot = self.state()
         values_train, _ = self.train_metric_values(X_train_flat)
         values_train = values_train.reshape(*X.shape[:2], *values_train.shape[1:])
         self.inner_solve(X, Y, values_train, n_inner)
@@ -625,7 +626,6 @@ class BilevelSolver:
             finite = []
         ok = bool(torch.stack([torch.isfinite(total), torch.isfinite(theta).all(), *finite]).all())
         if not ok:
-            self.restore(snapshot)
             return task, mse, False
         if self.outer_optimizer is not None:
             self.outer_optimizer.step(metric_grad)

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._backend import seeded, state_to_numpy
 from ._bilevel import FlatAdam, FlatModule, sample_instances, task_objective
-from ._estimator import _BaseTaskRegressor
+from ._estimator import _BaseTaskRegressor, _flat_state
 
 __all__ = ["DFLRegressor"]
 
@@ -166,7 +166,17 @@ class DFLRegressor(_BaseTaskRegressor):
         def evaluate():
             return self._evaluate_instances(lambda Z: model(theta.detach(), Z), X_val, Y_val)
 
-        self._run_loop(step, evaluate, optimizer.state, optimizer.restore, X_val.shape[0] > 0)
+        # The step checks for NaN and infinity before updating: no snapshot per step.
+        self._train(
+            step,
+            evaluate,
+            optimizer.state,
+            optimizer.restore,
+            has_validation=X_val.shape[0] > 0,
+            guard="checked",
+            fitted=lambda: {"predictor_state_": _flat_state(model, theta)},
+            data=(X, y),
+        )
         model.load(theta.detach())
         self.predictor_state_ = state_to_numpy(module)
         return self

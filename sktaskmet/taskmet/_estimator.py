@@ -5,8 +5,6 @@ samples into decision instances, splits off the validation instances, runs the o
 with early stopping and keeps the fitted state as numpy arrays.
 """
 
-import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,7 +26,7 @@ from .._backend import (
 )
 from .._metric import make_metric
 from .._nn import make_mlp
-from ..exceptions import NonFiniteWarning
+from .._training import CallbackSupportMixin, FitCallbacks, TrainingLoop
 from ._bilevel import (
     LINEAR_SOLVERS,
     BilevelSolver,
@@ -91,7 +89,19 @@ def _stack_instances(X, Y, groups):
     return X[order].reshape(n_inst, m, X.shape[1]), Y[order].reshape(n_inst, m, Y.shape[1])
 
 
-class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
+def _flat_state(model, flat):
+    """State dict (numpy) of ``model.module`` with its parameters taken from ``flat``.
+
+    The module itself is left as it is: a training loop can report the current predictor
+    (to scikit-learn callbacks) without writing into the parameters it trains.
+    """
+    state = state_to_numpy(model.module)
+    for name, value in zip(model.names, model.unflatten(flat.detach()), strict=True):
+        state[name] = to_numpy(value)
+    return state
+
+
+class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
     """Shared glue of the regressors trained for a downstream task.
 
     A subclass's ``fit`` gets its tensors from :meth:`_prepare`, runs :meth:`_run_loop` with
@@ -215,84 +225,43 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit loop shared by the subclasses ---------------------------------------------
 
-    def _run_loop(self, step, evaluate, snapshot, restore, has_validation):
-        """Outer loop: steps, periodic validation, early stopping, best-state restore.
+    def _train(self, step, evaluate, snapshot, restore, *, has_validation, guard, fitted, data):
+        """Run the shared training core: steps, validation, early stopping, best state.
 
         ``step(iteration) -> (task_loss, prediction_loss, ok)`` (device scalars, bool);
-        ``evaluate() -> (task_loss, prediction_loss)`` floats on the validation instances.
+        ``evaluate() -> (task_loss, prediction_loss)`` floats on the validation instances;
+        ``fitted() -> dict`` of the fitted attributes of the current state and ``data``, the
+        ``(X, y)`` given to ``fit``, are what scikit-learn callbacks (``ScoringMonitor``)
+        score.
         """
-        history = {
-            "iteration": [],
-            "train_task_loss": [],
-            "train_prediction_loss": [],
-            "validation_task_loss": [],
-            "validation_prediction_loss": [],
-        }
-        best_loss, best_iteration, best_state = np.inf, 0, None
-        task_acc, mse_acc = [], []
-        start = time.perf_counter()
-        n_done = 0
-        for iteration in range(1, self.max_iter + 1):
+
+        def loop_step(iteration):
             task, mse, ok = step(iteration)
-            if not ok:
-                warnings.warn(
-                    f"{type(self).__name__}: the step at iteration {iteration} produced NaN or "
-                    "infinity (task loss, predictor parameters or gradient); the last good "
-                    "state was restored and training stopped there. Check the task loss or "
-                    "lower the learning rates.",
-                    NonFiniteWarning,
-                    stacklevel=3,
-                )
-                break
-            n_done = iteration
-            task_acc.append(task)
-            mse_acc.append(mse)
-            last = iteration == self.max_iter
-            if iteration % self.validation_interval and not last:
-                continue
-            train_task = float(torch.stack(task_acc).mean())
-            train_mse = float(torch.stack(mse_acc).mean())
-            task_acc, mse_acc = [], []
-            if has_validation:
-                val_task, val_mse = evaluate()
-                monitored = val_task if np.isfinite(val_task) else np.inf
-            else:
-                val_task = val_mse = np.nan
-                monitored = None
-            for key, value in zip(
-                history,
-                [iteration, train_task, train_mse, val_task, val_mse],
-                strict=True,
-            ):
-                history[key].append(value)
-            if self.verbose:
-                print(
-                    f"[{type(self).__name__}] iteration {iteration}: train task loss "
-                    f"{train_task:.4g}, train MSE {train_mse:.4g}, validation task loss "
-                    f"{val_task:.4g}, validation MSE {val_mse:.4g} "
-                    f"({time.perf_counter() - start:.1f} s)"
-                )
-            if monitored is None:
-                continue
-            if monitored < best_loss:
-                best_loss, best_iteration, best_state = monitored, iteration, snapshot()
-            elif (
-                self.n_iter_no_change is not None
-                and iteration - best_iteration >= self.n_iter_no_change
-            ):
-                if self.verbose:
-                    print(
-                        f"[{type(self).__name__}] early stopping: no validation improvement "
-                        f"for {iteration - best_iteration} iterations."
-                    )
-                break
-        if best_state is not None:
-            restore(best_state)
-        else:
-            best_iteration = n_done
-        self.n_iter_ = n_done
-        self.best_iteration_ = best_iteration
-        self.history_ = {key: np.asarray(value) for key, value in history.items()}
+            return {"task_loss": task, "prediction_loss": mse} if ok else None
+
+        def validate():
+            task, mse = evaluate() if has_validation else (np.nan, np.nan)
+            return {"task_loss": task, "prediction_loss": mse}
+
+        loop = TrainingLoop(
+            loop_step,
+            max_iter=self.max_iter,
+            snapshot=snapshot,
+            restore=restore,
+            validate=validate,
+            monitor="validation_task_loss" if has_validation else None,
+            record_interval=self.validation_interval,
+            n_iter_no_change=self.n_iter_no_change,
+            guard=guard,
+            name=type(self).__name__,
+            verbose=self.verbose,
+            advice="Check the task loss or lower the learning rates.",
+            callbacks=FitCallbacks(self, *data, fitted_attributes=fitted),
+        )
+        result = loop.run()
+        self.n_iter_ = result.n_iter
+        self.best_iteration_ = result.best_iteration
+        self.history_ = result.history
 
     @torch.no_grad()
     def _evaluate_instances(self, predict, X, Y):
@@ -655,7 +624,25 @@ class TaskMetRegressor(_BaseTaskRegressor):
         def evaluate():
             return self._evaluate_instances(lambda X: solver.predict(solver.theta, X), X_val, Y_val)
 
-        self._run_loop(step, evaluate, solver.state, solver.restore, X_val.shape[0] > 0)
+        def fitted():
+            return {
+                "predictor_state_": _flat_state(solver.predictor, solver.theta),
+                "metric_state_": state_to_numpy(metric),
+                "metric_scale_": float(solver.train_metric_values(X_train_flat)[1]),
+            }
+
+        # The inner solve moves the predictor before the step's non-finite check: the
+        # loop snapshots the solver state before every step to restore it.
+        self._train(
+            step,
+            evaluate,
+            solver.state,
+            solver.restore,
+            has_validation=X_val.shape[0] > 0,
+            guard="snapshot",
+            fitted=fitted,
+            data=(X, y),
+        )
         solver.write_back()
         _, scale = solver.train_metric_values(X_train_flat)
         self.predictor_state_ = state_to_numpy(predictor)
