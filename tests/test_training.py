@@ -1,0 +1,338 @@
+"""The shared training core (sktaskmet._training) and scikit-learn callbacks through it."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sktaskmet import DFLRegressor, TaskMetRegressor
+from sktaskmet._training import (
+    CALLBACKS_AVAILABLE,
+    FitCallbacks,
+    TrainingLoop,
+)
+from sktaskmet.exceptions import NonFiniteWarning
+
+needs_callbacks = pytest.mark.skipif(
+    not CALLBACKS_AVAILABLE, reason="scikit-learn < 1.9 has no sklearn.callback"
+)
+
+
+class Counter:
+    """A toy trained state: one tensor; each step adds 1 and reports the new value."""
+
+    def __init__(self, fail_at=None, corrupt=True):
+        self.value = torch.zeros(())
+        self.fail_at = fail_at
+        self.corrupt = corrupt
+
+    def step(self, iteration):
+        if iteration == self.fail_at:
+            if self.corrupt:
+                self.value += torch.nan  # a step that damages the state before noticing
+            return None
+        self.value += 1
+        return {"loss": self.value.clone()}
+
+    def snapshot(self):
+        return self.value.clone()
+
+    def restore(self, state):
+        self.value.copy_(state)
+
+
+def test_history_records_means_between_records_and_the_last_step():
+    counter = Counter()
+    result = TrainingLoop(
+        counter.step,
+        max_iter=5,
+        snapshot=counter.snapshot,
+        restore=counter.restore,
+        record_interval=2,
+    ).run()
+    assert result.n_iter == result.best_iteration == 5
+    assert result.stop_reason == "max_iter"
+    np.testing.assert_array_equal(result.history["iteration"], [2, 4, 5])
+    # Means of the step values since the previous record: (1+2)/2, (3+4)/2, 5.
+    np.testing.assert_array_equal(result.history["train_loss"], [1.5, 3.5, 5.0])
+
+
+def test_non_finite_step_restores_the_state_before_it_and_warns():
+    counter = Counter(fail_at=4)
+    with pytest.warns(NonFiniteWarning, match="iteration 4 .*last good state.*Lower it"):
+        result = TrainingLoop(
+            counter.step,
+            max_iter=10,
+            snapshot=counter.snapshot,
+            restore=counter.restore,
+            name="Toy",
+            advice="Lower it.",
+        ).run()
+    assert float(counter.value) == 3.0
+    assert result.n_iter == 3
+    assert result.stop_reason == "non_finite"
+    np.testing.assert_array_equal(result.history["iteration"], [1, 2, 3])
+
+
+def test_checked_guard_trusts_the_step_and_takes_no_snapshot():
+    counter = Counter(fail_at=3, corrupt=False)
+    snapshots = []
+
+    def snapshot():
+        snapshots.append(1)
+        return counter.snapshot()
+
+    with pytest.warns(NonFiniteWarning):
+        result = TrainingLoop(
+            counter.step, max_iter=5, snapshot=snapshot, restore=counter.restore, guard="checked"
+        ).run()
+    assert snapshots == []
+    assert float(counter.value) == 2.0 and result.n_iter == 2
+
+
+def test_early_stopping_restores_the_best_state():
+    counter = Counter()
+    # Validation loss (value - 3)^2 is best at step 3, then grows.
+    validations = []
+
+    def validate():
+        validations.append(float(counter.value))
+        return {"loss": (float(counter.value) - 3.0) ** 2}
+
+    result = TrainingLoop(
+        counter.step,
+        max_iter=50,
+        snapshot=counter.snapshot,
+        restore=counter.restore,
+        validate=validate,
+        monitor="validation_loss",
+        n_iter_no_change=4,
+    ).run()
+    assert result.stop_reason == "early_stopping"
+    assert result.n_iter == 7  # 4 steps without improvement after step 3
+    assert result.best_iteration == 3
+    assert float(counter.value) == 3.0
+    np.testing.assert_array_equal(result.history["validation_loss"], [4, 1, 0, 1, 4, 9, 16])
+
+
+def test_nan_validation_counts_as_no_improvement():
+    counter = Counter()
+    result = TrainingLoop(
+        counter.step,
+        max_iter=10,
+        snapshot=counter.snapshot,
+        restore=counter.restore,
+        validate=lambda: {"loss": 1.0 if float(counter.value) == 1 else np.nan},
+        monitor="validation_loss",
+        n_iter_no_change=2,
+    ).run()
+    assert result.best_iteration == 1 and result.n_iter == 3
+    assert float(counter.value) == 1.0
+
+
+def test_verbose_prints_records_and_early_stopping(capsys):
+    counter = Counter()
+    TrainingLoop(
+        counter.step,
+        max_iter=20,
+        snapshot=counter.snapshot,
+        restore=counter.restore,
+        validate=lambda: {"loss": float(counter.value)},
+        monitor="validation_loss",
+        n_iter_no_change=2,
+        name="Toy",
+        verbose=1,
+    ).run()
+    out = capsys.readouterr().out
+    assert "[Toy] iteration 1: train loss 1, validation loss 1 (" in out
+    assert "[Toy] early stopping: no validation loss improvement for 2 iterations." in out
+
+
+def test_silent_without_verbose(capsys):
+    counter = Counter()
+    TrainingLoop(counter.step, max_iter=3, snapshot=counter.snapshot, restore=counter.restore).run()
+    assert capsys.readouterr().out == ""
+
+
+def test_loop_rejects_a_guard_without_snapshot():
+    with pytest.raises(ValueError, match="snapshot and restore"):
+        TrainingLoop(lambda i: {}, max_iter=1)
+    with pytest.raises(ValueError, match="guard must be"):
+        TrainingLoop(lambda i: {}, max_iter=1, guard="none")
+
+
+def test_estimator_without_callback_support_runs_the_hooks_as_no_ops():
+    counter = Counter()
+    callbacks = FitCallbacks(object(), fitted_attributes=lambda: pytest.fail("not called"))
+    result = TrainingLoop(
+        counter.step,
+        max_iter=3,
+        snapshot=counter.snapshot,
+        restore=counter.restore,
+        callbacks=callbacks,
+    ).run()
+    assert result.n_iter == 3
+
+
+# --------------------------------------------------------------------------------------
+# scikit-learn callbacks through the core
+# --------------------------------------------------------------------------------------
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, size=(60, 2))
+    return X, X[:, 0] ** 3 + 0.1 * rng.normal(size=60)
+
+
+TASKMET_FAST = dict(
+    max_iter=4,
+    inner_steps_first=20,
+    inner_steps=5,
+    inner_lr=0.1,
+    metric_hidden_layer_sizes=(4,),
+    validation_interval=2,
+    device="cpu",
+    random_state=0,
+)
+DFL_FAST = dict(max_iter=12, learning_rate=0.1, validation_interval=4, device="cpu", random_state=0)
+
+
+@needs_callbacks
+def test_progress_bars_nest_under_grid_search_and_pipeline(capsys):
+    pytest.importorskip("rich")
+    from sklearn.callback import ProgressBar
+
+    X, y = _data()
+    pipe = Pipeline([("scale", StandardScaler()), ("model", TaskMetRegressor(**TASKMET_FAST))])
+    search = GridSearchCV(pipe, {"model__alpha": [0.0, 1.0]}, cv=2)
+    search.set_callbacks(ProgressBar(max_propagation_depth=None))
+    search.fit(X, y)
+    out = capsys.readouterr().out
+    assert "GridSearchCV - fit" in out
+    # One bar per TaskMet fit: 2 candidates x 2 splits, and the refit.
+    bars = [line for line in out.splitlines() if "TaskMetRegressor - fit" in line]
+    assert len(bars) == 5
+    for line in bars:
+        assert "Pipeline - fit-final-estimator | TaskMetRegressor - fit" in line
+        assert "100%" in line
+    # The TaskMet bars sit one level below their Pipeline bar.
+    indent = [len(line) - len(line.lstrip()) for line in out.splitlines()]
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if "TaskMetRegressor - fit" in line:
+            parent = max(j for j in range(i) if "| Pipeline - fit" in lines[j])
+            assert indent[i] == indent[parent] + 2
+
+
+@needs_callbacks
+@pytest.mark.parametrize(
+    "Estimator, params", [(TaskMetRegressor, TASKMET_FAST), (DFLRegressor, DFL_FAST)]
+)
+def test_scoring_monitor_records_a_score_per_iteration(Estimator, params):
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    X, y = _data()
+    monitor = ScoringMonitor(scoring="r2")
+    model = Estimator(**params).set_callbacks(monitor).fit(X, y)
+    log = monitor.get_logs().data_as_pandas
+    iterations = log[log["task_name"] == "iteration"]
+    assert len(iterations) == model.n_iter_ == params["max_iter"]
+    assert iterations["r2"].nunique() == len(iterations)  # the predictor moves every step
+    # The fit task's score is the final model's.
+    final = log[log["task_name"] == "fit"]["r2"]
+    assert final.iloc[0] == pytest.approx(model.score(X, y))
+
+
+@needs_callbacks
+def test_a_callback_can_stop_the_loop():
+    class StopAfterTwo:
+        def __init__(self):
+            self.ended = 0
+
+        def setup(self, estimator, context):
+            pass
+
+        def teardown(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context):
+            pass
+
+        def on_fit_task_end(self, estimator, context):
+            if context.task_name == "iteration":
+                self.ended += 1
+            return self.ended >= 2
+
+    X, y = _data()
+    model = DFLRegressor(**DFL_FAST).set_callbacks(StopAfterTwo()).fit(X, y)
+    assert model.n_iter_ == 2
+
+
+@needs_callbacks
+def test_callbacks_leave_the_fitted_model_unchanged():
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    X, y = _data()
+    plain = TaskMetRegressor(**TASKMET_FAST).fit(X, y)
+    monitored = clone(plain).set_callbacks(ScoringMonitor(scoring="r2")).fit(X, y)
+    np.testing.assert_array_equal(plain.predict(X), monitored.predict(X))
+    np.testing.assert_array_equal(plain.metric_values(X[:3]), monitored.metric_values(X[:3]))
+
+
+_NO_CALLBACKS_SCRIPT = textwrap.dedent(
+    """
+    import sys, types
+    import numpy as np
+    # Import everything once so that scikit-learn's own modules stay loaded, then hide
+    # sklearn.callback the way scikit-learn < 1.9 lacks it and import sktaskmet afresh.
+    import sktaskmet  # noqa: F401
+    for name in [name for name in sys.modules if name.split(".")[0] == "sktaskmet"]:
+        del sys.modules[name]
+    sys.modules["sklearn.callback"] = types.ModuleType("sklearn.callback")
+    from sktaskmet import DFLRegressor, TaskMetRegressor
+    from sktaskmet._training import CALLBACKS_AVAILABLE
+    assert not CALLBACKS_AVAILABLE
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, size=(40, 2)); y = X[:, 0]
+    for model in (TaskMetRegressor(max_iter=2, inner_steps_first=5, inner_steps=2,
+                                   metric_hidden_layer_sizes=(4,), device="cpu"),
+                  DFLRegressor(max_iter=5, device="cpu")):
+        assert not hasattr(model, "set_callbacks")
+        assert np.isfinite(model.fit(X, y).predict(X)).all()
+    print("ok")
+    """
+)
+
+
+def test_without_sklearn_callback_estimators_fit_with_no_callbacks():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+class _NotIterative(RegressorMixin, BaseEstimator):
+    pass
+
+
+def test_fit_callbacks_of_a_plain_estimator_are_disabled():
+    assert not FitCallbacks(_NotIterative()).enabled
