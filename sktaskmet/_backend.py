@@ -11,7 +11,9 @@ heavy numerics in torch. This module is the one place where the two meet:
   instead of triggering torch's non-writable-array warning. :func:`to_numpy` returns
   arrays that own their memory, so fitted attributes never alias live parameters.
 * :func:`make_generator` and :func:`seeded` derive torch randomness from a scikit-learn
-  ``random_state`` without touching torch's global generator.
+  ``random_state`` without touching torch's global generator, and
+  :func:`untouched_global_rng` keeps the rebuilding of fitted modules at inference time
+  from advancing it.
 """
 
 import contextlib
@@ -29,6 +31,7 @@ __all__ = [
     "seed_from_random_state",
     "make_generator",
     "seeded",
+    "untouched_global_rng",
     "state_to_numpy",
     "load_numpy_state",
 ]
@@ -248,6 +251,30 @@ def seeded(random_state):
     seed = seed_from_random_state(random_state)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def untouched_global_rng():
+    """Leave torch's global CPU generator as it was before the block.
+
+    Rebuilding a fitted module to load its saved state (in ``predict``, ``transform``,
+    scoring) runs the constructors' random initialisation, which draws from torch's
+    global generator; the drawn weights are overwritten at once. Building the module
+    inside this block keeps inference from advancing the user's global random state.
+    Build modules on the CPU inside the block and move them to the device afterwards.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktaskmet._backend import untouched_global_rng
+    >>> before = torch.random.get_rng_state()
+    >>> with untouched_global_rng():
+    ...     layer = torch.nn.Linear(3, 2)
+    >>> bool(torch.equal(torch.random.get_rng_state(), before))
+    True
+    """
+    with torch.random.fork_rng(devices=[]):
         yield
 
 

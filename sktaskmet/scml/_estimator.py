@@ -31,6 +31,7 @@ from .._backend import (
     state_to_numpy,
     to_numpy,
     to_tensor,
+    untouched_global_rng,
 )
 from .._metric import MahalanobisDistance, MahalanobisMixin, check_pairs
 from .._nn import make_mlp
@@ -588,7 +589,8 @@ class SCMLRegressor(
 
     def _predict_mlp(self, X, state):
         head = self.head_state_
-        network = make_mlp(self._n_features_out, tuple(self.hidden_layer_sizes), 1)
+        with untouched_global_rng():
+            network = make_mlp(self._n_features_out, tuple(self.hidden_layer_sizes), 1)
         network = load_numpy_state(network, head["network"], state["device"], dtype=X.dtype)
         mean = to_tensor(head["feature_mean"], state["device"], X.dtype)
         std = to_tensor(head["feature_std"], state["device"], X.dtype)

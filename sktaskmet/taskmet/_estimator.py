@@ -23,6 +23,7 @@ from .._backend import (
     state_to_numpy,
     to_numpy,
     to_tensor,
+    untouched_global_rng,
 )
 from .._metric import make_metric
 from .._nn import make_mlp
@@ -214,7 +215,8 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
         return module
 
     def _predictor_module(self, device, dtype):
-        module = self._make_predictor(self.n_features_in_, self.n_outputs_)
+        with untouched_global_rng():
+            module = self._make_predictor(self.n_features_in_, self.n_outputs_)
         return load_numpy_state(module, self.predictor_state_, device=device, dtype=dtype)
 
     def _task_loss(self):
@@ -653,7 +655,8 @@ class TaskMetRegressor(_BaseTaskRegressor):
     # -- the learned metric --------------------------------------------------------------
 
     def _metric_module(self, device, dtype):
-        module = self._make_metric(self.n_features_in_, self.n_outputs_)
+        with untouched_global_rng():
+            module = self._make_metric(self.n_features_in_, self.n_outputs_)
         return load_numpy_state(module, self.metric_state_, device=device, dtype=dtype)
 
     def metric_values(self, X):
