@@ -1,8 +1,10 @@
-"""Small torch building blocks shared by the estimators."""
+"""Small torch building blocks shared by the estimators, and the check of their widths."""
+
+from numbers import Integral
 
 from torch import nn
 
-__all__ = ["make_mlp", "ACTIVATIONS"]
+__all__ = ["make_mlp", "check_hidden_layer_sizes", "ACTIVATIONS"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
 
@@ -33,3 +35,45 @@ def make_mlp(in_features, hidden_layer_sizes, out_features, activation="relu", b
         width = int(hidden)
     layers.append(nn.Linear(width, int(out_features), bias=bias))
     return nn.Sequential(*layers)
+
+
+def check_hidden_layer_sizes(hidden_layer_sizes, name="hidden_layer_sizes"):
+    """Validate hidden-layer widths: a tuple or list of positive integers.
+
+    Python and numpy integers are accepted; booleans, floats (even ``4.0``), zero,
+    negative widths, strings, scalars and nested sequences are rejected. An empty tuple
+    (no hidden layer) is valid.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : object
+        The estimator parameter to check.
+    name : str, default="hidden_layer_sizes"
+        Name of the parameter, for the error message.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        If ``hidden_layer_sizes`` is not a tuple or list of positive integers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktaskmet._nn import check_hidden_layer_sizes
+    >>> check_hidden_layer_sizes([np.int64(8), 4])
+    (8, 4)
+    """
+    valid = isinstance(hidden_layer_sizes, (tuple, list)) and all(
+        isinstance(width, Integral) and not isinstance(width, bool) and width > 0
+        for width in hidden_layer_sizes
+    )
+    if not valid:
+        raise ValueError(
+            f"{name} must be a tuple or list of positive integers (the widths of the hidden "
+            f"layers); got {hidden_layer_sizes!r}."
+        )
+    return tuple(int(width) for width in hidden_layer_sizes)

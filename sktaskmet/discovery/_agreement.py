@@ -12,7 +12,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
-from .._nn import ACTIVATIONS
+from .._nn import ACTIVATIONS, check_hidden_layer_sizes
 from ._ensemble import DATA_MODES, MLPEnsemble, batch_schedule, train_ensemble
 
 __all__ = ["AgreementScorer"]
@@ -472,19 +472,6 @@ class AgreementScorer(BaseEstimator):
             averaged over network pairs and labelings.
         """
         return float(self.agreement(X).mean())
-
-
-def check_hidden_layer_sizes(hidden_layer_sizes):
-    """``hidden_layer_sizes`` as a tuple of ints; ValueError unless a flat sequence of them > 0."""
-    sizes = np.atleast_1d(np.asarray(hidden_layer_sizes, dtype=object))
-    if sizes.ndim != 1 or not all(
-        isinstance(h, Integral) and not isinstance(h, bool) and h > 0 for h in sizes
-    ):
-        raise ValueError(
-            "hidden_layer_sizes must be a sequence of positive integers; got "
-            f"{hidden_layer_sizes!r}."
-        )
-    return tuple(int(h) for h in sizes)
 
 
 def _fit_clone(estimator, seed, X, y):

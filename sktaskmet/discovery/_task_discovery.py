@@ -30,9 +30,9 @@ from .._backend import (
     to_numpy,
     to_tensor,
 )
-from .._nn import make_mlp
+from .._nn import check_hidden_layer_sizes, make_mlp
 from ..exceptions import NonFiniteWarning
-from ._agreement import AgreementScorer, check_hidden_layer_sizes
+from ._agreement import AgreementScorer
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
 
 __all__ = ["TaskDiscovery", "random_network_tasks"]

@@ -34,7 +34,7 @@ from .._backend import (
     untouched_global_rng,
 )
 from .._metric import MahalanobisDistance, MahalanobisMixin, check_pairs
-from .._nn import make_mlp
+from .._nn import check_hidden_layer_sizes, make_mlp
 from ._bases import (
     check_basis_array,
     default_n_basis,
@@ -479,7 +479,9 @@ class SCMLRegressor(
         y_mean, y_std = y.mean(), y.std().clamp_min(torch.finfo(y.dtype).tiny)
         inputs, target = (features - mean) / std, (y - y_mean) / y_std
         with seeded(seed):
-            network = make_mlp(features.shape[1], tuple(self.hidden_layer_sizes), 1)
+            network = make_mlp(
+                features.shape[1], check_hidden_layer_sizes(self.hidden_layer_sizes), 1
+            )
         network = network.to(device=device, dtype=X.dtype)
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-2, weight_decay=1e-4)
         for _ in range(int(self.head_max_iter)):
@@ -590,7 +592,9 @@ class SCMLRegressor(
     def _predict_mlp(self, X, state):
         head = self.head_state_
         with untouched_global_rng():
-            network = make_mlp(self._n_features_out, tuple(self.hidden_layer_sizes), 1)
+            network = make_mlp(
+                self._n_features_out, check_hidden_layer_sizes(self.hidden_layer_sizes), 1
+            )
         network = load_numpy_state(network, head["network"], state["device"], dtype=X.dtype)
         mean = to_tensor(head["feature_mean"], state["device"], X.dtype)
         std = to_tensor(head["feature_std"], state["device"], X.dtype)

@@ -26,7 +26,7 @@ from .._backend import (
     untouched_global_rng,
 )
 from .._metric import make_metric
-from .._nn import make_mlp
+from .._nn import check_hidden_layer_sizes, make_mlp
 from .._training import CallbackSupportMixin, FitCallbacks, TrainingLoop
 from ._bilevel import (
     LINEAR_SOLVERS,
@@ -142,6 +142,7 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
 
     def _validate_fit_inputs(self, X, y, groups):
         self._validate_task()
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
         X, y = validate_data(
             self,
             X,
@@ -205,7 +206,9 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
         if self.predictor == "linear":
             return make_mlp(n_features, (), n_outputs)
         if self.predictor == "mlp":
-            return make_mlp(n_features, tuple(self.hidden_layer_sizes), n_outputs)
+            return make_mlp(
+                n_features, check_hidden_layer_sizes(self.hidden_layer_sizes), n_outputs
+            )
         module = self.predictor(n_features, n_outputs)
         if not isinstance(module, torch.nn.Module):
             raise TypeError(
@@ -574,7 +577,9 @@ class TaskMetRegressor(_BaseTaskRegressor):
     def _make_metric(self, n_features, n_outputs):
         kwargs = {}
         if self.metric.startswith("conditional"):
-            kwargs["hidden_layer_sizes"] = tuple(self.metric_hidden_layer_sizes)
+            kwargs["hidden_layer_sizes"] = check_hidden_layer_sizes(
+                self.metric_hidden_layer_sizes, "metric_hidden_layer_sizes"
+            )
         return make_metric(self.metric, n_outputs, in_features=n_features, **kwargs)
 
     @_fit_context(prefer_skip_nested_validation=True)
