@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sktaskmet import TaskMetRegressor
 from sktaskmet._backend import resolve_device
-from sktaskmet._metric import make_metric
 from sktaskmet._nn import make_mlp
 from sktaskmet.datasets import make_cubic_topk
 from sktaskmet.taskmet._bilevel import (
@@ -40,6 +39,7 @@ from sktaskmet.taskmet._bilevel import (
     normal_cg_solve,
     normalize_metric,
 )
+from sktaskmet.taskmet._metric_params import make_metric
 from sktaskmet.tasks import TopK
 
 REFERENCE_LOW, REFERENCE_HIGH = 0.4, 0.5  # s per outer step, authors' code, 1 CPU thread

@@ -1,4 +1,4 @@
-"""The metric-learn vocabulary of sktaskmet._metric.MahalanobisMixin.
+"""The metric-learn vocabulary of sktaskmet._mahalanobis.MahalanobisMixin.
 
 The mixin is exercised through a minimal learner whose metric is given, so these tests pin
 the shared behaviour that every fitted global metric learner inherits.
@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.validation import validate_data
 
-from sktaskmet._metric import MahalanobisDistance, MahalanobisMixin
+from sktaskmet._mahalanobis import MahalanobisDistance, MahalanobisMixin
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from sktaskmet._metric import make_metric
 from sktaskmet._nn import make_mlp
 from sktaskmet.taskmet._bilevel import (
     LINEAR_SOLVERS,
@@ -17,6 +16,7 @@ from sktaskmet.taskmet._bilevel import (
     normal_cg_solve,
     normalize_metric,
 )
+from sktaskmet.taskmet._metric_params import make_metric
 
 DTYPE = torch.float64
 

@@ -33,7 +33,7 @@ from .._backend import (
     to_tensor,
     untouched_global_rng,
 )
-from .._metric import MahalanobisDistance, MahalanobisMixin, check_pairs
+from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
 from .._nn import check_hidden_layer_sizes, make_mlp
 from ._bases import (
     check_basis_array,

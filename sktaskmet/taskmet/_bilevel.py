@@ -436,7 +436,7 @@ class BilevelSolver:
     ----------
     predictor : torch.nn.Module
         Maps (n, p) to (n, d). Its parameters are :math:`\theta`.
-    metric : sktaskmet._metric.MetricParameterization
+    metric : sktaskmet.taskmet._metric_params.MetricParameterization
         :math:`\Lambda_\phi`; its parameters are :math:`\phi`.
     task_loss : callable
         ``task_loss(y_pred, y_true) -> (batch,)`` on (batch, m, d) tensors, differentiable

@@ -25,7 +25,6 @@ from .._backend import (
     to_tensor,
     untouched_global_rng,
 )
-from .._metric import make_metric
 from .._nn import check_hidden_layer_sizes, make_mlp
 from .._training import CallbackSupportMixin, FitCallbacks, TrainingLoop
 from ._bilevel import (
@@ -34,11 +33,9 @@ from ._bilevel import (
     metric_values,
     task_objective,
 )
+from ._metric_params import METRIC_KINDS, make_metric
 
 __all__ = ["TaskMetRegressor"]
-
-_METRIC_KINDS = ["identity", "diagonal", "full", "conditional_diagonal", "conditional_full"]
-
 
 # --------------------------------------------------------------------------------------
 # Instances: samples that share a group form one decision problem
@@ -511,7 +508,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
 
     _parameter_constraints: dict = {
         **_BaseTaskRegressor._parameter_constraints,
-        "metric": [StrOptions(set(_METRIC_KINDS))],
+        "metric": [StrOptions(set(METRIC_KINDS))],
         "metric_hidden_layer_sizes": ["array-like"],
         "inner_steps_first": [Interval(Integral, 0, None, closed="left")],
         "inner_steps": [Interval(Integral, 0, None, closed="left")],
