@@ -10,8 +10,10 @@ heavy numerics in torch. This module is the one place where the two meet:
   dtype (float64 stays float64, float32 stays float32) and read-only arrays are copied
   instead of triggering torch's non-writable-array warning. :func:`to_numpy` returns
   arrays that own their memory, so fitted attributes never alias live parameters.
-* :func:`make_generator` and :func:`seeded` derive torch randomness from a scikit-learn
-  ``random_state`` without touching torch's global generator, and
+* :class:`RandomStreams` is the factory of randomness: named, independent numpy and torch
+  streams from one ``random_state``. :func:`make_generator` and :func:`seeded` derive
+  torch randomness from a scikit-learn ``random_state`` without touching torch's global
+  generator (estimators that have not moved to :class:`RandomStreams` yet use them), and
   :func:`untouched_global_rng` keeps the rebuilding of fitted modules at inference time
   from advancing it.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "seed_from_random_state",
     "make_generator",
     "seeded",
+    "RandomStreams",
     "untouched_global_rng",
     "state_to_numpy",
     "load_numpy_state",
@@ -276,6 +279,70 @@ def untouched_global_rng():
     """
     with torch.random.fork_rng(devices=[]):
         yield
+
+
+class RandomStreams:
+    """Named, independent numpy and torch random streams from one ``random_state``.
+
+    An estimator draws its randomness for different purposes (the validation split, the
+    initial weights, the mini-batches, ...) from different streams, so that changing how
+    many numbers one purpose draws never shifts another, and two streams are never the
+    same sequence (as two generators seeded with the same int would be). The streams are
+    children of one :class:`numpy.random.SeedSequence` whose entropy comes from
+    ``random_state`` (:func:`seed_from_random_state`); the child of a stream is keyed by
+    its name, so a stream does not depend on which other streams exist or their order.
+
+    Parameters
+    ----------
+    random_state : int, numpy.random.RandomState instance or None
+        As in scikit-learn. A ``RandomState`` is advanced by one draw when the streams
+        are created; ``None`` draws fresh entropy from numpy's global generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktaskmet._backend import RandomStreams
+    >>> streams = RandomStreams(0)
+    >>> split = streams.numpy("validation_split").permutation(5)
+    >>> batches = streams.torch("batches")
+    >>> with streams.seeded("init"):
+    ...     layer = torch.nn.Linear(3, 2)
+    >>> bool((RandomStreams(0).numpy("validation_split").permutation(5) == split).all())
+    True
+    """
+
+    def __init__(self, random_state):
+        self.entropy = seed_from_random_state(random_state)
+
+    def _sequence(self, name):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a random stream is named by a non-empty string; got {name!r}.")
+        return np.random.SeedSequence(self.entropy, spawn_key=tuple(name.encode("utf-8")))
+
+    def seed(self, name):
+        """A 63-bit integer seed of the stream ``name``."""
+        return int(self._sequence(name).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    def numpy(self, name):
+        """The stream ``name`` as a :class:`numpy.random.RandomState` (scikit-learn's type)."""
+        return np.random.RandomState(np.random.MT19937(self._sequence(name)))
+
+    def torch(self, name, device="cpu"):
+        """The stream ``name`` as a seeded :class:`torch.Generator` on ``device``."""
+        generator = torch.Generator(device=resolve_device(device))
+        generator.manual_seed(self.seed(name))
+        return generator
+
+    @contextlib.contextmanager
+    def seeded(self, name):
+        """Seed torch's global CPU generator from the stream ``name`` inside the block only.
+
+        For module constructors, which draw their initial weights from torch's global
+        generator; the caller's global state is restored afterwards (see :func:`seeded`).
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed(name))
+            yield
 
 
 def state_to_numpy(module):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sktaskmet._backend import (
+    RandomStreams,
     make_generator,
     resolve_device,
     seed_from_random_state,
@@ -166,3 +167,65 @@ def test_load_numpy_state_keeps_float64_precision():
     restored = load_numpy_state(fresh, state_to_numpy(saved), dtype=np.float64)
     assert restored.weight.dtype == torch.float64
     assert torch.equal(restored.weight, saved.weight)
+
+
+# --------------------------------------------------------------------------------------
+# RandomStreams: named, independent streams from one random_state
+# --------------------------------------------------------------------------------------
+
+
+def test_random_streams_are_reproducible_and_keyed_by_name_not_order():
+    a = RandomStreams(3)
+    b = RandomStreams(3)
+    first = b.numpy("batches").randint(0, 2**31, size=8)  # other streams made first ...
+    split_b = b.numpy("split").permutation(20)
+    split_a = a.numpy("split").permutation(20)  # ... do not shift this one
+    np.testing.assert_array_equal(split_a, split_b)
+    np.testing.assert_array_equal(first, RandomStreams(3).numpy("batches").randint(0, 2**31, 8))
+    torch.testing.assert_close(
+        torch.rand(5, generator=a.torch("batches")),
+        torch.rand(5, generator=b.torch("batches")),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_random_streams_of_different_names_or_seeds_differ():
+    streams = RandomStreams(0)
+    # Two torch generators seeded from one int are the same stream; named streams are not.
+    x = torch.rand(6, generator=streams.torch("a"))
+    y = torch.rand(6, generator=streams.torch("b"))
+    assert not torch.equal(x, y)
+    assert streams.seed("a") != streams.seed("b")
+    assert RandomStreams(0).seed("a") != RandomStreams(1).seed("a")
+    assert not np.array_equal(
+        streams.numpy("a").permutation(10), streams.numpy("b").permutation(10)
+    )
+
+
+def test_random_streams_from_a_random_state_advance_it_once():
+    rng = np.random.RandomState(0)
+    reference = np.random.RandomState(0)
+    seed_from_random_state(reference)
+    RandomStreams(rng)
+    assert rng.randint(1000) == reference.randint(1000)
+    assert isinstance(RandomStreams(None).seed("x"), int)
+
+
+def test_random_streams_seeded_block_leaves_the_global_generator_alone():
+    before = torch.random.get_rng_state()
+    streams = RandomStreams(0)
+    with streams.seeded("init"):
+        a = torch.nn.Linear(3, 2).weight.detach().clone()
+    with RandomStreams(0).seeded("init"):
+        b = torch.nn.Linear(3, 2).weight.detach().clone()
+    assert torch.equal(a, b)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert 0 <= streams.seed("init") < 2**63
+
+
+def test_random_stream_names_must_be_strings():
+    with pytest.raises(ValueError, match="non-empty string"):
+        RandomStreams(0).seed("")
+    with pytest.raises(ValueError, match="non-empty string"):
+        RandomStreams(0).numpy(3)

@@ -6,7 +6,7 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 
-from .._backend import seeded, state_to_numpy
+from .._backend import state_to_numpy
 from ._bilevel import FlatAdam, FlatModule, sample_instances, task_objective
 from ._estimator import _BaseTaskRegressor, _flat_state
 
@@ -140,9 +140,9 @@ class DFLRegressor(_BaseTaskRegressor):
         -------
         self : DFLRegressor
         """
-        (X_tr, Y_tr, X_val, Y_val), device, generator, rng = self._prepare(X, y, groups)
+        (X_tr, Y_tr, X_val, Y_val), device, generator, streams = self._prepare(X, y, groups)
         n_features, n_outputs = X_tr.shape[-1], Y_tr.shape[-1]
-        with seeded(rng):
+        with streams.seeded("initial_weights"):
             module = self._make_predictor(n_features, n_outputs)
         module = module.to(device=device, dtype=X_tr.dtype)
         model = FlatModule(module)

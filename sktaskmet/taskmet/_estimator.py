@@ -11,15 +11,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
+    RandomStreams,
     load_numpy_state,
-    make_generator,
     resolve_device,
-    seeded,
     state_to_numpy,
     to_numpy,
     to_tensor,
@@ -275,11 +273,12 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
         """Validate, group, split; tensors on the device. Returns what ``fit`` needs."""
         Xg, Yg = self._validate_fit_inputs(X, y, groups)
         device = resolve_device(self.device)
-        rng = check_random_state(self.random_state)
-        train, val = self._split_validation(Xg.shape[0], rng)
-        generator = make_generator(rng, device)
+        # Independent streams: the split, the initial weights and the mini-batches.
+        streams = RandomStreams(self.random_state)
+        train, val = self._split_validation(Xg.shape[0], streams.numpy("validation_split"))
+        generator = streams.torch("batches", device)
         tensors = [to_tensor(a, device) for a in (Xg[train], Yg[train], Xg[val], Yg[val])]
-        return tensors, device, generator, rng
+        return tensors, device, generator, streams
 
     # -- public methods ----------------------------------------------------------------
 
@@ -597,10 +596,10 @@ class TaskMetRegressor(_BaseTaskRegressor):
         -------
         self : TaskMetRegressor
         """
-        (X_tr, Y_tr, X_val, Y_val), device, generator, rng = self._prepare(X, y, groups)
+        (X_tr, Y_tr, X_val, Y_val), device, generator, streams = self._prepare(X, y, groups)
         dtype = X_tr.dtype
         n_features, n_outputs = X_tr.shape[-1], Y_tr.shape[-1]
-        with seeded(rng):
+        with streams.seeded("initial_weights"):
             predictor = self._make_predictor(n_features, n_outputs)
             metric = self._make_metric(n_features, n_outputs)
         predictor = predictor.to(device=device, dtype=dtype)
