@@ -206,6 +206,32 @@ TASKMET_FAST = dict(
 DFL_FAST = dict(max_iter=12, learning_rate=0.1, validation_interval=4, device="cpu", random_state=0)
 
 
+class _NaNTask:
+    """A task whose loss is NaN: the first step of TaskMet and DFL fails."""
+
+    def loss(self, y_pred, y_true):
+        return ((y_pred - y_true) ** 2).sum(-1).mean(-1) * torch.nan
+
+
+@pytest.mark.parametrize(
+    "Estimator, params", [(TaskMetRegressor, TASKMET_FAST), (DFLRegressor, DFL_FAST)]
+)
+def test_a_failed_first_step_keeps_the_initial_model_and_every_history_column(Estimator, params):
+    X, y = _data()
+    with pytest.warns(NonFiniteWarning, match=f"{Estimator.__name__}: the step at iteration 1"):
+        model = Estimator(_NaNTask(), **params).fit(X, y)
+    assert model.n_iter_ == model.best_iteration_ == 0
+    assert set(model.history_) == {
+        "iteration",
+        "train_task_loss",
+        "train_prediction_loss",
+        "validation_task_loss",
+        "validation_prediction_loss",
+    }
+    assert all(len(column) == 0 for column in model.history_.values())
+    assert np.isfinite(model.predict(X)).all()
+
+
 @needs_callbacks
 def test_progress_bars_nest_under_grid_search_and_pipeline(capsys):
     pytest.importorskip("rich")

@@ -35,6 +35,15 @@ from ._metric_params import METRIC_KINDS, make_metric
 
 __all__ = ["TaskMetRegressor"]
 
+# The columns of history_ (see TaskMetRegressor's Attributes).
+_HISTORY_KEYS = (
+    "iteration",
+    "train_task_loss",
+    "train_prediction_loss",
+    "validation_task_loss",
+    "validation_prediction_loss",
+)
+
 # --------------------------------------------------------------------------------------
 # Instances: samples that share a group form one decision problem
 # --------------------------------------------------------------------------------------
@@ -261,7 +270,8 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
         result = loop.run()
         self.n_iter_ = result.n_iter
         self.best_iteration_ = result.best_iteration
-        self.history_ = result.history
+        # Every column, even when no step was recorded (a first step that failed).
+        self.history_ = {key: result.history.get(key, np.asarray([])) for key in _HISTORY_KEYS}
 
     @torch.no_grad()
     def _evaluate_instances(self, predict, X, Y):
