@@ -75,3 +75,11 @@ def test_python_blocks_without_output_are_not_silently_skipped():
     for i, lang in enumerate(languages):
         if lang == "python":
             assert i + 1 < len(languages) and languages[i + 1] == "text", i
+
+
+def test_landing_page_quick_start_is_the_readme_example():
+    _, code, output = EXAMPLES[0]
+    index = (ROOT / "doc" / "index.rst").read_text(encoding="utf-8")
+    blocks = code_blocks(index)
+    assert ("python", code) in [(lang, body) for lang, body, _ in blocks]
+    assert ("text", output) in [(lang, body) for lang, body, _ in blocks]
