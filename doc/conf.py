@@ -120,8 +120,16 @@ def _literal_sklearn_references(app, what, name, obj, options, lines):
     lines[:] = [_SKLEARN_XREF.sub(lambda m: f"``{m.group(1).strip()}``", line) for line in lines]
 
 
+def _plain_literal_blocks_in_benchmarks(app, docname, source):
+    # Benchmark pages quote console output in literal blocks (``::``): show it as plain
+    # text, not highlighted as Python.
+    if docname.startswith("benchmarks/"):
+        source[0] = ".. highlight:: text\n\n" + source[0]
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _literal_sklearn_references)
+    app.connect("source-read", _plain_literal_blocks_in_benchmarks)
     _mathjax_source()  # fail early, before the build, when MathJax is missing
     app.connect("build-finished", _copy_mathjax)
 

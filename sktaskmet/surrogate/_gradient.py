@@ -206,6 +206,12 @@ class GradientSubsetEstimator(BaseEstimator):
     equals the linearised fine-tuning whose neural tangent kernel :math:`J J^\top` is
     replaced by the unbiased estimate :math:`J P P^\top J^\top`.
 
+    See Also
+    --------
+    KernelSurrogate : Fitted on the estimates, models subset performance with interactions.
+    sktaskmet.surrogate.evaluate_subsets : Measures subset performance by real retraining.
+    sktaskmet.datasets.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
+
     References
     ----------
     .. [1] Zhang, Duan and Zhang, "Efficient Estimation of Kernel Surrogate Models for Task
