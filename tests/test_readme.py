@@ -83,3 +83,13 @@ def test_landing_page_quick_start_is_the_readme_example():
     blocks = code_blocks(index)
     assert ("python", code) in [(lang, body) for lang, body, _ in blocks]
     assert ("text", output) in [(lang, body) for lang, body, _ in blocks]
+
+
+@pytest.mark.parametrize("name", ["README.rst", "CHANGELOG.rst", "CONTRIBUTING.rst"])
+def test_top_level_documents_are_valid_restructuredtext(name):
+    # README.rst is also the package's long description: a warning there breaks its page.
+    docutils_core = pytest.importorskip("docutils.core")
+    text = (ROOT / name).read_text(encoding="utf-8")
+    docutils_core.publish_string(
+        text, writer_name="html", settings_overrides={"halt_level": 2, "report_level": 2}
+    )
