@@ -102,6 +102,7 @@ def _copy_mathjax(app, exception):
             os.makedirs(target, exist_ok=True)
             shutil.copy2(src, dst)
 
+
 # Non-interactive backend for the gallery; matplotlib warns otherwise on headless machines.
 os.environ.setdefault("MPLBACKEND", "Agg")
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
