@@ -15,6 +15,8 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
 
+import torch
+
 import sktaskmet
 
 project = "sktaskmet"
@@ -102,6 +104,12 @@ def _copy_mathjax(app, exception):
             os.makedirs(target, exist_ok=True)
             shutil.copy2(src, dst)
 
+
+# The gallery runs in this process. Its problems are small, so torch's intra-op threads
+# only add overhead, and on a shared or small CI machine they oversubscribe the cores: the
+# discovery examples ran 5-20x slower with torch's default threads on a loaded 2-core box
+# than with one thread. The examples' stated run times are for one thread.
+torch.set_num_threads(1)
 
 # Non-interactive backend for the gallery; matplotlib warns otherwise on headless machines.
 os.environ.setdefault("MPLBACKEND", "Agg")
