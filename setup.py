@@ -43,6 +43,8 @@ DOC_REQUIRES = [
     "sphinx-gallery>=0.15",
     "pydata-sphinx-theme>=0.15",
     "matplotlib>=3.6",
+    # MathJax 3's files, served with the docs instead of from a CDN (no Django needed).
+    "django-static-mathjax>=3.2",
 ]
 PLOT_REQUIRES = ["matplotlib>=3.6"]
 DISTRIBUTED_REQUIRES = ["dask[distributed]>=2023.1"]
@@ -50,6 +52,9 @@ DISTRIBUTED_REQUIRES = ["dask[distributed]>=2023.1"]
 # (it passes ``force_all_finite`` to check_X_y); the bound goes once a fixed release exists.
 METRIC_LEARN_REQUIRES = ["metric-learn>=0.7.0", "scikit-learn>=1.6,<1.8"]
 LINT_REQUIRES = ["ruff>=0.5"]
+# The SCML solver's fused GPU kernel. Its tests also run on the CPU in Triton's interpreter
+# (TRITON_INTERPRET=1), as in .ci/run. Kept out of ``dev``: the wheel is about 290 MB.
+TRITON_REQUIRES = ["triton>=3.0"]
 
 setup(
     name="sktaskmet",
@@ -61,6 +66,7 @@ setup(
     ),
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/x-rst",
+    author="The sktaskmet developers",
     license="BSD-3-Clause",
     license_files=["LICENSE"],
     packages=find_packages(include=["sktaskmet", "sktaskmet.*"]),
@@ -80,6 +86,7 @@ setup(
         "distributed": DISTRIBUTED_REQUIRES,
         "metric-learn": METRIC_LEARN_REQUIRES,
         "lint": LINT_REQUIRES,
+        "triton": TRITON_REQUIRES,
         "dev": sorted(
             set(TEST_REQUIRES + DOC_REQUIRES + PLOT_REQUIRES + DISTRIBUTED_REQUIRES + LINT_REQUIRES)
         ),

@@ -8,11 +8,14 @@ is exported.
 import importlib
 import os
 import re
+import shutil
 import sys
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
+
+import torch
 
 import sktaskmet
 
@@ -34,7 +37,14 @@ extensions = [
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb"]
 html_theme = "pydata_sphinx_theme"
 html_title = "sktaskmet"
-html_theme_options = {"navigation_with_keys": False}
+html_theme_options = {
+    "navigation_with_keys": False,
+    # The version label next to the project name on every page.
+    "navbar_start": ["navbar-logo", "version-label"],
+}
+html_static_path = ["_static"]
+html_css_files = ["sktaskmet.css"]
+templates_path = ["_templates"]
 
 autosummary_generate = True
 autodoc_default_options = {"members": True, "inherited-members": True}
@@ -53,7 +63,53 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "plot_gallery": "True",
     "remove_config_comments": True,
+    # "Examples using X" on every API page.
+    "backreferences_dir": "generated/backreferences",
+    "doc_module": ("sktaskmet",),
+    "reference_url": {"sktaskmet": None},
+    "show_memory": False,
+    "min_reported_time": 1,
 }
+
+# --------------------------------------------------------------------------------------
+# MathJax served with the documentation, not from a CDN, so that formulas render offline.
+# The doc extra installs django-static-mathjax, a plain copy of MathJax 3's files (it needs
+# no Django); the parts the pages use are copied next to the HTML after the build.
+# --------------------------------------------------------------------------------------
+
+_MATHJAX_PARTS = ["tex-chtml.js", "input", "output", "ui", "adaptors", "a11y"]
+mathjax_path = "mathjax/tex-chtml.js"  # relative to _static
+
+
+def _mathjax_source():
+    try:
+        import mathjax
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "The documentation serves MathJax itself: install the doc extra "
+            '(python -m pip install -e ".[doc]"), which provides django-static-mathjax.'
+        ) from exc
+    return os.path.join(os.path.dirname(mathjax.__file__), "static", "mathjax", "es5")
+
+
+def _copy_mathjax(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    source, target = _mathjax_source(), os.path.join(app.outdir, "_static", "mathjax")
+    for part in _MATHJAX_PARTS:
+        src, dst = os.path.join(source, part), os.path.join(target, part)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            os.makedirs(target, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+# The gallery runs in this process. Its problems are small, so torch's intra-op threads
+# only add overhead, and on a shared or small CI machine they oversubscribe the cores: the
+# discovery examples ran 5-20x slower with torch's default threads on a loaded 2-core box
+# than with one thread. The examples' stated run times are for one thread.
+torch.set_num_threads(1)
 
 # Non-interactive backend for the gallery; matplotlib warns otherwise on headless machines.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -73,8 +129,18 @@ def _literal_sklearn_references(app, what, name, obj, options, lines):
     lines[:] = [_SKLEARN_XREF.sub(lambda m: f"``{m.group(1).strip()}``", line) for line in lines]
 
 
+def _plain_literal_blocks_in_benchmarks(app, docname, source):
+    # Benchmark pages quote console output in literal blocks (``::``): show it as plain
+    # text, not highlighted as Python.
+    if docname.startswith("benchmarks/"):
+        source[0] = ".. highlight:: text\n\n" + source[0]
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _literal_sklearn_references)
+    app.connect("source-read", _plain_literal_blocks_in_benchmarks)
+    _mathjax_source()  # fail early, before the build, when MathJax is missing
+    app.connect("build-finished", _copy_mathjax)
 
 
 # --------------------------------------------------------------------------------------

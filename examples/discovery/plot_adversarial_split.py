@@ -95,11 +95,20 @@ for name, score, cv in rows:
 # A random labeling leaves the accuracy where the random split puts it: the network has no
 # preference for it. Tasks of high agreement score split the data where the network's
 # preference and the target disagree, and the held-out accuracy drops.
-fig, ax = plt.subplots(figsize=(6, 3.2))
+#
+# At these small settings (60 meta-steps, a short agreement protocol) the discovered task
+# does *not* split better than the best task of a random network: their agreement scores
+# are about the same, and so are the accuracies they leave. The tasks of a randomly
+# initialised network of the same architecture are already tasks it generalizes on, which
+# makes them a strong baseline; here only the most agreeable of 8 is used. Discovery pays
+# off at full size: in ``benchmarks/bench_discovery_tasks.py`` (:doc:`the benchmark page
+# </benchmarks/discovery_tasks>`) the discovered tasks of highest agreement score cut the
+# held-out accuracy to 0.22-0.37, the random-network tasks only to 0.63-0.85, and the drop
+# follows the agreement score of the splitting task.
+fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
 labels = [name if np.isnan(score) else f"{name}\n(AS {score:.2f})" for name, score, _ in rows]
 ax.bar(labels, accuracies, color=["grey", "tab:blue", "tab:orange", "tab:green"])
 ax.set_ylim(0, 1)
 ax.set_ylabel("held-out accuracy")
 ax.set_title("MLPClassifier on a 5-vs-5 digits task")
-plt.tight_layout()
 plt.show()

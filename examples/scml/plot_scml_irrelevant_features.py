@@ -55,20 +55,27 @@ for name, model in models.items():
 # The diagonal of :math:`M` says how much each feature counts in the learned distance.
 # With the identity basis it *is* the weight vector: SCML only gates coordinates. With
 # the LDA basis the weights live on combined directions, but the diagonal still shows
-# which features the metric relies on. Few of the bases get a non-zero weight.
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+# which features the metric relies on. Sparsity here means that most of the weight goes to
+# a few bases, not that the others are exactly zero: the titles count the bases whose
+# weight exceeds 1% of the largest one. With the identity basis that is the three
+# relevant features and one irrelevant feature with a few percent of the largest weight:
+# the irrelevant features are all but switched off.
+# With the LDA basis most of the 120 combined directions keep some weight: every
+# direction mixes several features, so the irrelevant features keep a small share of the
+# metric (the grey bars), and its test error, while far below the Euclidean one, is above
+# that of the identity basis.
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
 for ax, name in zip(axes[:2], ["SCML, identity basis", "SCML, LDA basis"], strict=True):
     model = models[name]
     stretch = np.diag(model.get_mahalanobis_matrix())
     colors = ["tab:red" if j < 3 else "tab:gray" for j in range(n_features)]
     ax.bar(np.arange(n_features), stretch / stretch.max(), color=colors)
-    active = int(np.sum(model.weights_ > 0))
-    ax.set_title(f"{name}\n{active} of {len(model.weights_)} bases active")
+    large = int(np.sum(model.weights_ > 0.01 * model.weights_.max()))
+    ax.set_title(f"{name}\n{large} of {len(model.weights_)} bases above 1% of the largest")
     ax.set_xlabel("feature (red: relevant)")
     ax.set_ylabel("diag(M), scaled")
 axes[2].bar(range(len(rmse)), list(rmse.values()), color=["tab:blue", "tab:green", "tab:gray"])
 axes[2].set_xticks(range(len(rmse)), [n.replace(", ", "\n") for n in rmse], fontsize=8)
 axes[2].set_ylabel("test RMSE")
 axes[2].set_title("kNN regression, 10 neighbours")
-fig.tight_layout()
 plt.show()

@@ -44,12 +44,12 @@ for name, model in [("linear", linear), ("kernel", kernel)]:
     r = np.corrcoef(model.attribution(), exact)[0, 1]
     print(f"{name:>6} surrogate: Pearson correlation with the exact LOO = {r:.3f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
 AttributionDisplay.from_estimator(linear, reference=exact, ax=axes[0], color="tab:gray")
 AttributionDisplay.from_estimator(kernel, reference=exact, ax=axes[1], color="tab:blue")
 axes[0].set_title("linear surrogate")
 axes[1].set_title("kernel surrogate")
-fig.tight_layout()
+plt.show()
 
 # %%
 # Pairwise interactions
@@ -69,10 +69,10 @@ for i in range(n):
         value = F(full) - F(minus_i) - F(minus_j) + F(minus_ij)
         exact_interactions[i, j] = exact_interactions[j, i] = value
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+fig, axes = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
 InteractionDisplay(exact_interactions, estimator_name="exact F").plot(ax=axes[0], vmax=6)
 InteractionDisplay.from_estimator(kernel, ax=axes[1], vmax=6)
-fig.tight_layout()
+plt.show()
 
 # %%
 # Choosing tasks
@@ -86,3 +86,11 @@ for name, model in [("linear", linear), ("kernel", kernel)]:
     chosen = model.select()
     print(f"{name:>6} surrogate selects {int(chosen.sum())} tasks: F = {F(chosen):.2f}")
 print(f"all tasks: F = {F(full):.2f}; best subset: F = {best_true:.2f}")
+
+# %%
+# Both surrogates pick subsets far better than training on every task, close to the best
+# subset. Selection is a different question from attribution: it only needs the top of the
+# predicted landscape to be right, and there the linear surrogate can do as well as the
+# kernel one or, as printed above, slightly better: the subsets the two choose differ in a
+# few tasks of small effect. The kernel surrogate's advantage is in what it says about
+# each task and each pair of tasks.

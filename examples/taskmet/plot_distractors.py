@@ -27,8 +27,9 @@ The settings are small so that the example runs quickly;
 # ----------------------------
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.neural_network import MLPRegressor
 
-from sktaskmet import DFLRegressor, TaskMetRegressor
+from sktaskmet import TaskMetRegressor
 from sktaskmet.datasets import make_cartpole_distractors
 from sktaskmet.plotting import MetricWeightsDisplay
 from sktaskmet.tasks import DecisionQualityScorer, StateReward
@@ -62,34 +63,43 @@ model = TaskMetRegressor(
 ).fit(X_train, y_train)
 
 weights = np.diag(model.get_mahalanobis_matrix())
-for i in np.argsort(-weights)[:4]:
-    print(f"{names[i]:10s} weight {weights[i]:.3f}")
+print("learned weight of each predicted dimension:")
+for name, weight in zip(names, weights, strict=True):
+    print(f"  {name:10s} {weight:.3f}")
 
 # %%
 # The learned weights
 # -------------------
-fig, ax = plt.subplots(figsize=(9, 3.5))
+# The pole angle ``theta`` gets by far the largest weight and the cart position ``x`` the
+# second largest among the state dimensions: the two the reward depends on. The velocities
+# and the ten distractors stay near the weight that the normalisation gives on average.
+fig, ax = plt.subplots(figsize=(9, 3.5), layout="constrained")
 MetricWeightsDisplay.from_estimator(model, X_test, output_names=names, ax=ax)
 ax.set_title("learned diagonal of the metric (reward-relevant: x and theta)")
-fig.tight_layout()
+plt.show()
 
 # %%
 # Effect on the reward prediction
 # -------------------------------
-# Compare with the same network trained by plain least squares.
-mse_model = DFLRegressor(
-    None,
-    predictor="mlp",
-    hidden_layer_sizes=(32,),
-    learning_rate=1e-2,
-    max_iter=500,
-    validation_fraction=0.2,
-    random_state=0,
-    device="cpu",
+# The baseline is the same network (one hidden layer of 32 units) trained by plain least
+# squares, scikit-learn's :class:`~sklearn.neural_network.MLPRegressor`. Both are scored by
+# the reward computed from their predicted next states, and by their squared error on the
+# two reward dimensions.
+least_squares = MLPRegressor(
+    hidden_layer_sizes=(32,), max_iter=500, early_stopping=True, random_state=0
 ).fit(X_train, y_train)
 
-
 reward_dq = DecisionQualityScorer(task)
-print(f"least squares: normalised reward quality {reward_dq(mse_model, X_test, y_test):.3f}")
-print(f"TaskMet:       normalised reward quality {reward_dq(model, X_test, y_test):.3f}")
-plt.show()
+for name, regressor in [("least squares", least_squares), ("TaskMet", model)]:
+    errors = (regressor.predict(X_test) - y_test) ** 2
+    print(
+        f"{name:13s} normalised reward quality {reward_dq(regressor, X_test, y_test):.3f}, "
+        f"test MSE on x {errors[:, 0].mean():.2e}, on theta {errors[:, 2].mean():.2e}, "
+        f"on the other dimensions {errors[:, [1, 3, *range(4, 14)]].mean():.2e}"
+    )
+
+# %%
+# Least squares spreads its capacity over all 14 outputs, most of which are noise it
+# cannot predict: its errors on ``x`` and ``theta`` are several times those of TaskMet,
+# whose metric tells the network where the reward is sensitive. TaskMet pays for it with a
+# slightly larger error on the dimensions the reward ignores.

@@ -74,7 +74,11 @@ class AttributionDisplay:
     >>> from sktaskmet.plotting import AttributionDisplay
     >>> S, y, F = make_task_interactions(random_state=0)
     >>> model = KernelSurrogate(device="cpu").fit(S, y)
-    >>> display = AttributionDisplay.from_estimator(model, reference=F.loo())  # doctest: +SKIP
+    >>> display = AttributionDisplay.from_estimator(model, reference=F.loo())
+    >>> display.ax_.get_ylabel() != ""
+    True
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
     """
 
     def __init__(
@@ -223,7 +227,11 @@ class InteractionDisplay:
     >>> from sktaskmet.plotting import InteractionDisplay
     >>> S, y, F = make_task_interactions(random_state=0)
     >>> model = KernelSurrogate(device="cpu").fit(S, y)
-    >>> display = InteractionDisplay.from_estimator(model)  # doctest: +SKIP
+    >>> display = InteractionDisplay.from_estimator(model)
+    >>> display.interactions.shape  # one row and column per task
+    (16, 16)
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close("all")
     """
 
     def __init__(self, interactions, *, task_names=None, estimator_name=None):

@@ -61,8 +61,18 @@ class MetricCurveDisplay:
 
     Examples
     --------
-    >>> from sktaskmet.plotting import MetricCurveDisplay  # doctest: +SKIP
-    >>> MetricCurveDisplay.from_estimator(model, X, y)  # doctest: +SKIP
+    >>> import matplotlib.pyplot as plt
+    >>> from sktaskmet import TaskMetRegressor
+    >>> from sktaskmet.datasets import make_cubic_topk
+    >>> from sktaskmet.plotting import MetricCurveDisplay
+    >>> from sktaskmet.tasks import TopK
+    >>> X, y, groups = make_cubic_topk(n_instances=20, n_items=50, random_state=0)
+    >>> model = TaskMetRegressor(TopK(k=1), inner_lr=0.1, max_iter=3, random_state=0,
+    ...                          device="cpu").fit(X, y, groups=groups)
+    >>> display = MetricCurveDisplay.from_estimator(model, X, y)
+    >>> sorted(display.lines_)
+    ['data', 'metric', 'prediction']
+    >>> plt.close("all")
     """
 
     def __init__(
@@ -193,9 +203,22 @@ class MetricWeightsDisplay:
 
     Examples
     --------
-    >>> from sktaskmet.plotting import MetricWeightsDisplay  # doctest: +SKIP
-    >>> MetricWeightsDisplay.from_estimator(model, X, output_names=["x", "v", "angle"])
-    ... # doctest: +SKIP
+    A diagonal metric on three outputs, of which the task uses the first:
+
+    >>> import matplotlib.pyplot as plt
+    >>> import numpy as np
+    >>> from sktaskmet import TaskMetRegressor
+    >>> from sktaskmet.plotting import MetricWeightsDisplay
+    >>> from sktaskmet.tasks import StateReward
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(100, 3))
+    >>> Y = X + 0.1 * rng.normal(size=(100, 3))
+    >>> model = TaskMetRegressor(StateReward(dims=(0,), scales=(1.0,)), metric="diagonal",
+    ...                          max_iter=3, random_state=0, device="cpu").fit(X, Y)
+    >>> display = MetricWeightsDisplay.from_estimator(model, X, output_names=["x", "v", "angle"])
+    >>> len(display.bars_)
+    3
+    >>> plt.close("all")
     """
 
     def __init__(self, weights, *, output_names=None):

@@ -82,6 +82,29 @@ class LocalSCMLDissimilarity:
     ----------
     estimator : SCMLRegressor
         A fitted local model; its state is copied to numpy on the CPU.
+
+    See Also
+    --------
+    SCMLRegressor.get_metric : Returns this dissimilarity for a local model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.metrics import pairwise_distances
+    >>> from sktaskmet import SCMLRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(-1, 1, size=(80, 3))
+    >>> y = np.where(X[:, 2] > 0, X[:, 0], X[:, 1])  # which feature matters depends on x
+    >>> model = SCMLRegressor(local=True, n_basis=12, max_iter=200, random_state=0,
+    ...                       device="cpu").fit(X, y)
+    >>> dissimilarity = model.get_metric()
+    >>> D = pairwise_distances(X[:2], X[:4], metric=dissimilarity)
+    >>> D.shape
+    (2, 4)
+    >>> float(D[0, 0])
+    0.0
+    >>> bool(np.isclose(dissimilarity(X[0], X[1]), dissimilarity(X[1], X[0])))  # not symmetric
+    False
     """
 
     def __init__(self, estimator):

@@ -206,6 +206,12 @@ class GradientSubsetEstimator(BaseEstimator):
     equals the linearised fine-tuning whose neural tangent kernel :math:`J J^\top` is
     replaced by the unbiased estimate :math:`J P P^\top J^\top`.
 
+    See Also
+    --------
+    KernelSurrogate : Fitted on the estimates, models subset performance with interactions.
+    sktaskmet.surrogate.evaluate_subsets : Measures subset performance by real retraining.
+    sktaskmet.datasets.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
+
     References
     ----------
     .. [1] Zhang, Duan and Zhang, "Efficient Estimation of Kernel Surrogate Models for Task
@@ -289,10 +295,8 @@ class GradientSubsetEstimator(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # fit needs a torch model shaped for the data, a task label per row and a target
-        # set; scikit-learn's generic checks call fit(X, y) on arbitrary arrays and cannot
-        # supply them. tests/test_gradient_estimator.py covers cloning, pickling, parameter
-        # validation, determinism and dtype handling instead.
-        tags._skip_test = True
+        # set, which scikit-learn's generic checks cannot supply: tests/test_common.py lists
+        # the checks that call fit(X, y), each with that reason, and runs the others.
         tags.input_tags.three_d_array = True
         return tags
 

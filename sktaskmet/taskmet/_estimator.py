@@ -494,6 +494,8 @@ class TaskMetRegressor(_BaseTaskRegressor):
     See Also
     --------
     DFLRegressor : Trains the predictor on the task loss directly.
+    sktaskmet.tasks.DecisionQualityScorer : Scores any regressor by its decisions.
+    sktaskmet.plotting.MetricCurveDisplay : Plots the learned metric against the input.
 
     References
     ----------
@@ -502,17 +504,20 @@ class TaskMetRegressor(_BaseTaskRegressor):
 
     Examples
     --------
-    >>> import numpy as np
+    The cubic top-1 problem: 50 items per instance, pick the one of largest value. A
+    least-squares line picks nearly the worst item (decision quality about -0.97).
+
     >>> from sktaskmet import TaskMetRegressor
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.uniform(-1, 1, size=(60, 1))
-    >>> y = 2 * X[:, 0] + 0.1 * rng.normal(size=60)
-    >>> model = TaskMetRegressor(max_iter=5, inner_steps_first=100, inner_steps=10,
-    ...                          inner_lr=0.1, random_state=0, device="cpu").fit(X, y)
-    >>> model.predict(X[:2]).shape
-    (2,)
-    >>> model.metric_values(X[:2]).shape
+    >>> from sktaskmet.datasets import make_cubic_topk
+    >>> from sktaskmet.tasks import TopK
+    >>> X, y, groups = make_cubic_topk(n_instances=60, n_items=50, random_state=0)
+    >>> model = TaskMetRegressor(TopK(k=1), inner_lr=0.1, max_iter=40, random_state=0,
+    ...                          device="cpu").fit(X, y, groups=groups)
+    >>> model.metric_values(X[:2]).shape  # the learned Lambda(x), one 1x1 matrix per row
     (2, 1, 1)
+    >>> X_test, y_test, groups_test = make_cubic_topk(n_instances=100, random_state=1)
+    >>> round(model.task_score(X_test, y_test, groups_test), 2)  # 1: optimal, 0: random
+    0.96
     """
 
     _parameter_constraints: dict = {

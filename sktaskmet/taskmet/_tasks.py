@@ -86,6 +86,38 @@ class Task:
         Whether a decision involves several items (rows sharing a group id).
     n_outputs : int or None
         The number d of outputs per item the task needs, or None for any.
+
+    See Also
+    --------
+    TopK, Portfolio, BudgetAllocation, StateReward : The built-in tasks.
+    CallableTask : A task from plain functions, without subclassing.
+    DecisionQualityScorer : Score any regressor by the decisions its predictions lead to.
+
+    Examples
+    --------
+    A task that picks the item of largest predicted value, with a softmax relaxation for
+    training:
+
+    >>> import torch
+    >>> from sktaskmet.tasks import Task
+    >>> class PickBest(Task):
+    ...     n_outputs = 1
+    ...     def loss(self, y_pred, y_true):
+    ...         weights = torch.softmax(y_pred[..., 0] / 0.1, dim=-1)
+    ...         return -(weights * y_true[..., 0]).sum(-1)
+    ...     def decide(self, y_pred):
+    ...         best = y_pred[..., 0].argmax(-1)
+    ...         return torch.nn.functional.one_hot(best, y_pred.shape[1]).to(y_pred.dtype)
+    ...     def quality(self, decisions, y_true):
+    ...         return (decisions * y_true[..., 0]).sum(-1)
+    ...     def random_quality(self, y_true):
+    ...         return y_true[..., 0].mean(-1)
+    >>> y_true = torch.tensor([[[1.0], [3.0], [2.0]]])  # one instance of 3 items
+    >>> y_pred = torch.tensor([[[0.0], [1.0], [5.0]]])  # ranks item 2 first
+    >>> PickBest().decision_quality(y_pred, y_true)
+    tensor([2.])
+    >>> PickBest().normalized_decision_quality(y_pred, y_true)  # as good as random
+    0.0
     """
 
     requires_groups = True
@@ -440,6 +472,27 @@ class Portfolio(Task):
     The random reference is the expected quality of a portfolio drawn uniformly from the
     simplex (a flat Dirichlet distribution), in closed form:
     :math:`\bar y - \lambda (\mathrm{tr}\,\Sigma + 1^\top \Sigma 1) / (m (m + 1))`.
+
+    See Also
+    --------
+    sktaskmet.datasets.make_portfolio : Returns and risk model of the benchmark problem.
+
+    Examples
+    --------
+    One day of three uncorrelated assets of unit variance: with little risk aversion the
+    portfolio goes to the asset of largest predicted return.
+
+    >>> import torch
+    >>> from sktaskmet.tasks import Portfolio
+    >>> task = Portfolio(risk_aversion=0.1)
+    >>> y_true = torch.tensor([[[1.0], [3.0], [2.0]]])
+    >>> task.decide(y_true)
+    tensor([[0., 1., 0.]])
+    >>> y_pred = torch.tensor([[[0.0], [1.0], [5.0]]])  # puts the third asset first
+    >>> task.decide(y_pred)
+    tensor([[0., 0., 1.]])
+    >>> round(task.normalized_decision_quality(y_pred, y_true), 3)  # worse than random
+    -0.053
     """
 
     requires_groups = True
@@ -548,6 +601,25 @@ class BudgetAllocation(Task):
         :meth:`random_quality` (there is no closed form).
     random_state : int, default=0
         Seed of those draws, so that the random reference is the same on every call.
+
+    See Also
+    --------
+    sktaskmet.datasets.make_budget_allocation : The benchmark problem.
+
+    Examples
+    --------
+    Three channels and two targets, a budget of one channel: channel 0 mostly reaches
+    target 0, channel 1 target 1, channel 2 neither. The budget is split between the first
+    two.
+
+    >>> import torch
+    >>> from sktaskmet.tasks import BudgetAllocation
+    >>> task = BudgetAllocation(budget=1.0)
+    >>> y = torch.tensor([[[0.9, 0.1], [0.2, 0.8], [0.1, 0.1]]])
+    >>> task.decide(y)
+    tensor([[0.5000, 0.5000, 0.0000]])
+    >>> task.quality(task.decide(y), y)  # expected number of targets reached
+    tensor([0.9350])
     """
 
     requires_groups = True
@@ -832,6 +904,29 @@ class StateReward(Task):
     The random reference predicts, for each sample, the reward of another sample of the
     batch drawn at random: its expected quality is
     :math:`-(r_i - \bar r)^2 - \mathrm{Var}(r)` in closed form.
+
+    See Also
+    --------
+    sktaskmet.datasets.make_cartpole_distractors : CartPole transitions with distractors.
+
+    Examples
+    --------
+    Two CartPole states (x, x_dot, theta, theta_dot): the reward is 1 at the centre with
+    the pole upright. An error in a velocity costs nothing, an error in the angle does.
+
+    >>> import torch
+    >>> from sktaskmet.tasks import StateReward
+    >>> task = StateReward()
+    >>> states = torch.tensor([[[0.0, 1.0, 0.0, 1.0]], [[1.2, 0.0, 0.1, 0.0]]])
+    >>> task.reward(states)
+    tensor([[1.0000],
+            [0.7875]])
+    >>> wrong_velocity = states + torch.tensor([0.0, 5.0, 0.0, 0.0])
+    >>> task.loss(wrong_velocity, states)
+    tensor([0., 0.])
+    >>> wrong_angle = states + torch.tensor([0.0, 0.0, 0.1, 0.0])
+    >>> task.loss(wrong_angle, states)
+    tensor([0.0116, 0.0520])
     """
 
     requires_groups = False
