@@ -28,6 +28,7 @@ from .._backend import (
 )
 from .._metric import make_metric
 from .._nn import make_mlp
+from .._validation import check_module_output, fit_guard, fitted_params
 from ._bilevel import (
     LINEAR_SOLVERS,
     BilevelSolver,
@@ -201,8 +202,10 @@ class _BaseTaskRegressor(RegressorMixin, BaseEstimator):
                 "predictor must be 'linear', 'mlp' or a callable (n_features, n_outputs) -> "
                 f"torch.nn.Module; the callable returned {type(module).__name__}."
             )
+        check_module_output(module, n_features, n_outputs, "predictor")
         return module
 
+    @fitted_params("predictor", "hidden_layer_sizes")
     def _predictor_module(self, device, dtype):
         module = self._make_predictor(self.n_features_in_, self.n_outputs_)
         return load_numpy_state(module, self.predictor_state_, device=device, dtype=dtype)
@@ -606,6 +609,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
             kwargs["hidden_layer_sizes"] = tuple(self.metric_hidden_layer_sizes)
         return make_metric(self.metric, n_outputs, in_features=n_features, **kwargs)
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, groups=None):
         """Fit the predictor and the metric by alternating inner and implicit outer steps.
