@@ -34,6 +34,7 @@ TEST_REQUIRES = [
     "pandas>=1.5",
     "matplotlib>=3.6",
     "dask[distributed]>=2023.1",
+    "skops>=0.10",
 ]
 DOC_REQUIRES = [
     "sphinx>=7",

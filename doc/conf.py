@@ -89,6 +89,7 @@ API_SECTIONS = [
     ("sktaskmet.model_selection", "Model selection", "Cross-validation splitters."),
     ("sktaskmet.datasets", "Datasets", "Generators of the reproduction problems."),
     ("sktaskmet.plotting", "Plotting", "Display classes in scikit-learn's style."),
+    ("sktaskmet.persistence", "Persistence", "Saving fitted estimators with skops."),
 ]
 
 

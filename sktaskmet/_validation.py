@@ -31,14 +31,18 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 
 # torch loads some modules lazily at the first autograd call (torch.fx's symbolic shapes,
 # and through them sympy) or the first functorch transform (torch._dynamo). A
 # KeyboardInterrupt landing inside such an import leaves a half-initialised module in
 # sys.modules ("module 'sympy' has no attribute 'printing'") and breaks every later fit in
-# the process. Importing them here, with the package, keeps an interrupted fit harmless.
+# the process, so they are imported here, with the package, and no fit imports them. (An
+# interrupt during ``import sktaskmet`` itself can still leave torch half-imported, as it
+# can during ``import torch``: restart the interpreter then.)
 import torch._dynamo
 import torch.fx.experimental.symbolic_shapes
+from sklearn.base import is_regressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 
@@ -48,6 +52,8 @@ __all__ = ["DivergenceWarning", "check_allocation", "fit_guard", "fitted_params"
 # terms) is reported as divergence.
 DIVERGENCE_RATIO = 1e3
 DIVERGENCE_MARGIN = 1.0
+# Rows of the training data predicted for the divergence check (bounds its cost).
+_DIVERGENCE_ROWS = 2000
 
 
 class DivergenceWarning(ConvergenceWarning, RuntimeWarning):
@@ -210,16 +216,44 @@ def _recorded_losses(estimator):
     return curve if curve.size >= 2 else None
 
 
-def warn_if_diverged(estimator):
-    """Warn when the last recorded training loss is far above the first one."""
+def _training_mse_ratio(estimator, X, y):
+    """Training MSE of a fitted regressor over that of the constant mean prediction."""
+    if not is_regressor(estimator) or X is None or y is None:
+        return None
+    try:
+        X, y = X[:_DIVERGENCE_ROWS], np.asarray(y, dtype=np.float64)[:_DIVERGENCE_ROWS]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = np.asarray(estimator.predict(X), dtype=np.float64).reshape(y.shape)
+    except Exception:  # a predict that cannot run here is not this check's business
+        return None
+    with np.errstate(all="ignore"):
+        baseline = float(np.mean((y - y.mean(axis=0)) ** 2))
+        ratio = float(np.mean((pred - y) ** 2)) / max(baseline, np.finfo(np.float64).tiny)
+    return ratio if np.isfinite(ratio) else None
+
+
+def warn_if_diverged(estimator, X=None, y=None):
+    """Warn when training ended far worse than it started, or than a constant prediction.
+
+    Two signs of a learning rate too large to train yet small enough to keep every number
+    finite: the recorded training loss ends :data:`DIVERGENCE_RATIO` times above its first
+    value, or a regressor's training MSE is that many times the MSE of predicting the mean.
+    """
     curve = _recorded_losses(estimator)
-    if curve is None:
-        return
-    first, last = abs(curve[0]), curve[-1]
-    if last > DIVERGENCE_RATIO * max(first, 1e-12) and last - first > DIVERGENCE_MARGIN:
+    name = type(estimator).__name__
+    message = None
+    if curve is not None:
+        first, last = abs(curve[0]), curve[-1]
+        if last > DIVERGENCE_RATIO * max(first, 1e-12) and last - first > DIVERGENCE_MARGIN:
+            message = f"the training loss grew from {curve[0]:.4g} to {last:.4g} during fit"
+    if message is None:
+        ratio = _training_mse_ratio(estimator, X, y)
+        if ratio is not None and ratio > DIVERGENCE_RATIO:
+            message = f"its training MSE is {ratio:.3g} times that of predicting the mean of y"
+    if message is not None:
         warnings.warn(
-            f"{type(estimator).__name__}: the training loss grew from {curve[0]:.4g} to "
-            f"{last:.4g} during fit; training diverged and the fitted model is unreliable. "
+            f"{name}: {message}; training diverged and the fitted model is unreliable. "
             "Lower the learning rate(s).",
             DivergenceWarning,
             stacklevel=3,
@@ -247,7 +281,9 @@ def fit_guard(fit):
             self.__dict__.update(before)
             raise
         self._fit_params = self.get_params(deep=False)
-        warn_if_diverged(self)
+        data = inspect.signature(fit).bind_partial(None, *args, **kwargs).arguments
+        X, y = (list(data.values())[1:3] + [None, None])[:2]
+        warn_if_diverged(self, X, y)
         return result
 
     return guarded_fit

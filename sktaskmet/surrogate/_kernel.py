@@ -233,6 +233,13 @@ class KernelSurrogate(BaseSurrogate):
             }
 
         K = self._gram(X, X, gamma)
+        if not bool(torch.isfinite(K).all()):
+            raise ValueError(
+                f"The kernel {self.kernel!r} (gamma={gamma}, degree={self.degree}, "
+                f"coef0={self.coef0}) gives NaN or infinite values on S, so every prediction "
+                "would be NaN; use a smaller gamma, degree or coef0, or a kernel callable "
+                "that returns finite values."
+            )
         dual_coef, intercept = _krr.solve_dual(K, Y, alpha, self.fit_intercept)
         self.alpha_ = alpha
         self.gamma_ = gamma
