@@ -16,6 +16,9 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from joblib import Memory, parallel_backend
 
 from sktaskmet.surrogate import (
@@ -205,3 +208,21 @@ def test_killed_calling_process_then_resume_computes_only_the_missing(tmp_path, 
         values = evaluate_subsets(functools.partial(weighted_sum, calls_dir=calls), S, store=store)
     np.testing.assert_allclose(values, S @ WEIGHTS[:4])
     assert count_calls(calls) - calls_before == len(S) - stored
+
+
+@settings(max_examples=40)
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=4),
+        elements=st.floats(-2.0, 2.0) | st.sampled_from([np.nan, np.inf, 0.0, 1.0]),
+    )
+)
+def test_any_subsets_array_is_evaluated_or_refused_by_name(subsets):
+    """Property: in-range rows are evaluated exactly; anything else names its entry."""
+    in_range = np.all((subsets >= 0.0) & (subsets <= 1.0))
+    if in_range:
+        np.testing.assert_array_equal(evaluate_subsets(np.sum, subsets), subsets.sum(axis=1))
+    else:
+        with pytest.raises(ValueError, match=r"subsets\[\d+, \d+\] = "):
+            evaluate_subsets(np.sum, subsets)
