@@ -36,6 +36,7 @@ TEST_REQUIRES = [
     "dask[distributed]>=2023.1",
     # scikit-learn's ProgressBar callback draws with rich (tests of the callbacks).
     "rich>=13",
+    "skops>=0.10",
 ]
 DOC_REQUIRES = [
     "sphinx>=7",

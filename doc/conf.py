@@ -156,6 +156,7 @@ API_SECTIONS = [
     ("sktaskmet.datasets", "Datasets", "Generators of the reproduction problems."),
     ("sktaskmet.plotting", "Plotting", "Display classes in scikit-learn's style."),
     ("sktaskmet.exceptions", "Exceptions and warnings", "Warnings raised by the estimators."),
+    ("sktaskmet.persistence", "Persistence", "Saving fitted estimators with skops."),
 ]
 
 

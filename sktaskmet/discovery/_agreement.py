@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
 from .._nn import ACTIVATIONS, check_hidden_layer_sizes
+from .._validation import fit_guard
 from ._ensemble import DATA_MODES, MLPEnsemble, batch_schedule, train_ensemble
 
 __all__ = ["AgreementScorer"]
@@ -213,6 +214,7 @@ class AgreementScorer(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train ``n_models`` networks per labeling and score their agreement.
@@ -339,7 +341,7 @@ class AgreementScorer(BaseEstimator):
             train.numel(),
             self.n_models,
             n_members,
-            min(self.batch_size, train.numel()),
+            min(int(self.batch_size), train.numel()),
             self.data_mode,
             make_generator(order_seed, device),
             device,

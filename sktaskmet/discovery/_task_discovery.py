@@ -31,6 +31,7 @@ from .._backend import (
     to_tensor,
 )
 from .._nn import check_hidden_layer_sizes, make_mlp
+from .._validation import fit_guard, fitted_params
 from ..exceptions import NonFiniteWarning
 from ._agreement import AgreementScorer
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
@@ -257,6 +258,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     # ------------------------------------------------------------------------------ fit
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Discover ``n_tasks`` tasks on ``X``.
@@ -393,6 +395,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ]
         return to_numpy(torch.cat(labels)).astype(np.int64)
 
+    @fitted_params("n_tasks", "embedding_dim", "hidden_layer_sizes")
     def transform(self, X):
         """Labels of ``X`` under every discovered task.
 

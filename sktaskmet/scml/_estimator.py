@@ -35,6 +35,7 @@ from .._backend import (
 )
 from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
 from .._nn import check_hidden_layer_sizes, make_mlp
+from .._validation import fit_guard, fitted_params
 from ._bases import (
     check_basis_array,
     default_n_basis,
@@ -381,6 +382,7 @@ class SCMLRegressor(
             return random_basis(n_basis, d, generator, dtype=X.dtype, device=X.device)
         return triplet_diff_basis(X, triplets, n_basis, generator)
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Learn the metric from triplets of ``(X, y)`` and fit the prediction head.
@@ -594,6 +596,7 @@ class SCMLRegressor(
         state = self._device_state(X.dtype)
         return to_numpy(self._features(to_tensor(X, state["device"]), state))
 
+    @fitted_params("head", "hidden_layer_sizes", "local")
     def predict(self, X):
         """Predict targets: kNN regression in the learned metric, or the network head.
 

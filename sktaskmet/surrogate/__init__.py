@@ -1,5 +1,6 @@
 """Task attribution with kernel and linear surrogate models of subset performance."""
 
+from ._evaluation import SubsetEvaluationError, SubsetFailure
 from ._gradient import GradientSubsetEstimator
 from ._kernel import KernelSurrogate
 from ._linear import LinearSurrogate
@@ -9,6 +10,8 @@ __all__ = [
     "KernelSurrogate",
     "LinearSurrogate",
     "evaluate_subsets",
+    "SubsetEvaluationError",
+    "SubsetFailure",
     "sample_subsets",
     "GradientSubsetEstimator",
 ]

@@ -9,6 +9,7 @@ attribution, interaction and selection methods shared by all surrogates.
 
 import itertools
 import math
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -126,6 +127,7 @@ class BaseSurrogate(RegressorMixin, BaseEstimator):
             ``greater_is_better`` is True, e.g. accuracy, and bad for a loss).
         """
         base = self._check_base(base)
+        _warn_untested_tasks(getattr(self, "X_fit_", None))
         if method == "gradient":
             return self._format_output(self._gradient_values(base[None])[0])
         removed = np.repeat(base[None], self.n_features_in_ + 1, axis=0)
@@ -257,6 +259,21 @@ class BaseSurrogate(RegressorMixin, BaseEstimator):
         tags.target_tags.single_output = True
         tags.input_tags.positive_only = True
         return tags
+
+
+def _warn_untested_tasks(S_fit):
+    """Warn when a task took one value in every fitted subset: its score is extrapolated."""
+    if S_fit is None:
+        return
+    constant = np.flatnonzero(np.ptp(S_fit, axis=0) == 0)
+    if constant.size:
+        warnings.warn(
+            f"task(s) {constant.tolist()} take a single value in every subset the surrogate "
+            "was fitted on, so their attribution is the surrogate's extrapolation, not an "
+            "estimate from data; sample subsets that include and exclude them.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _enumerate_subsets(n, k, dtype, chunk_size=2**14):

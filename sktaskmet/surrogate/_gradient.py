@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
+from .._validation import check_allocation, fit_guard
 from ._base import _check_unit_interval
 from ._linearized import (
     loss_targets,
@@ -349,6 +350,7 @@ class GradientSubsetEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, *, tasks, X_target, y_target):
         """Compute the projected gradients of the training and target examples.
@@ -422,6 +424,10 @@ class GradientSubsetEstimator(BaseEstimator):
         if self.projection_dim is None:
             projection = None
         else:
+            dim, itemsize = int(self.projection_dim), X_t.element_size()
+            check_allocation("projection_dim", (self.n_params_, dim), itemsize)
+            check_allocation("projection_dim", (X.shape[0], self.n_outputs_, dim), itemsize)
+            check_allocation("projection_dim", (self.n_tasks_, dim, dim), itemsize)
             generator = make_generator(self.random_state, device)
             projection = random_projection(
                 self.n_params_, self.projection_dim, self.projection, generator, X_t.dtype, device

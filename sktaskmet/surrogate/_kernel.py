@@ -9,6 +9,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import resolve_device, to_numpy, to_tensor
+from .._validation import fit_guard
 from . import _krr
 from ._base import BaseSurrogate
 
@@ -172,6 +173,7 @@ class KernelSurrogate(BaseSurrogate):
         self.greater_is_better = greater_is_better
         self.device = device
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, S, y):
         """Fit the surrogate on subsets and their measured performance.
@@ -231,6 +233,13 @@ class KernelSurrogate(BaseSurrogate):
             }
 
         K = self._gram(X, X, gamma)
+        if not bool(torch.isfinite(K).all()):
+            raise ValueError(
+                f"The kernel {self.kernel!r} (gamma={gamma}, degree={self.degree}, "
+                f"coef0={self.coef0}) gives NaN or infinite values on S, so every prediction "
+                "would be NaN; use a smaller gamma, degree or coef0, or a kernel callable "
+                "that returns finite values."
+            )
         dual_coef, intercept = _krr.solve_dual(K, Y, alpha, self.fit_intercept)
         self.alpha_ = alpha
         self.gamma_ = gamma

@@ -10,6 +10,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import resolve_device, to_numpy, to_tensor
+from .._validation import fit_guard
 from . import _krr
 from ._base import BaseSurrogate
 from ._kernel import _check_grid, _partition_folds
@@ -131,6 +132,7 @@ class LinearSurrogate(BaseSurrogate):
         self.greater_is_better = greater_is_better
         self.device = device
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, S, y):
         """Fit the surrogate on subsets and their measured performance.

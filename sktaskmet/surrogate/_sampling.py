@@ -12,9 +12,11 @@ cluster with ``joblib.parallel_backend("dask")`` / ``joblib.parallel_backend("ra
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
+
+from .._validation import check_allocation
+from ._evaluation import evaluate_subsets
 
 __all__ = ["sample_subsets", "evaluate_subsets"]
 
@@ -78,6 +80,7 @@ def sample_subsets(n_tasks, n_subsets, p=None, size=None, random_state=None):
             f"Give either p (Bernoulli sampling) or size (fixed-size subsets), not both; "
             f"got p={p!r} and size={size!r}."
         )
+    check_allocation("n_subsets and n_tasks", (n_subsets, n_tasks))
     rng = check_random_state(random_state)
     if size is None:
         p = 0.5 if p is None else float(p)
@@ -89,66 +92,3 @@ def sample_subsets(n_tasks, n_subsets, p=None, size=None, random_state=None):
     subsets = np.zeros((n_subsets, n_tasks))
     np.put_along_axis(subsets, ranks[:, :size], 1.0, axis=1)
     return subsets
-
-
-def evaluate_subsets(func, subsets, n_jobs=None, verbose=0):
-    """Evaluate a set function on every subset, in parallel through joblib.
-
-    ``func`` is typically "train a model on the tasks in ``s`` and return its loss on the
-    target task". The calls are independent, so they are dispatched with
-    :class:`joblib.Parallel`; switching joblib's backend scales the same code out to a
-    cluster::
-
-        from dask.distributed import Client
-        from joblib import parallel_backend
-
-        client = Client("scheduler-address:8786")
-        with parallel_backend("dask"):
-            y = evaluate_subsets(train_and_score, S, n_jobs=-1)
-
-    Parameters
-    ----------
-    func : callable
-        ``func(s)`` receives one row of ``subsets`` (a 1-D float ndarray of length
-        ``n_tasks``) and returns a scalar or a 1-D array of a fixed length (several target
-        metrics). It must be picklable for process-based or distributed backends (a module
-        level function or a :func:`functools.partial` of one).
-    subsets : array-like of shape (n_subsets, n_tasks)
-        Indicator vectors (or task weights), e.g. from :func:`sample_subsets`.
-    n_jobs : int, default=None
-        Number of parallel jobs, as in scikit-learn: None means 1 unless inside a
-        :func:`joblib.parallel_backend` context, -1 means all workers of the backend.
-    verbose : int, default=0
-        joblib's verbosity: progress messages of the dispatched calls when positive.
-
-    Returns
-    -------
-    values : ndarray of shape (n_subsets,) or (n_subsets, n_targets)
-        ``values[i] = func(subsets[i])``, in the order of ``subsets``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sktaskmet.surrogate import evaluate_subsets
-    >>> evaluate_subsets(np.sum, np.array([[1.0, 0.0], [1.0, 1.0]]))
-    array([1., 2.])
-    """
-    if not callable(func):
-        raise TypeError(f"func must be callable; got {type(func).__name__}.")
-    subsets = np.asarray(subsets, dtype=np.float64)
-    if subsets.ndim != 2:
-        raise ValueError(
-            f"subsets must be a 2-D array of shape (n_subsets, n_tasks); got shape {subsets.shape}."
-        )
-    values = Parallel(n_jobs=n_jobs, verbose=verbose)(delayed(func)(row) for row in subsets)
-    try:
-        values = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            "func must return a number or a 1-D array of the same length for every subset."
-        ) from exc
-    if values.ndim > 2:
-        raise ValueError(
-            f"func must return a number or a 1-D array; its results stack to shape {values.shape}."
-        )
-    return values

@@ -684,6 +684,12 @@ def task_objective(predict, X, Y, task_loss, alpha):
     pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
     task = task_loss(pred, Y)
     _check_task_loss(task, b)
+    if pred.requires_grad and not task.requires_grad:
+        raise ValueError(
+            "the task loss is detached from the predictions: its value has no gradient with "
+            "respect to y_pred (e.g. .detach(), .item() or numpy inside the loss), so training "
+            "would silently ignore the task. Write the loss with differentiable torch operations."
+        )
     task = task.mean()
     mse = ((pred - Y) ** 2).sum(-1).mean()
     total = task + alpha * mse if alpha else task

@@ -7,6 +7,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 
 from .._backend import state_to_numpy
+from .._validation import fit_guard
 from ._bilevel import FlatAdam, FlatModule, sample_instances, task_objective
 from ._estimator import _BaseTaskRegressor, _flat_state
 
@@ -124,6 +125,7 @@ class DFLRegressor(_BaseTaskRegressor):
         self.random_state = random_state
         self.verbose = verbose
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, groups=None):
         """Fit the predictor on the task loss plus ``alpha`` times the squared error.

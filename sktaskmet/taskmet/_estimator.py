@@ -25,6 +25,7 @@ from .._backend import (
 )
 from .._nn import check_hidden_layer_sizes, make_mlp
 from .._training import CallbackSupportMixin, FitCallbacks, TrainingLoop
+from .._validation import check_module_output, fit_guard, fitted_params
 from ._bilevel import (
     LINEAR_SOLVERS,
     BilevelSolver,
@@ -219,8 +220,10 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
                 "predictor must be 'linear', 'mlp' or a callable (n_features, n_outputs) -> "
                 f"torch.nn.Module; the callable returned {type(module).__name__}."
             )
+        check_module_output(module, n_features, n_outputs, "predictor")
         return module
 
+    @fitted_params("predictor", "hidden_layer_sizes")
     def _predictor_module(self, device, dtype):
         with untouched_global_rng():
             module = self._make_predictor(self.n_features_in_, self.n_outputs_)
@@ -593,6 +596,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
             )
         return make_metric(self.metric, n_outputs, in_features=n_features, **kwargs)
 
+    @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, groups=None):
         """Fit the predictor and the metric by alternating inner and implicit outer steps.
