@@ -3,6 +3,14 @@
 from ._gradient import GradientSubsetEstimator
 from ._kernel import KernelSurrogate
 from ._linear import LinearSurrogate
+from ._metrics import (
+    LOOCorrelationScorer,
+    loo_correlation,
+    mean_spearman_score,
+    mean_spearman_scorer,
+    normalized_error,
+    normalized_error_scorer,
+)
 from ._sampling import evaluate_subsets, sample_subsets
 
 __all__ = [
@@ -11,4 +19,10 @@ __all__ = [
     "evaluate_subsets",
     "sample_subsets",
     "GradientSubsetEstimator",
+    "mean_spearman_score",
+    "normalized_error",
+    "loo_correlation",
+    "mean_spearman_scorer",
+    "normalized_error_scorer",
+    "LOOCorrelationScorer",
 ]

@@ -236,7 +236,7 @@ def ridge_primal(X, y, alpha, fit_intercept):
 
     Solves :math:`\\min_{\\beta, b} \\|y - X\\beta - b\\mathbf 1\\|^2 + \\alpha\\|\\beta\\|^2`
     (``b = 0`` without intercept) through the normal equations of the centred design,
-    an (n_tasks, n_tasks) system.
+    an (n_tasks, n_tasks) system: :math:`O(m d^2 + d^3)`.
 
     Parameters
     ----------
@@ -250,14 +250,45 @@ def ridge_primal(X, y, alpha, fit_intercept):
     coef : Tensor of shape (d, t)
     intercept : Tensor of shape (t,)
     """
-    if fit_intercept:
-        x_mean, y_mean = X.mean(dim=0), y.mean(dim=0)
-        X, y = X - x_mean, y - y_mean
+    X, y, x_mean, y_mean = _centre(X, y, fit_intercept)
     gram = X.T @ X + alpha * torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
     coef = torch.linalg.solve(gram, X.T @ y)
+    return coef, _intercept(coef, x_mean, y_mean, fit_intercept)
+
+
+def ridge_dual(X, y, alpha, fit_intercept):
+    """The same ridge solution through the (n_subsets, n_subsets) dual system.
+
+    The push-through identity :math:`(X^\\top X + \\alpha I_d)^{-1} X^\\top =
+    X^\\top (X X^\\top + \\alpha I_m)^{-1}` gives
+    :math:`\\beta = X_c^\\top (X_c X_c^\\top + \\alpha I_m)^{-1} y_c` with the centred
+    design :math:`X_c` and targets :math:`y_c`: one Cholesky factorisation of an
+    :math:`m \\times m` matrix, :math:`O(m^2 d + m^3)`, which is much cheaper than the primal
+    :math:`O(m d^2 + d^3)` when there are fewer subsets than tasks (40 subsets of 500
+    tasks). Arguments and returns as :func:`ridge_primal`.
+    """
+    X, y, x_mean, y_mean = _centre(X, y, fit_intercept)
+    gram = X @ X.T + alpha * torch.eye(X.shape[0], dtype=X.dtype, device=X.device)
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) == 0:
+        dual = torch.cholesky_solve(y, factor)
+    else:  # positive definite in exact arithmetic; rounding can break the factorisation
+        dual = torch.linalg.solve(gram, y)
+    coef = X.T @ dual
+    return coef, _intercept(coef, x_mean, y_mean, fit_intercept)
+
+
+def _centre(X, y, fit_intercept):
+    """Centred design and targets with their means (untouched, zero means, without intercept)."""
     if not fit_intercept:
-        return coef, torch.zeros(y.shape[1], dtype=y.dtype, device=y.device)
-    return coef, y_mean - x_mean @ coef
+        zeros = torch.zeros(y.shape[1], dtype=y.dtype, device=y.device)
+        return X, y, None, zeros
+    x_mean, y_mean = X.mean(dim=0), y.mean(dim=0)
+    return X - x_mean, y - y_mean, x_mean, y_mean
+
+
+def _intercept(coef, x_mean, y_mean, fit_intercept):
+    return y_mean - x_mean @ coef if fit_intercept else y_mean
 
 
 def design_spectrum(X, fit_intercept):
