@@ -130,5 +130,5 @@ def test_loo_correlation_scorer():
     )
     with pytest.raises(TypeError, match="attribution"):
         scorer(object(), S, y)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="inconsistent numbers"):
         LOOCorrelationScorer(loo[:5])(kernel, S, y)
