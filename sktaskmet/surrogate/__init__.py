@@ -1,6 +1,8 @@
 """Task attribution with kernel and linear surrogate models of subset performance."""
 
+from ._distance import ExtrapolationWarning
 from ._gradient import GradientSubsetEstimator
+from ._indicators import ids_to_indicators, indicators_to_ids
 from ._kernel import KernelSurrogate
 from ._linear import LinearSurrogate
 from ._metrics import (
@@ -25,4 +27,7 @@ __all__ = [
     "mean_spearman_scorer",
     "normalized_error_scorer",
     "LOOCorrelationScorer",
+    "ids_to_indicators",
+    "indicators_to_ids",
+    "ExtrapolationWarning",
 ]

@@ -175,7 +175,7 @@ def predict_dual(X, X_fit, dual_coef, intercept, gram):
     return torch.cat(parts, dim=0) + intercept
 
 
-def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
+def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept, per_target=False):
     """Cross-validated mean squared error of ridge for every alpha, from one spectrum.
 
     Parameters
@@ -191,13 +191,17 @@ def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
     folds : list of LongTensor or None
         Held-out index sets that partition the samples; None for leave-one-out.
     fit_intercept : bool
+    per_target : bool, default=False
+        Keep the targets apart instead of averaging over them.
 
     Returns
     -------
-    Tensor of shape (n_alphas,)
-        Mean over folds of the fold's mean squared error (averaged over targets): the
-        criterion of ``GridSearchCV(scoring="neg_mean_squared_error")``, sign flipped.
+    Tensor of shape (n_alphas,), or (n_alphas, t) with ``per_target``
+        Mean over folds of the fold's mean squared error (averaged over targets unless
+        ``per_target``): the criterion of ``GridSearchCV(scoring="neg_mean_squared_error")``,
+        sign flipped.
     """
+    dims = (1,) if per_target else (1, 2)
     m = y.shape[0]
     eigvals = eigvals.clamp_min(0.0)
     shrink = eigvals[None, :] / (eigvals[None, :] + alphas[:, None])  # (A, r)
@@ -212,7 +216,7 @@ def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
     if folds is None:
         diag = 1.0 - offset - (eigvecs * eigvecs) @ shrink.T  # (m, A): 1 - H_ii
         held_out = residuals / diag.T[:, :, None]
-        return (held_out**2).mean(dim=(1, 2))
+        return (held_out**2).mean(dim=dims)
     fold_mse = []
     n_alphas, rank = shrink.shape
     for fold in folds:
@@ -226,9 +230,40 @@ def spectral_cv_mse(eigvecs, eigvals, y, alphas, folds, fit_intercept):
             s = shrink[start : start + chunk]
             M_FF = eye - offset - (U_F[None] * s[:, None, :]) @ U_F.T
             e_F = torch.linalg.solve(M_FF, residuals[start : start + chunk, fold])
-            errors.append((e_F**2).mean(dim=(1, 2)))
+            errors.append((e_F**2).mean(dim=dims))
         fold_mse.append(torch.cat(errors))
     return torch.stack(fold_mse).mean(dim=0)
+
+
+def solve_dual_spectral(K, eigvecs, eigvals, y, alphas, fit_intercept):
+    """Kernel ridge with one penalty per target, from the spectrum of the (centred) kernel.
+
+    With :math:`K_c = U \\operatorname{diag}(\\lambda) U^\\top` (``K`` itself without
+    intercept), target :math:`j` gets :math:`a_j = U \\operatorname{diag}(1 / (\\lambda +
+    \\alpha_j)) U^\\top (y_j - \\bar y_j)`: the same solution as :func:`solve_dual` with
+    penalty :math:`\\alpha_j`, for all targets from the one eigendecomposition that the
+    cross-validation already computed.
+
+    Parameters
+    ----------
+    K : Tensor of shape (m, m)
+        Uncentred Gram matrix (for the intercept).
+    eigvecs : Tensor of shape (m, m)
+    eigvals : Tensor of shape (m,)
+    y : Tensor of shape (m, t)
+    alphas : Tensor of shape (t,)
+    fit_intercept : bool
+
+    Returns
+    -------
+    dual_coef : Tensor of shape (m, t)
+    intercept : Tensor of shape (t,)
+    """
+    y_mean = y.mean(dim=0) if fit_intercept else torch.zeros_like(y[0])
+    proj = eigvecs.T @ (y - y_mean)
+    dual_coef = eigvecs @ (proj / (eigvals.clamp_min(0.0)[:, None] + alphas[None, :]))
+    intercept = y_mean - (K @ dual_coef).mean(dim=0) if fit_intercept else y_mean
+    return dual_coef, intercept
 
 
 def ridge_primal(X, y, alpha, fit_intercept):
