@@ -20,8 +20,8 @@ Their functions (``kernelsm/kernelsm.py``: ``kernelsm_score``, ``make_krr_predic
 loaded from a checkout of their repository and run here, on the same permutations, beside
 sktaskmet's surrogates: the paper's setting (``fit_intercept=False`` and their alpha), our
 defaults, joint cross-validation and per-target cross-validation. Their scripts draw
-unseeded permutations; this one seeds numpy's global generator (``--seed``) before the
-runs, which is what their script consumes.
+unseeded permutations from numpy's global generator; this one draws them from a
+``RandomState(--seed)``, the same generator seeded.
 
 Run::
 
@@ -83,14 +83,14 @@ def score_ours(factory, alpha, S_train, y_train, S_test, y_test, min_variance):
     return rho, err, seconds
 
 
-def run_icl(authors, runs, cv_folds):
+def run_icl(authors, runs, cv_folds, legacy_rng):
     S, y = load_icl_coin_flip(return_S_y=True)
     ids = torch.tensor(load_icl_coin_flip().demonstration_ids)
     scores = torch.tensor(y, dtype=torch.float32)  # their script: torch.tensor of the JSON
     rows = {}
     for _ in range(runs):
         # Their loop: permute the already permuted lists, fit on the first 80.
-        permutation = np.random.permutation(len(ids))
+        permutation = legacy_rng.permutation(len(ids))
         ids, scores = ids[permutation], scores[permutation]
         S, y = S[permutation], y[permutation]
         for solver in ("krr", "lstsq"):
@@ -167,12 +167,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     authors = load_authors_module(args.authors_repo)
-    np.random.seed(args.seed)  # their script draws its permutations from this generator
+    # Their script draws from numpy's global RandomState; a seeded RandomState draws the same.
+    legacy_rng = np.random.RandomState(args.seed)
     print(f"threads={args.threads}, seed={args.seed}, {args.runs} runs, cv={args.cv}")
     print_table(
         f"In-context learning, coin flip: 80 train / 120 test prompts, {args.runs} permutations,"
         " queries with variance >= 0.1 (mean +- sd over runs)",
-        run_icl(authors, args.runs, args.cv),
+        run_icl(authors, args.runs, args.cv, legacy_rng),
     )
     for name in args.modular:
         path = pathlib.Path(name)
