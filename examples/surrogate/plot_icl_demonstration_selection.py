@@ -1,7 +1,7 @@
 """
-=========================================================================
+==========================================================================
 Choosing in-context demonstrations with a kernel surrogate (authors' data)
-=========================================================================
+==========================================================================
 
 A language model answers coin-flip queries after a prompt of 4 demonstrations chosen among
 50. Which 4 should the prompt hold? Each prompt costs a pass of the model over the test
