@@ -68,7 +68,11 @@ class KernelSurrogate(BaseSurrogate):
     coef0 : float, default=1
         Constant term of the polynomial kernel.
     fit_intercept : bool, default=True
-        Fit the unpenalised intercept :math:`b` described above.
+        Fit the unpenalised intercept :math:`b` described above. The authors' code has
+        none: ``fit_intercept=False`` with ``alpha=1e-2`` (modular arithmetic) or
+        ``alpha=0.1`` (in-context learning) and the default ``gamma`` reproduces their
+        kernel ridge regression exactly; the :ref:`User Guide <surrogate>` says why the
+        defaults differ and what it changes on their data.
     cv : int, "loo", cross-validation splitter or None, default=None
         When set, ``alpha`` and ``gamma`` are chosen from ``alphas`` x ``gammas`` by the
         cross-validated mean squared error (mean over folds of the fold MSE, the criterion
