@@ -72,6 +72,7 @@ setup(
     license_files=["LICENSE"],
     packages=find_packages(include=["sktaskmet", "sktaskmet.*"]),
     include_package_data=True,
+    package_data={"sktaskmet.datasets": ["data/*.npz", "data/*.txt"]},
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.23",

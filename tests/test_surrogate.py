@@ -339,7 +339,7 @@ def test_multi_target_shapes(data):
         assert model.attribution(method="gradient").shape == (n, 2)
         assert model.interactions().shape == (n, n, 2)
         np.testing.assert_allclose(model.attribution()[:, 1], -2 * model.attribution()[:, 0])
-        with pytest.raises(ValueError, match="single target"):
+        with pytest.raises(ValueError, match="give select an aggregate"):
             model.select()
     cv_model = KernelSurrogate(cv=3, device="cpu").fit(S, Y)
     assert cv_model.intercept_.shape == (2,)

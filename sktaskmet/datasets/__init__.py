@@ -1,6 +1,7 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
 from ._discovery import make_class_split_tasks, make_random_labelings
+from ._icl import load_icl_coin_flip
 from ._multitask import SubsetFineTuner, make_multitask_digits
 from ._surrogate import make_task_interactions
 from ._taskmet import (
@@ -20,6 +21,7 @@ __all__ = [
     "make_task_interactions",
     "make_multitask_digits",
     "SubsetFineTuner",
+    "load_icl_coin_flip",
     # Agreement score and task discovery
     "make_class_split_tasks",
     "make_random_labelings",
