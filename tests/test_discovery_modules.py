@@ -1,0 +1,257 @@
+"""Any torch architecture in the agreement score: CNNs, batch norm, dropout, chunks, workers."""
+
+import numpy as np
+import pytest
+import torch
+from joblib import parallel_backend
+from sklearn.datasets import load_digits
+from torch import nn
+
+from sktaskmet import AgreementScorer
+from sktaskmet._backend import seeded
+from sktaskmet.discovery._ensemble import ModuleEnsemble, batch_schedule, train_ensemble
+from sktaskmet.discovery._memory import member_bytes, plan_chunks
+from sktaskmet.discovery._networks import SmallCNN, SmallResNet, module_builder, reinitialise
+
+CPU = torch.device("cpu")
+
+
+def digit_images(n=150, dtype=np.float32):
+    digits = load_digits()
+    X = (digits.images[:n, None] / 16).astype(dtype)
+    return X, digits.target[:n]
+
+
+def tiny_cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 2)
+    )
+
+
+def batchnorm_cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(192, 2),
+    )
+
+
+def dropout_mlp():
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)
+    )
+
+
+def train_recorded(build, seeds, X, targets, n_models=2, epochs=3, lr=1e-2):
+    """Train an ensemble on recorded batches; return it and the batches of every epoch."""
+    n_members = len(seeds)
+    ensemble = ModuleEnsemble(build, seeds, dtype=X.dtype, sample_ndim=X.dim() - 1)
+    schedule = batch_schedule(
+        len(X), n_models, n_members, 16, "independent", torch.Generator().manual_seed(3), CPU
+    )
+    recorded = []
+
+    def next_epoch():
+        recorded.append(schedule())
+        return recorded[-1]
+
+    task_of_member = torch.arange(n_members) // n_models
+    train_ensemble(ensemble, X, targets, task_of_member, next_epoch, epochs, lr)
+    return ensemble, recorded
+
+
+def train_alone(build, seed, X, labels, batches_of_epochs, member, lr=1e-2):
+    with seeded(seed):
+        alone = build().to(X.dtype)
+    optimizer = torch.optim.Adam(alone.parameters(), lr=lr)
+    for epoch in batches_of_epochs:
+        for batch in epoch:
+            rows = batch[member]
+            loss = nn.functional.cross_entropy(alone(X[rows]), labels[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return alone
+
+
+def assert_same_state(got, expected):
+    # float64 tolerance: batched and single-network kernels reduce in different orders (batch
+    # norm's statistics most), and Adam's normalised steps carry those 1e-16 differences.
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[name], value, rtol=1e-6, atol=1e-8)
+
+
+# ----------------------------------------------------------------- members equal networks alone
+
+
+@pytest.mark.parametrize("build", [module_builder("cnn", (1, 8, 8), 2), batchnorm_cnn])
+def test_cnn_member_equals_the_cnn_trained_alone(build):
+    X = torch.as_tensor(digit_images(64, np.float64)[0])
+    targets = torch.randint(0, 2, (64, 2), generator=torch.Generator().manual_seed(0))
+    seeds = [5, 6, 5, 6]
+    ensemble, batches = train_recorded(build, seeds, X, targets)
+    member = 3  # model 1 of labeling 1
+    alone = train_alone(build, seeds[member], X, targets[:, 1], batches, member)
+    # Parameters and, for batch norm, the running statistics of this member only.
+    assert_same_state(ensemble.member(member), alone)
+    # Evaluation mode (running statistics) predicts as the network alone does.
+    expected = alone.eval()(X).argmax(-1)
+    torch.testing.assert_close(ensemble.predict(X)[member], expected)
+
+
+def test_batchnorm_statistics_are_kept_per_member():
+    X = torch.as_tensor(digit_images(64, np.float64)[0])
+    targets = torch.randint(0, 2, (64, 2), generator=torch.Generator().manual_seed(1))
+    ensemble, _ = train_recorded(batchnorm_cnn, [1, 2, 1, 2], X, targets)
+    running_mean = ensemble.buffers["1.running_mean"]
+    assert running_mean.shape == (4, 3)
+    assert not torch.allclose(running_mean[0], running_mean[1])
+    assert ensemble.buffers["1.num_batches_tracked"].tolist() == [12] * 4
+
+
+def test_dropout_draws_independently_per_member_and_is_reproducible():
+    X = torch.as_tensor(digit_images(64)[0])
+    targets = torch.zeros((64, 1), dtype=torch.int64)
+    targets[::2] = 1
+    # Two members with the same initial weights and the same batches: only dropout differs.
+    ensemble = ModuleEnsemble(dropout_mlp, [7, 7], sample_ndim=3)
+    with seeded(0):
+        logits = ensemble(X[:8], training=True)
+    assert not torch.allclose(logits[0], logits[1])
+    with seeded(0):
+        again = ensemble(X[:8], training=True)
+    torch.testing.assert_close(logits, again)
+    # Evaluation mode switches dropout off: identical members predict identically.
+    evaluated = ensemble(X[:8], training=False)
+    torch.testing.assert_close(evaluated[0], evaluated[1])
+
+    Xi, y = digit_images(120)
+    scorer = AgreementScorer(
+        module=dropout_mlp, max_epochs=2, batch_size=32, device="cpu", random_state=0
+    )
+    first = scorer.fit(Xi, y % 2).ensemble_state_
+    second = AgreementScorer(**scorer.get_params()).fit(Xi, y % 2).ensemble_state_
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+# ---------------------------------------------------------------------------- module choices
+
+
+@pytest.mark.parametrize("module", ["mlp", "cnn", "resnet"])
+def test_agreement_scorer_takes_images_and_builtin_modules(module):
+    X, y = digit_images(80)
+    if module == "resnet":  # the ResNet is built for 32x32 inputs; any size works
+        X = np.repeat(np.repeat(X, 2, axis=2), 2, axis=3)
+    scorer = AgreementScorer(
+        module=module, max_epochs=1, batch_size=32, device="cpu", random_state=0
+    ).fit(X, np.column_stack([y % 2, y % 3]))
+    assert scorer.input_shape_ == X.shape[1:]
+    assert scorer.agreement_scores_.shape == (2,)
+    members = scorer.predict_members(X[:5])
+    assert members.shape == (2, 2, 5)
+    assert set(np.unique(members[1])) <= {0, 1, 2}
+    with pytest.raises(ValueError, match="samples of shape"):
+        scorer.predict_members(X[:5, :, :4])
+
+
+def test_builtin_image_modules_refuse_feature_vectors():
+    X, y = load_digits(return_X_y=True)
+    with pytest.raises(ValueError, match="module='cnn' needs images"):
+        AgreementScorer(module="cnn", max_epochs=1, device="cpu").fit(X[:60], y[:60] % 2)
+
+
+def test_builtin_networks_output_the_requested_logits():
+    assert SmallCNN(3, 5, 32)(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    assert SmallCNN(1, 2, 8)(torch.zeros(2, 1, 8, 8)).shape == (2, 2)
+    assert SmallResNet(3, 4)(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_module_instance_is_reinitialised_per_network():
+    template = tiny_cnn()
+    X, y = digit_images(80)
+    scorer = AgreementScorer(
+        module=template, max_epochs=1, batch_size=32, device="cpu", random_state=0
+    ).fit(X, y % 2)
+    weights = scorer.ensemble_state_["0.weight"]
+    assert not np.allclose(weights[0], weights[1])
+    # The user's module is left untouched.
+    before = template[0].weight.detach().clone()
+    reinitialise(template)
+    torch.testing.assert_close(template[0].weight, before)
+
+
+def test_layer_without_reset_parameters_is_refused_by_name():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.gain * x
+
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2), Scale())
+    X, y = digit_images(40)
+    with pytest.raises(ValueError, match="layer '2' \\(Scale\\)"):
+        AgreementScorer(module=module, max_epochs=1, device="cpu").fit(X, y % 2)
+
+
+def test_module_with_wrong_number_of_outputs_is_refused():
+    X, y = digit_images(40)
+    with pytest.raises(ValueError, match="to 2 outputs; the labelings need 3"):
+        AgreementScorer(module=tiny_cnn, max_epochs=1, device="cpu").fit(X, y % 3)
+    with pytest.raises(TypeError, match="must return a torch.nn.Module"):
+        AgreementScorer(module=lambda: "net", max_epochs=1, device="cpu").fit(X, y % 2)
+
+
+def test_mixed_precision_bf16_on_cpu_and_fp16_refused():
+    X, y = digit_images(80)
+    scorer = AgreementScorer(
+        module="cnn", mixed_precision="bf16", max_epochs=1, batch_size=32, device="cpu"
+    ).fit(X, y % 2)
+    assert np.all(np.isfinite(scorer.loss_curve_))
+    assert scorer.ensemble_state_["head.weight"].dtype == np.float32
+    with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA device"):
+        AgreementScorer(mixed_precision="fp16", max_epochs=1, device="cpu").fit(X, y % 2)
+
+
+# ---------------------------------------------------------------------- chunks and workers
+
+
+def test_plan_chunks_fits_memory_and_feeds_every_worker():
+    assert plan_chunks(10, 2, 100, 10_000) == [range(0, 10)]
+    chunks = plan_chunks(10, 2, 100, 450)  # two labelings (4 networks) fit
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
+    assert [len(c) for c in plan_chunks(5, 2, 100, 10_000, n_workers=2)] == [3, 2]
+    with pytest.raises(MemoryError, match="networks of one labeling need"):
+        plan_chunks(10, 2, 100, 150)
+
+
+def test_member_bytes_grows_with_batch_and_architecture():
+    small = member_bytes(module_builder("cnn", (1, 8, 8), 2), (1, 8, 8), 16, torch.float32)
+    big_batch = member_bytes(module_builder("cnn", (1, 8, 8), 2), (1, 8, 8), 64, torch.float32)
+    resnet = member_bytes(module_builder("resnet", (3, 32, 32), 2), (3, 32, 32), 16, torch.float32)
+    assert 0 < small < big_batch < resnet
+    doubled = member_bytes(module_builder("cnn", (1, 8, 8), 2), (1, 8, 8), 16, torch.float64)
+    assert doubled == 2 * small
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_chunks_and_workers_give_the_scores_of_one_ensemble(backend):
+    X, y = digit_images(90)
+    labelings = np.column_stack([y % 2, y % 3, (y > 4).astype(int)])
+    params = dict(module="cnn", max_epochs=2, batch_size=32, device="cpu", random_state=0)
+    one = AgreementScorer(**params).fit(X, labelings)
+    per_member = member_bytes(module_builder("cnn", (1, 8, 8), 3), (1, 8, 8), 32, torch.float32)
+    chunked = AgreementScorer(memory_limit=2 * per_member + 1, **params).fit(X, labelings)
+    with parallel_backend(backend):
+        parallel = AgreementScorer(n_jobs=2, **params).fit(X, labelings)
+    for other in (chunked, parallel):
+        np.testing.assert_array_equal(other.agreement_scores_, one.agreement_scores_)
+        for name, value in one.ensemble_state_.items():
+            np.testing.assert_allclose(other.ensemble_state_[name], value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(other.predict_members(X), one.predict_members(X))
+    with pytest.raises(MemoryError, match="memory_limit"):
+        AgreementScorer(memory_limit=per_member, **params).fit(X, labelings)
