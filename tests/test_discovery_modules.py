@@ -7,7 +7,7 @@ from joblib import parallel_backend
 from sklearn.datasets import load_digits
 from torch import nn
 
-from sktaskmet import AgreementScorer
+from sktaskmet import AgreementScorer, TaskDiscovery, random_network_tasks
 from sktaskmet._backend import seeded
 from sktaskmet.discovery._ensemble import ModuleEnsemble, batch_schedule, train_ensemble
 from sktaskmet.discovery._memory import member_bytes, plan_chunks
@@ -238,8 +238,10 @@ def test_member_bytes_grows_with_batch_and_architecture():
     assert doubled == 2 * small
 
 
-@pytest.mark.parametrize("backend", ["loky", "threading"])
-def test_chunks_and_workers_give_the_scores_of_one_ensemble(backend):
+def test_chunks_and_workers_give_the_scores_of_one_ensemble():
+    # Threads here: the loky backend gives the same result (its builders are pickled by
+    # cloudpickle) but starting processes that import torch costs tens of seconds.
+    backend = "threading"
     X, y = digit_images(90)
     labelings = np.column_stack([y % 2, y % 3, (y > 4).astype(int)])
     params = dict(module="cnn", max_epochs=2, batch_size=32, device="cpu", random_state=0)
@@ -255,3 +257,117 @@ def test_chunks_and_workers_give_the_scores_of_one_ensemble(backend):
         np.testing.assert_array_equal(other.predict_members(X), one.predict_members(X))
     with pytest.raises(MemoryError, match="memory_limit"):
         AgreementScorer(memory_limit=per_member, **params).fit(X, labelings)
+
+
+# ------------------------------------------------------------------------- task discovery
+
+
+def tiny_cnn_features():
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(4), nn.Flatten())
+
+
+def tiny_cnn_learner():
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(4), nn.Flatten(), nn.Linear(8, 2)
+    )
+
+
+def test_unrolled_discovery_gradient_of_a_cnn_matches_finite_differences():
+    from sktaskmet.discovery._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
+
+    dtype = torch.float64
+    with seeded(0):
+        encoder = TaskEncoder(8, (), 2, backbone=tiny_cnn_features()).to(dtype)
+        learners = LearnerPair([tiny_cnn_learner().to(dtype) for _ in range(2)])
+    heads = orthonormal_heads(2, 2, torch.Generator().manual_seed(0), dtype, "cpu")
+    X = torch.as_tensor(digit_images(14, np.float64)[0])
+    x_inner, x_heldout = X[:8], X[8:]
+
+    def loss():
+        return meta_loss(encoder, heads, learners, x_inner, x_heldout, 3, 0.5, 0.3)[0]
+
+    params = list(encoder.parameters())
+    analytic = torch.autograd.grad(loss(), params)
+    # Directional derivatives along random directions (every parameter moves at once).
+    generator = torch.Generator().manual_seed(2)
+    eps = 1e-6
+    for _ in range(3):
+        directions = [torch.randn(p.shape, generator=generator, dtype=dtype) for p in params]
+        with torch.no_grad():
+            for p, d in zip(params, directions, strict=True):
+                p += eps * d
+            up = loss().item()
+            for p, d in zip(params, directions, strict=True):
+                p -= 2 * eps * d
+            down = loss().item()
+            for p, d in zip(params, directions, strict=True):
+                p += eps * d
+        numeric = (up - down) / (2 * eps)
+        exact = sum(float((g * d).sum()) for g, d in zip(analytic, directions, strict=True))
+        np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-9)
+    # The convolution weights are reached through the unrolled learners.
+    assert float(analytic[0].abs().max()) > 1e-6
+
+
+def test_task_discovery_on_images_with_cnn_encoder_and_learners():
+    X, _ = digit_images(120)
+    discovery = TaskDiscovery(
+        n_tasks=2,
+        encoder="cnn",
+        learner=tiny_cnn_learner,
+        inner_steps=2,
+        max_iter=2,
+        batch_size=32,
+        agreement_scorer=AgreementScorer(max_epochs=1, batch_size=32, device="cpu"),
+        device="cpu",
+        random_state=0,
+    ).fit(X)
+    assert discovery.tasks_.shape == (120, 2)
+    assert discovery.input_shape_ == (1, 8, 8)
+    np.testing.assert_array_equal(discovery.transform(X), discovery.tasks_)
+    assert discovery.n_iter_ == 2
+    with pytest.raises(ValueError, match="samples of shape"):
+        discovery.transform(X[:, :, :4])
+    tasks = random_network_tasks(X, n_tasks=2, encoder="cnn", device="cpu", random_state=0)
+    assert tasks.shape == (120, 2)
+
+
+@pytest.mark.parametrize(
+    "learner, match",
+    [
+        (batchnorm_cnn, "layer '1' \\(BatchNorm2d\\) tracks running statistics"),
+        (dropout_mlp, "layer '3' \\(Dropout\\) is random"),
+        (tiny_cnn, None),  # a 2-logit CNN is fine
+    ],
+)
+def test_discovery_learners_refuse_running_statistics_and_dropout(learner, match):
+    X, _ = digit_images(40)
+    discovery = TaskDiscovery(
+        n_tasks=2, learner=learner, max_iter=1, inner_steps=1, agreement_scorer="skip"
+    )
+    if match is None:
+        discovery.set_params(device="cpu").fit(X)
+    else:
+        with pytest.raises(ValueError, match=match):
+            discovery.set_params(device="cpu").fit(X)
+
+
+def test_discovery_encoder_with_batchnorm_is_trained_and_frozen():
+    def bn_backbone():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(6))
+
+    X, _ = digit_images(60)
+    discovery = TaskDiscovery(
+        n_tasks=2, encoder=bn_backbone, max_iter=2, inner_steps=1, agreement_scorer="skip"
+    ).set_params(device="cpu", random_state=0)
+    discovery.fit(X)
+    # Labels of a sample do not depend on the batch it comes with (eval-mode statistics).
+    np.testing.assert_array_equal(discovery.transform(X[:7]), discovery.tasks_[:7])
+
+
+def test_default_max_iter_scales_with_the_data():
+    discovery = TaskDiscovery()
+    assert discovery._max_iter(30, 20) == 30
+    assert discovery._max_iter(300, 128) == 47
+    assert discovery._max_iter(100_000, 128) == 300
+    assert discovery.set_params(max_iter=5)._max_iter(300, 128) == 5
