@@ -9,6 +9,7 @@ from torch import nn
 
 from sktaskmet import AgreementScorer, TaskDiscovery, random_network_tasks
 from sktaskmet._backend import seeded
+from sktaskmet.datasets import load_digits_images, to_image_arrays
 from sktaskmet.discovery._ensemble import ModuleEnsemble, batch_schedule, train_ensemble
 from sktaskmet.discovery._memory import member_bytes, plan_chunks
 from sktaskmet.discovery._networks import SmallCNN, SmallResNet, module_builder, reinitialise
@@ -371,3 +372,67 @@ def test_default_max_iter_scales_with_the_data():
     assert discovery._max_iter(300, 128) == 47
     assert discovery._max_iter(100_000, 128) == 300
     assert discovery.set_params(max_iter=5)._max_iter(300, 128) == 5
+
+
+# ------------------------------------------------------------------------------ image data
+
+
+def test_load_digits_images_upsamples_without_download():
+    X8, y = load_digits_images()
+    X32, y32 = load_digits_images(size=32, n_channels=3)
+    assert X8.shape == (1797, 1, 8, 8) and X8.dtype == np.float32
+    assert X32.shape == (1797, 3, 32, 32)
+    np.testing.assert_array_equal(y, y32)
+    # Every pixel is repeated 4 x 4 times and in every channel.
+    np.testing.assert_array_equal(X32[:, 2, ::4, ::4], X8[:, 0])
+    np.testing.assert_array_equal(X32[:, :, 3, 1], X32[:, :, 0, 0])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        load_digits_images(size=12)
+    with pytest.raises(ValueError, match="n_channels"):
+        load_digits_images(n_channels=2)
+
+
+class TorchvisionLike:
+    """What torchvision's CIFAR10 exposes once loaded: uint8 (n, H, W, C) data and targets."""
+
+    def __init__(self, images, targets):
+        self.data, self.targets = images, targets
+
+
+class PairDataset:
+    """An indexable data set of (image tensor (C, H, W), label) pairs."""
+
+    def __init__(self, images, targets):
+        self.images, self.targets = images, targets
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return torch.as_tensor(self.images[index]), int(self.targets[index])
+
+
+def test_to_image_arrays_reads_torchvision_style_datasets():
+    rng = np.random.RandomState(0)
+    hwc = rng.randint(0, 256, size=(5, 32, 32, 3)).astype(np.uint8)
+    X, y = to_image_arrays(TorchvisionLike(hwc, list(range(5))))
+    assert X.shape == (5, 3, 32, 32) and X.dtype == np.float32
+    np.testing.assert_allclose(X[2, 1], hwc[2, :, :, 1] / 255.0, rtol=1e-6)
+    assert y.tolist() == [0, 1, 2, 3, 4]
+    # MNIST-like uint8 tensor (n, H, W): one channel.
+    X, _ = to_image_arrays(TorchvisionLike(torch.as_tensor(hwc[..., 0]), torch.arange(5)))
+    assert X.shape == (5, 1, 32, 32)
+    # (image, label) pairs of float tensors (C, H, W) stay as they are.
+    chw = rng.rand(4, 3, 8, 8).astype(np.float32)
+    X, y = to_image_arrays(PairDataset(chw, [1, 0, 1, 0]))
+    np.testing.assert_array_equal(X, chw)
+    assert y.tolist() == [1, 0, 1, 0]
+    X, _ = to_image_arrays((chw, np.zeros(4)))
+    np.testing.assert_array_equal(X, chw)
+    with pytest.raises(ValueError, match="4 images but 3 labels"):
+        to_image_arrays((chw, np.zeros(3)))
+    with pytest.raises(TypeError, match="dataset must have .data and .targets"):
+        to_image_arrays(42)
+    # The arrays go straight into the estimators.
+    scorer = AgreementScorer(module="cnn", max_epochs=1, batch_size=2, test_size=1, device="cpu")
+    assert scorer.fit(X, np.array([0, 1, 0, 1])).input_shape_ == (3, 8, 8)
