@@ -86,6 +86,7 @@ API_SECTIONS = [
     ("sktaskmet.tasks", "Tasks", "Downstream decision tasks for TaskMet and DFL."),
     ("sktaskmet.surrogate", "Subset sampling and evaluation", "Helpers of the surrogates."),
     ("sktaskmet.scml", "Sparse compositional metric learning", "Helpers of SCMLRegressor."),
+    ("sktaskmet.discovery", "Task discovery networks", "Built-in networks of AgreementScorer."),
     ("sktaskmet.model_selection", "Model selection", "Cross-validation splitters."),
     ("sktaskmet.datasets", "Datasets", "Generators of the reproduction problems."),
     ("sktaskmet.plotting", "Plotting", "Display classes in scikit-learn's style."),
