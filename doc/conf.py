@@ -73,8 +73,14 @@ def _literal_sklearn_references(app, what, name, obj, options, lines):
     lines[:] = [_SKLEARN_XREF.sub(lambda m: f"``{m.group(1).strip()}``", line) for line in lines]
 
 
+def _skip_torch_members(app, what, name, obj, skip, options):
+    # Networks subclass torch.nn.Module: its inherited methods belong to torch's docs.
+    return True if (getattr(obj, "__module__", None) or "").startswith("torch") else None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _literal_sklearn_references)
+    app.connect("autodoc-skip-member", _skip_torch_members)
 
 
 # --------------------------------------------------------------------------------------

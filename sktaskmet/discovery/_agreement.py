@@ -49,10 +49,11 @@ class AgreementScorer(BaseEstimator):
     measure of Atanov et al., *Task Discovery: Finding the Tasks that Neural Networks
     Generalize on* (NeurIPS 2022).
 
-    All ``n_tasks * n_models`` networks are multi-layer perceptrons trained together as one
-    batched ensemble (parameters stacked with :func:`torch.func.stack_module_state` and
-    evaluated under :func:`torch.func.vmap`): one batched step trains every network, with
-    no Python loop over them. Each network is trained by its own Adam optimiser on the
+    All ``n_tasks * n_models`` networks (multi-layer perceptrons, or any architecture given
+    as ``module``: CNNs on images, say) are trained together as one batched ensemble
+    (parameters stacked with :func:`torch.func.stack_module_state` and evaluated under
+    :func:`torch.func.vmap`): one batched step trains every network, with no Python loop
+    over them. Each network is trained by its own Adam optimiser on the
     mean cross-entropy of its own minibatches, exactly as if trained alone. Model ``k``
     starts from the same initial weights and sees the same data order for every labeling,
     so the score of a labeling does not depend on which other labelings are scored with it.

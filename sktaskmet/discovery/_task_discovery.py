@@ -322,7 +322,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Inputs, e.g. images of shape (n_samples, channels, height, width); float32
             input computes in float32, anything else in float64.
         y : None
@@ -534,7 +534,7 @@ def random_network_tasks(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+    X : array-like of shape (n_samples, n_features) or (n_samples, ...)
     n_tasks : int, default=8
     embedding_dim : int, default=None
         ``None`` uses ``n_tasks``.
