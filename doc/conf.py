@@ -136,11 +136,17 @@ def _plain_literal_blocks_in_benchmarks(app, docname, source):
         source[0] = ".. highlight:: text\n\n" + source[0]
 
 
+def _skip_torch_members(app, what, name, obj, skip, options):
+    # Networks subclass torch.nn.Module: its inherited methods belong to torch's docs.
+    return True if (getattr(obj, "__module__", None) or "").startswith("torch") else None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _literal_sklearn_references)
     app.connect("source-read", _plain_literal_blocks_in_benchmarks)
     _mathjax_source()  # fail early, before the build, when MathJax is missing
     app.connect("build-finished", _copy_mathjax)
+    app.connect("autodoc-skip-member", _skip_torch_members)
 
 
 # --------------------------------------------------------------------------------------
@@ -152,6 +158,7 @@ API_SECTIONS = [
     ("sktaskmet.tasks", "Tasks", "Downstream decision tasks for TaskMet and DFL."),
     ("sktaskmet.surrogate", "Subset sampling and evaluation", "Helpers of the surrogates."),
     ("sktaskmet.scml", "Sparse compositional metric learning", "Helpers of SCMLRegressor."),
+    ("sktaskmet.discovery", "Task discovery networks", "Built-in networks of AgreementScorer."),
     ("sktaskmet.model_selection", "Model selection", "Cross-validation splitters."),
     ("sktaskmet.datasets", "Datasets", "Generators of the reproduction problems."),
     ("sktaskmet.plotting", "Plotting", "Display classes in scikit-learn's style."),

@@ -20,6 +20,7 @@ heavy numerics in torch. This module is the one place where the two meet:
 
 import contextlib
 import numbers
+import threading
 
 import numpy as np
 import torch
@@ -226,8 +227,11 @@ def make_generator(random_state, device="cpu"):
     return generator
 
 
+_SEEDED_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
-def seeded(random_state):
+def seeded(random_state, device="cpu"):
     """Seed torch's CPU generator inside the block and restore it afterwards.
 
     Module constructors (``torch.nn.Linear`` and user callables that build a network) draw
@@ -239,6 +243,9 @@ def seeded(random_state):
     Parameters
     ----------
     random_state : int, numpy.random.RandomState instance or None
+    device : str or torch.device, default="cpu"
+        A CUDA device's generator is seeded and restored as well (random layers such as
+        dropout draw from the generator of the device they run on).
 
     Examples
     --------
@@ -252,8 +259,14 @@ def seeded(random_state):
     True
     """
     seed = seed_from_random_state(random_state)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device = torch.device(device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    # The generator is global to the process: a thread that restored it while another is
+    # inside its own block would change that block's draws (joblib's threading backend).
+    with _SEEDED_LOCK, torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:  # only the device asked for: other GPUs' generators stay as they are
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

@@ -1,6 +1,11 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
-from ._discovery import make_class_split_tasks, make_random_labelings
+from ._discovery import (
+    load_digits_images,
+    make_class_split_tasks,
+    make_random_labelings,
+    to_image_arrays,
+)
 from ._icl import load_icl_coin_flip
 from ._multitask import SubsetFineTuner, make_multitask_digits
 from ._surrogate import make_task_interactions
@@ -25,4 +30,6 @@ __all__ = [
     # Agreement score and task discovery
     "make_class_split_tasks",
     "make_random_labelings",
+    "load_digits_images",
+    "to_image_arrays",
 ]

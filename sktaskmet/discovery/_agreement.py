@@ -5,16 +5,26 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
+from .._backend import (
+    make_generator,
+    resolve_device,
+    seed_from_random_state,
+    seeded,
+    to_numpy,
+    to_tensor,
+    torch_dtype,
+)
 from .._nn import ACTIVATIONS, check_hidden_layer_sizes
 from .._validation import fit_guard
-from ._ensemble import DATA_MODES, MLPEnsemble, batch_schedule, train_ensemble
+from ._ensemble import DATA_MODES, ModuleEnsemble, batch_schedule, train_ensemble
+from ._memory import MEMORY_FRACTION, available_memory, member_bytes, plan_chunks
+from ._networks import BUILTIN_MODULES, module_builder, output_width
 
 __all__ = ["AgreementScorer"]
 
@@ -40,10 +50,11 @@ class AgreementScorer(BaseEstimator):
     measure of Atanov et al., *Task Discovery: Finding the Tasks that Neural Networks
     Generalize on* (NeurIPS 2022).
 
-    All ``n_tasks * n_models`` networks are multi-layer perceptrons trained together as one
-    batched ensemble (parameters stacked with :func:`torch.func.stack_module_state` and
-    evaluated under :func:`torch.func.vmap`): one batched step trains every network, with
-    no Python loop over them. Each network is trained by its own Adam optimiser on the
+    All ``n_tasks * n_models`` networks (multi-layer perceptrons, or any architecture given
+    as ``module``: CNNs on images, say) are trained together as one batched ensemble
+    (parameters stacked with :func:`torch.func.stack_module_state` and evaluated under
+    :func:`torch.func.vmap`): one batched step trains every network, with no Python loop
+    over them. Each network is trained by its own Adam optimiser on the
     mean cross-entropy of its own minibatches, exactly as if trained alone. Model ``k``
     starts from the same initial weights and sees the same data order for every labeling,
     so the score of a labeling does not depend on which other labelings are scored with it.
@@ -86,12 +97,39 @@ class AgreementScorer(BaseEstimator):
         fraction in (0, 1) (rounded down) or a number of points. The same split is used for
         every labeling.
     activation : {"relu", "tanh", "gelu", "identity"}, default="relu"
-        Hidden-layer activation.
+        Hidden-layer activation of the ``"mlp"`` networks.
+    module : None, {"mlp", "cnn", "resnet"}, callable or torch.nn.Module, default=None
+        Architecture of the networks. ``None`` or ``"mlp"``: an MLP of
+        ``hidden_layer_sizes`` (inputs of any shape are flattened). ``"cnn"``: a small
+        convolutional network (:class:`~sktaskmet.discovery.SmallCNN`) and ``"resnet"``:
+        a small ResNet (:class:`~sktaskmet.discovery.SmallResNet`), for images ``X`` of
+        shape (n_samples, channels, height, width), e.g. 8x8 digits or 32x32 images.
+        A callable is called with no arguments and must return a fresh
+        :class:`torch.nn.Module` whose output has as many logits as the labelings have
+        classes; a module is deep-copied and re-initialised (``reset_parameters`` of every
+        layer) for every network. BatchNorm running statistics are kept per network and
+        dropout draws independently per network.
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run the forward passes under :func:`torch.autocast` in bfloat16 or float16 (with
+        loss scaling) while parameters and optimiser stay in the dtype of ``X``. Meant for
+        CUDA; on the CPU ``"bf16"`` works (slowly on most processors) and ``"fp16"`` raises
+        a ValueError.
+    memory_limit : int or None, default=None
+        Bytes of device memory one ensemble may use. The labelings are trained in chunks
+        whose networks fit, from an estimate made before anything is allocated (parameters,
+        gradients, Adam moments and the activations of one batch). ``None`` allows 80% of
+        the device's free memory (of the available RAM on the CPU). A MemoryError is raised
+        when the ``n_models`` networks of a single labeling do not fit.
     estimator : scikit-learn classifier or None, default=None
         A classifier with a ``random_state`` parameter used instead of the networks.
     n_jobs : int or None, default=None
-        Parallel fits when ``estimator`` is given (``None`` means 1 unless in a
+        Workers of :class:`joblib.Parallel` (``None`` means 1 unless in a
         :func:`joblib.parallel_backend` context, so a dask or ray backend scales it out).
+        With ``estimator``, its clones are fitted in parallel; with networks, the
+        labelings are split into at least as many chunks as workers, each chunk trained as
+        one ensemble. The scores do not depend on the chunking: a network's initial
+        weights and data order depend only on its model index (dropout masks, drawn per
+        chunk, are the exception).
     device : str or torch.device, default="auto"
         Where the networks are trained: ``"auto"`` (CUDA when available), ``"cpu"``,
         ``"cuda"``, ``"cuda:N"``.
@@ -114,6 +152,8 @@ class AgreementScorer(BaseEstimator):
         Class labels of each labeling.
     n_tasks_ : int
         Number of labelings (columns of ``y``).
+    input_shape_ : tuple of int
+        Shape of one sample of ``X``.
     train_indices_, test_indices_ : ndarray of int
         Rows of ``X`` used for training and held out.
     ensemble_state_ : dict of str to ndarray or None
@@ -168,6 +208,9 @@ class AgreementScorer(BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "activation": [StrOptions(set(ACTIVATIONS))],
+        "module": [None, StrOptions(set(BUILTIN_MODULES)), callable],
+        "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
+        "memory_limit": [Interval(Integral, 1, None, closed="left"), None],
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_jobs": [Integral, None],
         "device": [str, torch.device],
@@ -185,6 +228,9 @@ class AgreementScorer(BaseEstimator):
         learning_rate=1e-3,
         test_size=0.25,
         activation="relu",
+        module=None,
+        mixed_precision=None,
+        memory_limit=None,
         estimator=None,
         n_jobs=None,
         device="auto",
@@ -199,6 +245,9 @@ class AgreementScorer(BaseEstimator):
         self.learning_rate = learning_rate
         self.test_size = test_size
         self.activation = activation
+        self.module = module
+        self.mixed_precision = mixed_precision
+        self.memory_limit = memory_limit
         self.estimator = estimator
         self.n_jobs = n_jobs
         self.device = device
@@ -241,7 +290,9 @@ class AgreementScorer(BaseEstimator):
             multi_output=True,
             dtype=[np.float64, np.float32],
             ensure_min_samples=2,
+            allow_nd=True,
         )
+        self.input_shape_ = tuple(X.shape[1:])
         labelings, self.classes_ = self._encode_labelings(y)
         n_samples, n_tasks = labelings.shape
         self.n_tasks_ = n_tasks
@@ -327,41 +378,73 @@ class AgreementScorer(BaseEstimator):
     def _fit_networks(self, X, labelings, hidden, model_seeds, order_seed):
         device = resolve_device(self.device)
         n_samples, n_tasks = labelings.shape
-        n_members = n_tasks * self.n_models
         # Kept for predictions: these parameters may be changed by set_params after fit.
-        self._architecture = (hidden, self.activation)
-        ensemble, logit_mask = self._build_ensemble(
-            np.tile(model_seeds, n_tasks), self.n_models, X, device
-        )
-        X_all = to_tensor(X, device)
-        targets = to_tensor(labelings, device)
-        train = to_tensor(self.train_indices_, device)
-        task_of_member = torch.arange(n_members, device=device) // self.n_models
-        next_epoch = batch_schedule(
-            train.numel(),
-            self.n_models,
-            n_members,
-            min(int(self.batch_size), train.numel()),
-            self.data_mode,
-            make_generator(order_seed, device),
-            device,
-        )
-        loss_curve = train_ensemble(
-            ensemble,
-            X_all[train],
-            targets[train],
-            task_of_member,
-            next_epoch,
-            self.max_epochs,
-            self.learning_rate,
-            verbose=self.verbose,
-            logit_mask=logit_mask,
-        )
-        self.loss_curve_ = [float(v) for v in loss_curve.mean(axis=1)]
+        self._architecture = (self.module, hidden, self.activation, self.mixed_precision)
+        build, autocast = self._network_builder(device)
+        n_train = self.train_indices_.size
+        batch_size = min(int(self.batch_size), n_train)
+        dtype = torch_dtype(X.dtype)
+        chunks = self._plan_chunks(build, batch_size, dtype, device, effective_n_jobs(self.n_jobs))
+        logit_mask = self._logit_mask(device, dtype, self.n_models)
+        jobs = [
+            delayed(_train_chunk)(
+                build,
+                autocast,
+                np.tile(model_seeds, len(chunk)),
+                X,
+                labelings[:, chunk],
+                self.train_indices_,
+                _rows(logit_mask, chunk, self.n_models),
+                dict(
+                    n_models=self.n_models,
+                    batch_size=batch_size,
+                    data_mode=self.data_mode,
+                    order_seed=order_seed,
+                    max_epochs=self.max_epochs,
+                    learning_rate=self.learning_rate,
+                    verbose=self.verbose,
+                ),
+                device,
+            )
+            for chunk in chunks
+        ]
+        results = Parallel(n_jobs=self.n_jobs)(jobs)
+        # Chunks stop early only on a non-finite loss: keep the epochs that all of them ran.
+        n_epochs = min(curve.shape[0] for _, curve, _ in results)
+        curves = np.concatenate([curve[:n_epochs] for _, curve, _ in results], axis=1)
+        self.loss_curve_ = [float(v) for v in curves.mean(axis=1)] if n_epochs else []
         self.n_iter_ = len(self.loss_curve_)
-        self.ensemble_state_ = ensemble.state_numpy()
-        predictions = ensemble.predict(X_all, logit_mask=logit_mask)
-        return to_numpy(predictions).reshape(n_tasks, self.n_models, n_samples)
+        self.ensemble_state_ = {
+            name: np.concatenate([state[name] for state, _, _ in results]) for name in results[0][0]
+        }
+        predictions = np.concatenate([pred for _, _, pred in results])
+        return predictions.reshape(n_tasks, self.n_models, n_samples)
+
+    def _network_builder(self, device):
+        """Builder of one fitted network and the autocast dtype, from the fitted architecture."""
+        module, hidden, activation, mixed_precision = self._architecture
+        n_out = int(max(c.size for c in self.classes_))
+        build = module_builder(module, self.input_shape_, n_out, hidden, activation)
+        with seeded(0):
+            probe = build()
+        width = output_width(probe, self.input_shape_)
+        if width != n_out:
+            raise ValueError(
+                f"module: the network maps a sample of shape {self.input_shape_} to {width} "
+                f"outputs; the labelings need {n_out} (their largest number of classes)."
+            )
+        return build, _autocast_dtype(mixed_precision, device)
+
+    def _plan_chunks(self, build, batch_size, dtype, device, n_workers):
+        per_member = member_bytes(build, self.input_shape_, batch_size, dtype)
+        limit = self.memory_limit
+        if limit is None:
+            limit = int(MEMORY_FRACTION * available_memory(device))
+        return plan_chunks(self.n_tasks_, self.n_models, per_member, limit, n_workers)
+
+    def _logit_mask(self, device, dtype, n_models):
+        n_classes = np.array([c.size for c in self.classes_])
+        return _logit_mask(n_classes, n_models, dtype, device)
 
     def _fit_estimators(self, X, labelings, model_seeds):
         n_tasks = labelings.shape[1]
@@ -397,28 +480,32 @@ class AgreementScorer(BaseEstimator):
             [np.stack([np.asarray(est.predict(X)) for est in row]) for row in self.estimators_]
         )
 
-    def _build_ensemble(self, seeds, n_models, X, device):
-        """Ensemble of ``seeds`` for the fitted labelings (dtype of ``X``), and its logit mask."""
-        hidden, activation = self._architecture
-        n_classes = np.array([c.size for c in self.classes_])
-        ensemble = MLPEnsemble(
-            self.n_features_in_,
-            hidden,
-            int(n_classes.max()),
-            seeds=seeds,
-            activation=activation,
-            dtype=to_tensor(X[:1]).dtype,
-            device=device,
-        )
-        return ensemble, _logit_mask(n_classes, n_models, ensemble.dtype, device)
-
     def _network_predictions(self, X):
         device = resolve_device(self.device)
-        n_members = self.n_tasks_ * self._n_models_fitted
-        ensemble, mask = self._build_ensemble([0] * n_members, self._n_models_fitted, X, device)
-        ensemble.load_state_numpy(self.ensemble_state_, device, X.dtype)
-        predictions = ensemble.predict(to_tensor(X, device), logit_mask=mask)
-        return to_numpy(predictions).reshape(self.n_tasks_, self._n_models_fitted, len(X))
+        build, autocast = self._network_builder(device)
+        dtype = torch_dtype(X.dtype)
+        n_models = self._n_models_fitted
+        mask = self._logit_mask(device, dtype, n_models)
+        x = to_tensor(X, device)
+        parts = []
+        # Forward passes of 2 batch_size points without gradients need at most the memory of
+        # a training step, so the training plan bounds prediction too.
+        batch_size = min(self.batch_size, self.train_indices_.size)
+        for chunk in self._plan_chunks(build, batch_size, dtype, device, 1):
+            rows = slice(chunk.start * n_models, chunk.stop * n_models)
+            ensemble = ModuleEnsemble(
+                build,
+                [0] * (rows.stop - rows.start),
+                dtype=dtype,
+                device=device,
+                autocast=autocast,
+                sample_ndim=len(self.input_shape_),
+            )
+            state = {name: value[rows] for name, value in self.ensemble_state_.items()}
+            ensemble.load_state_numpy(state, device, dtype)
+            chunk_mask = None if mask is None else mask[rows]
+            parts.append(to_numpy(ensemble.predict(x, chunk_mask, chunk_size=2 * batch_size)))
+        return np.concatenate(parts).reshape(self.n_tasks_, n_models, len(X))
 
     @property
     def _n_models_fitted(self):
@@ -439,7 +526,12 @@ class AgreementScorer(BaseEstimator):
             of labeling ``t``.
         """
         check_is_fitted(self, "agreement_scores_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], allow_nd=True)
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"X has samples of shape {tuple(X.shape[1:])}, but AgreementScorer was fitted "
+                f"on samples of shape {self.input_shape_}."
+            )
         if self.estimators_ is not None:
             return self._estimator_predictions(X)
         encoded = self._network_predictions(X)
@@ -474,6 +566,70 @@ class AgreementScorer(BaseEstimator):
             averaged over network pairs and labelings.
         """
         return float(self.agreement(X).mean())
+
+
+def _train_chunk(build, autocast, seeds, X, labelings, train_indices, logit_mask, config, device):
+    """Train the networks of some labelings as one ensemble (a joblib task).
+
+    Returns the ensemble's stacked state, its loss curve of shape (n_epochs, n_members) and
+    its encoded predictions on all of ``X``, of shape (n_members, n_samples). The data
+    orders depend on ``order_seed`` and the model index only, so a labeling's networks are
+    the same whichever chunk (or worker) trains them.
+    """
+    n_models = config["n_models"]
+    n_members = len(seeds)
+    ensemble = ModuleEnsemble(
+        build,
+        seeds,
+        dtype=torch_dtype(X.dtype),
+        device=device,
+        autocast=autocast,
+        sample_ndim=X.ndim - 1,
+    )
+    X_all = to_tensor(X, device)
+    train = to_tensor(train_indices, device)
+    next_epoch = batch_schedule(
+        train.numel(),
+        n_models,
+        n_members,
+        config["batch_size"],
+        config["data_mode"],
+        make_generator(config["order_seed"], device),
+        device,
+    )
+    loss_curve = train_ensemble(
+        ensemble,
+        X_all[train],
+        to_tensor(labelings, device)[train],
+        torch.arange(n_members, device=device) // n_models,
+        next_epoch,
+        config["max_epochs"],
+        config["learning_rate"],
+        verbose=config["verbose"],
+        logit_mask=logit_mask,
+        seed=config["order_seed"],
+    )
+    predictions = ensemble.predict(X_all, logit_mask, chunk_size=2 * config["batch_size"])
+    return ensemble.state_numpy(), loss_curve, to_numpy(predictions)
+
+
+def _rows(member_array, chunk, n_models):
+    """Rows of the networks of labelings ``chunk`` in a (n_tasks * n_models, ...) array."""
+    if member_array is None:
+        return None
+    return member_array[chunk.start * n_models : chunk.stop * n_models]
+
+
+def _autocast_dtype(mixed_precision, device):
+    """The autocast dtype of ``mixed_precision`` on ``device``; ValueError where unsupported."""
+    if mixed_precision is None:
+        return None
+    if mixed_precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"mixed_precision='fp16' needs a CUDA device; got device {str(device)!r}. "
+            "Use mixed_precision='bf16' on the CPU, or None."
+        )
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
 
 
 def _fit_clone(estimator, seed, X, y):

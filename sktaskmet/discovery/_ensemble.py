@@ -23,6 +23,7 @@ This module holds the torch numerics only; :class:`~sktaskmet.AgreementScorer` i
 scikit-learn side.
 """
 
+import contextlib
 import copy
 import warnings
 
@@ -34,16 +35,175 @@ from .._backend import seeded, to_numpy, to_tensor
 from .._nn import make_mlp
 from ..exceptions import NonFiniteWarning
 
-__all__ = ["MLPEnsemble", "batch_schedule", "train_ensemble", "pairwise_agreement"]
+__all__ = [
+    "ModuleEnsemble",
+    "MLPEnsemble",
+    "batch_schedule",
+    "train_ensemble",
+    "pairwise_agreement",
+]
 
 DATA_MODES = ("same", "independent", "disjoint")
 
+# Layers that draw from torch's generator in training mode.
+_RANDOM_LAYERS = (torch.nn.modules.dropout._DropoutNd,)
 
-class MLPEnsemble:
-    """``n_members`` MLPs of one architecture with their parameters stacked.
 
-    Member ``m`` is initialised exactly as ``make_mlp(...)`` built inside
-    ``seeded(seeds[m])``, so any member can be rebuilt alone (see :meth:`member`).
+class ModuleEnsemble:
+    """``n_members`` networks of one architecture with their parameters stacked.
+
+    Member ``m`` is initialised exactly as ``build()`` called inside ``seeded(seeds[m])``,
+    so any member can be rebuilt alone (see :meth:`member`).
+
+    Buffers (BatchNorm running statistics) are stacked like the parameters and passed to
+    every member batched, so each member updates its own statistics in training mode and
+    uses them in evaluation mode. Random layers (dropout) draw independently for every
+    member (``vmap(..., randomness="different")``), from torch's generator of the device;
+    the training loop seeds it (see :func:`train_ensemble`).
+
+    Parameters
+    ----------
+    build : callable
+        Zero-argument builder of one network (see :mod:`._networks`).
+    seeds : sequence of int
+        One initialisation seed per member.
+    dtype : torch.dtype, default=torch.float32
+    device : torch.device, default="cpu"
+    autocast : torch.dtype or None, default=None
+        ``torch.bfloat16`` or ``torch.float16``: forward passes run under
+        :func:`torch.autocast` (mixed precision); parameters stay in ``dtype``.
+    sample_ndim : int, default=1
+        Dimensions of one sample (1 for feature vectors, 3 for images of shape (C, H, W)).
+    """
+
+    def __init__(
+        self, build, seeds, dtype=torch.float32, device="cpu", autocast=None, sample_ndim=1
+    ):
+        self.seeds = [int(s) for s in seeds]
+        self.sample_ndim = int(sample_ndim)
+        self._build = build
+        self.autocast = autocast
+        modules = []
+        for seed in self.seeds:
+            with seeded(seed):
+                modules.append(build())
+        params, buffers = stack_module_state(modules)
+        self.params = {
+            name: value.detach().to(device=device, dtype=dtype).requires_grad_(True)
+            for name, value in params.items()
+        }
+        self.buffers = {
+            name: value.detach().to(
+                device=device, dtype=dtype if value.is_floating_point() else value.dtype
+            )
+            for name, value in buffers.items()
+        }
+        # A parameter-free copy on the meta device: functional_call only needs its structure.
+        self._skeleton = copy.deepcopy(modules[0]).to("meta")
+        self._vmapped = {}
+
+    @property
+    def n_members(self):
+        return len(self.seeds)
+
+    @property
+    def dtype(self):
+        return next(iter(self.params.values())).dtype
+
+    @property
+    def device(self):
+        return next(iter(self.params.values())).device
+
+    def _call_one(self, params, buffers, x):
+        return functional_call(self._skeleton, (params, buffers), (x,))
+
+    def forward(self, X, training=True):
+        """Logits of every member.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_members, n, *input_shape) or (n, *input_shape)
+            Either one minibatch per member, or one input shared by every member.
+        training : bool, default=True
+            Training mode (batch statistics, dropout) or evaluation mode.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members, n, out_features)
+        """
+        shared = X.dim() == self.sample_ndim + 1
+        key = (shared, training)
+        if key not in self._vmapped:
+            self._vmapped[key] = vmap(
+                self._call_one,
+                in_dims=(0, 0, None if shared else 0),
+                randomness="different" if training else "error",
+            )
+        self._skeleton.train(training)
+        context = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
+        with context:
+            logits = self._vmapped[key](self.params, self.buffers, X)
+        return logits.to(self.dtype)
+
+    __call__ = forward
+
+    def predict(self, X, logit_mask=None, chunk_size=1024):
+        """Argmax predictions of every member on a shared input, in evaluation mode.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n, *input_shape)
+        logit_mask : torch.Tensor of shape (n_members, 1, out_features), optional
+            Added to the logits (``-inf`` on classes a member's labeling does not have).
+        chunk_size : int, default=1024
+            Points per forward pass, to bound memory.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_members, n), int64
+        """
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(X), chunk_size):
+                logits = self.forward(X[start : start + chunk_size], training=False)
+                if logit_mask is not None:
+                    logits = logits + logit_mask
+                parts.append(logits.argmax(-1))
+        if not parts:
+            return torch.empty((self.n_members, 0), dtype=torch.int64, device=X.device)
+        return torch.cat(parts, dim=1)
+
+    def state_numpy(self):
+        """Stacked parameters and buffers as numpy arrays (name -> (n_members, ...) array)."""
+        state = {name: to_numpy(value) for name, value in self.params.items()}
+        state.update({name: to_numpy(value) for name, value in self.buffers.items()})
+        return state
+
+    def load_state_numpy(self, state, device="cpu", dtype=None):
+        """Load parameters and buffers saved by :meth:`state_numpy` onto ``device``."""
+        for name in self.params:
+            self.params[name] = to_tensor(state[name], device, dtype).requires_grad_(True)
+        for name, value in self.buffers.items():
+            floating = value.is_floating_point() and dtype is not None
+            self.buffers[name] = to_tensor(state[name], device, dtype if floating else None)
+        return self
+
+    def member(self, index):
+        """Member ``index`` as a standalone module (a copy, in training mode)."""
+        with seeded(0):  # the initial values are overwritten; keep the global RNG untouched
+            module = self._build().to(device=self.device, dtype=self.dtype)
+        state = {name: value[index].detach().clone() for name, value in self.params.items()}
+        state.update({name: value[index].clone() for name, value in self.buffers.items()})
+        module.load_state_dict(state)
+        return module
+
+
+class MLPEnsemble(ModuleEnsemble):
+    """``n_members`` MLPs ``make_mlp(in_features, hidden_layer_sizes, out_features)``.
 
     Parameters
     ----------
@@ -51,7 +211,6 @@ class MLPEnsemble:
     hidden_layer_sizes : sequence of int
     out_features : int
     seeds : sequence of int
-        One initialisation seed per member.
     activation : str, default="relu"
     dtype : torch.dtype, default=torch.float32
     device : torch.device, default="cpu"
@@ -67,107 +226,12 @@ class MLPEnsemble:
         dtype=torch.float32,
         device="cpu",
     ):
-        self.in_features = int(in_features)
-        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
-        self.out_features = int(out_features)
-        self.activation = activation
-        self.seeds = [int(s) for s in seeds]
-        modules = []
-        for seed in self.seeds:
-            with seeded(seed):
-                modules.append(self._build())
-        params, buffers = stack_module_state(modules)
-        if buffers:
-            raise ValueError("ensemble members must not carry buffers (e.g. BatchNorm statistics)")
-        self.params = {
-            name: value.detach().to(device=device, dtype=dtype).requires_grad_(True)
-            for name, value in params.items()
-        }
-        # A parameter-free copy on the meta device: functional_call only needs its structure.
-        self._skeleton = copy.deepcopy(modules[0]).to("meta")
-        self._vmapped = {}
+        hidden = tuple(int(h) for h in hidden_layer_sizes)
 
-    def _build(self):
-        return make_mlp(
-            self.in_features, self.hidden_layer_sizes, self.out_features, self.activation
-        )
+        def build():
+            return make_mlp(int(in_features), hidden, int(out_features), activation)
 
-    @property
-    def n_members(self):
-        return len(self.seeds)
-
-    @property
-    def dtype(self):
-        return next(iter(self.params.values())).dtype
-
-    def _call_one(self, params, x):
-        return functional_call(self._skeleton, params, (x,))
-
-    def forward(self, X):
-        """Logits of every member.
-
-        Parameters
-        ----------
-        X : torch.Tensor of shape (n_members, n, in_features) or (n, in_features)
-            Either one minibatch per member, or one input shared by every member.
-
-        Returns
-        -------
-        torch.Tensor of shape (n_members, n, out_features)
-        """
-        shared = X.dim() == 2
-        if shared not in self._vmapped:
-            self._vmapped[shared] = vmap(self._call_one, in_dims=(0, None if shared else 0))
-        return self._vmapped[shared](self.params, X)
-
-    __call__ = forward
-
-    def predict(self, X, logit_mask=None, chunk_size=4096):
-        """Argmax predictions of every member on a shared input, without gradients.
-
-        Parameters
-        ----------
-        X : torch.Tensor of shape (n, in_features)
-        logit_mask : torch.Tensor of shape (n_members, 1, out_features), optional
-            Added to the logits (``-inf`` on classes a member's labeling does not have).
-        chunk_size : int, default=4096
-            Points per forward pass, to bound memory.
-
-        Returns
-        -------
-        torch.Tensor of shape (n_members, n), int64
-        """
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(X), chunk_size):
-                logits = self.forward(X[start : start + chunk_size])
-                if logit_mask is not None:
-                    logits = logits + logit_mask
-                parts.append(logits.argmax(-1))
-        if not parts:
-            return torch.empty((self.n_members, 0), dtype=torch.int64, device=X.device)
-        return torch.cat(parts, dim=1)
-
-    def state_numpy(self):
-        """The stacked parameters as numpy arrays (name -> array of shape (n_members, ...))."""
-        return {name: to_numpy(value) for name, value in self.params.items()}
-
-    def load_state_numpy(self, state, device="cpu", dtype=None):
-        """Load parameters saved by :meth:`state_numpy` onto ``device``."""
-        for name in self.params:
-            value = to_tensor(state[name], device, dtype)
-            self.params[name] = value.requires_grad_(True)
-        return self
-
-    def member(self, index):
-        """Member ``index`` as a standalone :class:`torch.nn.Sequential` (a copy)."""
-        first = next(iter(self.params.values()))
-        with seeded(0):  # the initial values are overwritten; keep the global RNG untouched
-            module = self._build().to(device=first.device, dtype=first.dtype)
-        module.load_state_dict(
-            {name: value[index].detach().clone() for name, value in self.params.items()}
-        )
-        return module
+        super().__init__(build, seeds, dtype=dtype, device=device)
 
 
 def batch_schedule(n_samples, n_models, n_members, batch_size, data_mode, generator, device):
@@ -243,6 +307,7 @@ def train_ensemble(
     learning_rate,
     verbose=0,
     logit_mask=None,
+    seed=0,
 ):
     """Train every member with Adam on the cross-entropy of its own labeling.
 
@@ -265,14 +330,41 @@ def train_ensemble(
         Added to the logits: ``-inf`` on the classes that a member's labeling does not
         have, so that labelings with fewer classes than the output layer train as networks
         with that many outputs would.
+    seed : int, default=0
+        Seeds torch's generator of the ensemble's device for the random layers (dropout)
+        inside the loop; the caller's global random state is restored afterwards.
 
     Returns
     -------
     loss_curve : ndarray of shape (n_epochs_run, n_members)
         Mean training loss of each member in each epoch.
     """
+    # Only random layers draw from torch's global generator during training; seeding it
+    # (a process-wide lock) is skipped otherwise so that threads train concurrently.
+    random_layers = any(isinstance(m, _RANDOM_LAYERS) for m in ensemble._skeleton.modules())
+    context = seeded(seed, device=ensemble.device) if random_layers else contextlib.nullcontext()
+    with context:
+        return _train_ensemble(
+            ensemble,
+            X,
+            targets,
+            task_of_member,
+            next_epoch,
+            max_epochs,
+            learning_rate,
+            verbose,
+            logit_mask,
+        )
+
+
+def _train_ensemble(
+    ensemble, X, targets, task_of_member, next_epoch, max_epochs, learning_rate, verbose, logit_mask
+):
     params = list(ensemble.params.values())
     optimizer = torch.optim.Adam(params, lr=learning_rate)
+    # float16 autocast needs loss scaling (its gradients underflow); a disabled scaler is a
+    # no-op, so bfloat16 and full precision take the same path.
+    scaler = torch.amp.GradScaler(ensemble.device.type, enabled=ensemble.autocast == torch.float16)
     history = []
     last_good = [p.detach().clone() for p in params]
     for epoch in range(max_epochs):
@@ -287,8 +379,9 @@ def train_ensemble(
             log_probs = torch.log_softmax(logits, dim=-1)
             member_loss = -log_probs.gather(-1, labels[..., None])[..., 0].mean(dim=1)
             optimizer.zero_grad(set_to_none=True)
-            member_loss.sum().backward()
-            optimizer.step()
+            scaler.scale(member_loss.sum()).backward()
+            scaler.step(optimizer)
+            scaler.update()
             epoch_loss += member_loss.detach() * batch.shape[1]
             n_seen += batch.shape[1]
         epoch_loss /= n_seen

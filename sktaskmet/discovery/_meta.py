@@ -59,12 +59,18 @@ class TaskEncoder(nn.Module):
     embedding_dim : int
         Dimension ``d`` of ``h``.
     eps : float, default=1e-5
+    backbone : torch.nn.Module, optional
+        A backbone of any architecture (a CNN on images, say) mapping a batch to feature
+        vectors of ``n_features`` values; when given, ``hidden_layer_sizes`` is ignored.
     """
 
-    def __init__(self, n_features, hidden_layer_sizes, embedding_dim, eps=1e-5):
+    def __init__(self, n_features, hidden_layer_sizes, embedding_dim, eps=1e-5, backbone=None):
         super().__init__()
         hidden_layer_sizes = [int(h) for h in hidden_layer_sizes]
-        if hidden_layer_sizes:
+        if backbone is not None:
+            self.backbone = nn.Sequential(backbone, nn.Flatten())
+            width = int(n_features)
+        elif hidden_layer_sizes:
             self.backbone = nn.Sequential(
                 make_mlp(n_features, hidden_layer_sizes[:-1], hidden_layer_sizes[-1]), nn.ReLU()
             )

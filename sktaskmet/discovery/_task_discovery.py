@@ -30,11 +30,18 @@ from .._backend import (
     to_numpy,
     to_tensor,
 )
-from .._nn import check_hidden_layer_sizes, make_mlp
+from .._nn import check_hidden_layer_sizes
 from .._validation import fit_guard, fitted_params
 from ..exceptions import NonFiniteWarning
 from ._agreement import AgreementScorer
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
+from ._networks import (
+    BUILTIN_MODULES,
+    check_vmappable,
+    feature_builder,
+    module_builder,
+    output_width,
+)
 
 __all__ = ["TaskDiscovery", "random_network_tasks"]
 
@@ -105,18 +112,37 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         better than those of a random network; 0.5 finds tasks of higher agreement).
     uniformity : float, default=1.0
         Weight :math:`\lambda` of the uniformity loss. ``0`` disables it.
-    max_iter : int, default=300
+    max_iter : int or "auto", default="auto"
         Outer (Adam) steps on the encoder. ``0`` keeps the random initial encoder: its tasks
-        are the random-network baseline (see :func:`random_network_tasks`).
+        are the random-network baseline (see :func:`random_network_tasks`). ``"auto"``
+        scales the budget with the data: 20 passes of the inner batch over the samples,
+        ``ceil(20 n_samples / n_inner)`` clipped to [20, 300] (141 steps on the 1797
+        digits, 47 on 300 samples), so that small data sets fit in seconds.
     batch_size : int, default=128
         Points per inner batch (each learner trains on half of it); a held-out batch of the
         same size is drawn from the remaining points. Both are capped for small data sets.
     learning_rate : float, default=1e-3
         Adam learning rate of the encoder.
+    encoder : None, {"mlp", "cnn", "resnet"}, callable or torch.nn.Module, default=None
+        Backbone of the task encoder. ``None``/``"mlp"``: an MLP of ``hidden_layer_sizes``;
+        ``"cnn"``/``"resnet"``: the convolutional part (up to the global average pool) of
+        :class:`~sktaskmet.discovery.SmallCNN` / :class:`~sktaskmet.discovery.SmallResNet`,
+        for images ``X`` of shape (n_samples, channels, height, width); a callable (called
+        with no arguments) or a module (re-initialised) mapping a batch to features of any
+        shape, flattened. BatchNorm layers are allowed here (the encoder is trained as
+        one network).
+    learner : None, {"mlp", "cnn", "resnet"}, callable or torch.nn.Module, default=None
+        Architecture of the two learner networks of the inner loop, which must output 2
+        logits (built-in networks do). ``None``/``"mlp"``: an MLP of
+        ``hidden_layer_sizes``. The unrolled inner loop is batched over tasks and
+        differentiated, so learners with BatchNorm running statistics or dropout are
+        refused with a ValueError naming the layer (use GroupNorm or
+        ``track_running_stats=False``).
     agreement_scorer : estimator, None or "skip", default=None
         How the agreement scores of the discovered tasks are measured after fitting: an
         :class:`AgreementScorer` (cloned, then fitted on ``(X, tasks_)``), ``None`` for an
-        ``AgreementScorer(hidden_layer_sizes=hidden_layer_sizes, data_mode="same")`` with
+        ``AgreementScorer(hidden_layer_sizes=hidden_layer_sizes, module=learner,
+        data_mode="same")`` with
         this estimator's ``device`` and ``random_state``, or ``"skip"`` to leave
         ``agreement_scores_`` as None.
     device : str or torch.device, default="auto"
@@ -150,6 +176,8 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ``"uniformity_loss"``.
     n_iter_ : int
         Outer iterations run.
+    input_shape_ : tuple of int
+        Shape of one sample of ``X``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string feature names.
@@ -192,9 +220,11 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "uniformity": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "encoder": [None, StrOptions(set(BUILTIN_MODULES)), callable],
+        "learner": [None, StrOptions(set(BUILTIN_MODULES)), callable],
         "agreement_scorer": [None, HasMethods(["fit"]), StrOptions({"skip"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -210,9 +240,11 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         inner_steps=10,
         inner_lr=0.5,
         uniformity=1.0,
-        max_iter=300,
+        max_iter="auto",
         batch_size=128,
         learning_rate=1e-3,
+        encoder=None,
+        learner=None,
         agreement_scorer=None,
         device="auto",
         random_state=None,
@@ -227,6 +259,8 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.encoder = encoder
+        self.learner = learner
         self.agreement_scorer = agreement_scorer
         self.device = device
         self.random_state = random_state
@@ -253,8 +287,34 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 f"held-out point per batch); got n_samples = {n_samples}."
             )
 
-    def _build_encoder(self, n_features):
-        return TaskEncoder(n_features, self._hidden_layer_sizes(), self._embedding_dim())
+    def _build_encoder(self):
+        """The task encoder of the fitted architecture (``self._architecture``)."""
+        encoder, _, hidden = self._architecture
+        if (encoder is None or encoder == "mlp") and len(self.input_shape_) == 1:
+            return TaskEncoder(self.input_shape_[0], hidden, self._embedding_dim())
+        backbone = feature_builder(encoder, self.input_shape_, hidden)()
+        width = output_width(backbone, self.input_shape_)
+        return TaskEncoder(width, (), self._embedding_dim(), backbone=backbone)
+
+    def _build_learners(self):
+        """The two learner networks, checked for what the unrolled inner loop can batch."""
+        _, learner, hidden = self._architecture
+        build = module_builder(learner, self.input_shape_, 2, hidden)
+        learners = [build() for _ in range(2)]
+        check_vmappable(learners[0], "learner", allow_running_stats=False, allow_dropout=False)
+        width = output_width(learners[0], self.input_shape_)
+        if width != 2:
+            raise ValueError(
+                f"learner: the network maps a sample of shape {self.input_shape_} to {width} "
+                "outputs; the learners of binary tasks need 2."
+            )
+        return learners
+
+    def _max_iter(self, n_samples, n_inner):
+        """``max_iter``, or for ``"auto"`` 20 passes over the data clipped to [20, 300]."""
+        if self.max_iter != "auto":
+            return self.max_iter
+        return int(np.clip(np.ceil(20 * n_samples / max(n_inner, 1)), 20, 300))
 
     # ------------------------------------------------------------------------------ fit
 
@@ -265,8 +325,9 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs; float32 input computes in float32, anything else in float64.
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Inputs, e.g. images of shape (n_samples, channels, height, width); float32
+            input computes in float32, anything else in float64.
         y : None
             Ignored; present for API consistency.
 
@@ -275,27 +336,28 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self : TaskDiscovery
             Fitted estimator.
         """
-        X = validate_data(self, X, reset=True, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=True, dtype=[np.float64, np.float32], allow_nd=True)
         self._check_params_against_data(X.shape[0])
+        self.input_shape_ = tuple(X.shape[1:])
+        # Kept for transform: these parameters may be changed by set_params after fit.
+        self._architecture = (self.encoder, self.learner, self._hidden_layer_sizes())
         device = resolve_device(self.device)
         x = to_tensor(X, device)
         dtype = x.dtype
-        n_samples, n_features = X.shape
 
         generator = make_generator(self.random_state, device)
         cpu_generator = make_generator(self.random_state, "cpu")
         init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_generator))
         with seeded(init_seed):
-            encoder = self._build_encoder(n_features)
-            learners = [make_mlp(n_features, self._hidden_layer_sizes(), 2) for _ in range(2)]
+            encoder = self._build_encoder()
+            learners = self._build_learners()
         encoder = encoder.to(device=device, dtype=dtype)
         learner_pair = LearnerPair(learners).to(device=device, dtype=dtype)
         heads = orthonormal_heads(self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device)
 
         self.history_ = {"loss": [], "agreement_loss": [], "uniformity_loss": []}
         self.n_iter_ = 0
-        if self.max_iter > 0:
-            self._meta_optimise(encoder, heads, learner_pair, x, generator)
+        self._meta_optimise(encoder, heads, learner_pair, x, generator)
 
         encoder.freeze_statistics(x)
         self.heads_ = to_numpy(heads)
@@ -313,10 +375,11 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         n_inner = min(self.batch_size, (2 * n_samples) // 3)
         n_inner -= n_inner % 2
         n_heldout = min(self.batch_size, n_samples - n_inner)
+        max_iter = self._max_iter(n_samples, n_inner)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
-        report_every = max(1, self.max_iter // 10)
+        report_every = max(1, max_iter // 10)
         start = time.perf_counter()
-        for iteration in range(self.max_iter):
+        for iteration in range(max_iter):
             order = torch.randperm(n_samples, generator=generator, device=x.device)
             x_inner = x[order[:n_inner]]
             x_heldout = x[order[n_inner : n_inner + n_heldout]]
@@ -355,7 +418,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 self.history_[key].append(value)
             if self.verbose and (iteration + 1) % report_every == 0:
                 print(
-                    f"[TaskDiscovery] iter {iteration + 1}/{self.max_iter} loss {values[0]:.4f} "
+                    f"[TaskDiscovery] iter {iteration + 1}/{max_iter} loss {values[0]:.4f} "
                     f"(agreement {values[1]:.4f}, uniformity {values[2]:.4f}) "
                     f"{time.perf_counter() - start:.1f}s"
                 )
@@ -368,6 +431,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if self.agreement_scorer is None:
             scorer = AgreementScorer(
                 hidden_layer_sizes=self._hidden_layer_sizes(),
+                module=self.learner,
                 data_mode="same",
                 device=self.device,
                 random_state=self.random_state,
@@ -395,7 +459,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ]
         return to_numpy(torch.cat(labels)).astype(np.int64)
 
-    @fitted_params("n_tasks", "embedding_dim", "hidden_layer_sizes")
+    @fitted_params("n_tasks", "embedding_dim", "hidden_layer_sizes", "encoder")
     def transform(self, X):
         """Labels of ``X`` under every discovered task.
 
@@ -413,13 +477,18 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             Label (0 or 1) of every sample under every task.
         """
         check_is_fitted(self, "encoder_state_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], allow_nd=True)
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"X has samples of shape {tuple(X.shape[1:])}, but TaskDiscovery was fitted on "
+                f"samples of shape {self.input_shape_}."
+            )
         device = resolve_device(self.device)
         x = to_tensor(X, device)
         # Built on the meta device: no initial weights are drawn (the global RNG is left
         # alone) for parameters that the fitted state overwrites.
         with torch.device("meta"):
-            skeleton = self._build_encoder(self.n_features_in_)
+            skeleton = self._build_encoder()
         encoder = load_numpy_state(
             skeleton.to_empty(device="cpu"), self.encoder_state_, device, x.dtype
         )
@@ -454,6 +523,7 @@ def random_network_tasks(
     *,
     embedding_dim=None,
     hidden_layer_sizes=(128, 128),
+    encoder=None,
     device="auto",
     random_state=None,
 ):
@@ -468,11 +538,13 @@ def random_network_tasks(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
+    X : array-like of shape (n_samples, n_features) or (n_samples, ...)
     n_tasks : int, default=8
     embedding_dim : int, default=None
         ``None`` uses ``n_tasks``.
     hidden_layer_sizes : tuple of int, default=(128, 128)
+    encoder : None, {"mlp", "cnn", "resnet"}, callable or torch.nn.Module, default=None
+        Backbone of the random encoder, as in :class:`TaskDiscovery`.
     device : str or torch.device, default="auto"
     random_state : int, RandomState instance or None, default=None
 
@@ -497,6 +569,7 @@ def random_network_tasks(
         n_tasks=n_tasks,
         embedding_dim=embedding_dim,
         hidden_layer_sizes=hidden_layer_sizes,
+        encoder=encoder,
         max_iter=0,
         agreement_scorer="skip",
         device=device,
