@@ -288,4 +288,5 @@ class SCMLClassifier(
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        votes = self.predict_proba(X)  # checks that the model is fitted
+        return self.classes_[np.argmax(votes, axis=1)]
