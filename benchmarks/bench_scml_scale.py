@@ -54,9 +54,9 @@ start = time.perf_counter()
 model = SCMLRegressor(device="cpu", random_state=0).fit(X[:m], y[:m])
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(dict(n=n, d=d, fit_s=seconds, peak_mb=peak - before, rmse=rmse(model.predict(X[m:])),
-                      euclidean=euclidean, active=int((model.weights_ > 0).sum()),
-                      n_basis=int(model.basis_.shape[0]))))
+result = dict(n=n, d=d, fit_s=seconds, peak_mb=peak - before, euclidean=euclidean)
+result.update(rmse=rmse(model.predict(X[m:])), active=int((model.weights_ > 0).sum()))
+print(json.dumps(dict(result, n_basis=int(model.basis_.shape[0]))))
 """
 
 
@@ -76,7 +76,8 @@ def main():
         gain = 1 - r["rmse"] / r["euclidean"]
         print(
             f"n={n:6d} d={d:4d} fit {r['fit_s']:7.1f} s  peak RSS increase {r['peak_mb']:7.0f} MB  "
-            f"RMSE {r['rmse']:.3f} vs Euclidean 5-NN {r['euclidean']:.3f} ({100 * gain:.1f} % lower)"
+            f"RMSE {r['rmse']:.3f} vs Euclidean 5-NN {r['euclidean']:.3f} "
+            f"({100 * gain:.1f} % lower)"
             f"  active bases {r['active']}/{r['n_basis']}",
             flush=True,
         )

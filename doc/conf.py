@@ -85,7 +85,7 @@ API_SECTIONS = [
     ("sktaskmet", "Estimators", "The estimators, re-exported at the top level."),
     ("sktaskmet.tasks", "Tasks", "Downstream decision tasks for TaskMet and DFL."),
     ("sktaskmet.surrogate", "Subset sampling and evaluation", "Helpers of the surrogates."),
-    ("sktaskmet.scml", "Sparse compositional metric learning", "Helpers of SCMLRegressor and SCMLClassifier."),
+    ("sktaskmet.scml", "Sparse compositional metric learning", "Helpers of SCMLRegressor."),
     ("sktaskmet.model_selection", "Model selection", "Cross-validation splitters."),
     ("sktaskmet.datasets", "Datasets", "Generators of the reproduction problems."),
     ("sktaskmet.plotting", "Plotting", "Display classes in scikit-learn's style."),

@@ -695,9 +695,9 @@ def test_neighbour_counts_shrink_to_small_data(problem):
     assert fit_neighbor_counts(3, 10, 9) == (2, 7)
     assert fit_neighbor_counts(3, 10, 2) == (1, 1)
     # 12 points: 11 neighbours each, so 3 + 10 shrink to 2 + 9; the head uses all 12.
-    model = SCMLRegressor(n_neighbors=50, random_state=0, **{**FAST, "k_genuine": 3, "k_impostor": 10}).fit(
-        X[:12], y[:12]
-    )
+    model = SCMLRegressor(
+        n_neighbors=50, random_state=0, **{**FAST, "k_genuine": 3, "k_impostor": 10}
+    ).fit(X[:12], y[:12])
     anchors = np.bincount(model.triplets_[:, 0], minlength=12)
     assert anchors.max() <= 2 * 9
     np.testing.assert_allclose(model.predict(X[:3]), np.full(3, y[:12].mean()))

@@ -37,9 +37,7 @@ def test_class_triplets_are_the_nearest_same_and_other_class_points():
     for anchor in range(len(X)):
         same = np.where(y == y[anchor], distances[anchor], np.inf)
         other = np.where(y != y[anchor], distances[anchor], np.inf)
-        expected = {
-            (anchor, p, n) for p in np.argsort(same)[:2] for n in np.argsort(other)[:3]
-        }
+        expected = {(anchor, p, n) for p in np.argsort(same)[:2] for n in np.argsort(other)[:3]}
         assert set(map(tuple, triplets[triplets[:, 0] == anchor])) == expected
 
 

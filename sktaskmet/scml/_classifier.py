@@ -200,9 +200,7 @@ class SCMLClassifier(
                 "different classes, so it needs at least two."
             )
         check_spread(X)
-        k_genuine, k_impostor = fit_neighbor_counts(
-            self.k_genuine, self.k_impostor, X.shape[0] - 1
-        )
+        k_genuine, k_impostor = fit_neighbor_counts(self.k_genuine, self.k_impostor, X.shape[0] - 1)
         device = resolve_device(self.device)
         generator = make_generator(seed_from_random_state(self.random_state), device)
         X_t = to_tensor(X, device)

@@ -363,9 +363,7 @@ class SCMLRegressor(
                 "y is constant: SCMLRegressor forms triplets from differences of the target, "
                 "so it needs a target with at least two distinct values."
             )
-        k_genuine, k_impostor = fit_neighbor_counts(
-            self.k_genuine, self.k_impostor, X.shape[0] - 1
-        )
+        k_genuine, k_impostor = fit_neighbor_counts(self.k_genuine, self.k_impostor, X.shape[0] - 1)
         device = resolve_device(self.device)
         seed = seed_from_random_state(self.random_state)
         generator = make_generator(seed, device)
