@@ -8,7 +8,7 @@ Each method family lives in its own subpackage; the public estimators are re-exp
 __version__ = "0.1.0.dev0"
 
 from .discovery import AgreementScorer, TaskDiscovery, random_network_tasks
-from .scml import SCMLRegressor
+from .scml import SCMLClassifier, SCMLRegressor
 from .surrogate import GradientSubsetEstimator, KernelSurrogate, LinearSurrogate
 from .taskmet import DFLRegressor, TaskMetRegressor
 
@@ -19,6 +19,7 @@ __all__ = [
     "DFLRegressor",
     # Sparse compositional metric learning
     "SCMLRegressor",
+    "SCMLClassifier",
     # Task attribution
     "KernelSurrogate",
     "LinearSurrogate",

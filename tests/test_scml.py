@@ -21,12 +21,16 @@ from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.scml import LocalSCMLDissimilarity
 from sktaskmet.scml import _solver as solver_module
 from sktaskmet.scml._bases import (
+    HIGH_DIMENSION,
+    discriminant_subspace,
     identity_basis,
     lda_basis,
     quantile_bins,
     random_basis,
+    reduced_lda_basis,
     triplet_diff_basis,
 )
+from sktaskmet.scml._fit import fit_neighbor_counts
 from sktaskmet.scml._solver import (
     KernelPCAEmbedding,
     _best_scale,
@@ -138,6 +142,44 @@ def test_bases_have_unit_rows_and_the_asked_shape(problem):
         expected = X.shape[1] if name == "identity" else 15
         assert basis.shape == (expected, X.shape[1]), name
         np.testing.assert_allclose(torch.linalg.vector_norm(basis, dim=1), 1.0, err_msg=name)
+
+
+def embedding_problem(n_samples=400, n_features=HIGH_DIMENSION + 16, seed=0):
+    """A target on two directions of an isotropic high-dimensional input."""
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    directions, _ = np.linalg.qr(rng.standard_normal((n_features, 2)))
+    z = X @ directions
+    return X, z[:, 0] + np.abs(z[:, 1]) + 0.1 * rng.standard_normal(n_samples), directions
+
+
+def test_discriminant_subspace_finds_the_relevant_directions():
+    X, y, directions = embedding_problem()
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    triplets = regression_triplets(X_t, y_t, 3, 10)
+    generator = torch.Generator().manual_seed(0)
+    subspace = discriminant_subspace(X_t, quantile_bins(y_t, 10), triplets, generator).numpy()
+    assert subspace.shape[1] <= 9 + 8
+    np.testing.assert_allclose(subspace.T @ subspace, np.eye(subspace.shape[1]), atol=1e-10)
+    # Share of each relevant direction inside the subspace, against r / d for a random one.
+    captured = np.linalg.norm(subspace.T @ directions, axis=0)
+    assert np.all(captured**2 > 0.4), captured  # a random direction: r / d < 0.22
+    basis = reduced_lda_basis(
+        X_t, quantile_bins(y_t, 10), quantile_bins(y_t, 5), triplets, None, generator
+    )
+    assert basis.shape == (21 * subspace.shape[1], X.shape[1])
+    np.testing.assert_allclose(torch.linalg.vector_norm(basis, dim=1), 1.0)
+    inside = basis.numpy() @ subspace  # every basis vector lies in the subspace
+    np.testing.assert_allclose(np.linalg.norm(inside, axis=1), 1.0)
+
+
+def test_high_dimensional_fit_uses_the_subspace_and_beats_euclidean_knn():
+    X, y, _ = embedding_problem(n_samples=600)
+    train, test = slice(0, 450), slice(450, None)
+    model = SCMLRegressor(max_iter=2000, random_state=0, device="cpu").fit(X[train], y[train])
+    assert model.basis_.shape[0] <= 21 * 17
+    euclidean = KNeighborsRegressor(5).fit(X[train], y[train]).score(X[test], y[test])
+    assert model.score(X[test], y[test]) > euclidean + 0.2
 
 
 def test_quantile_bins_are_consecutive_classes():
@@ -616,8 +658,10 @@ def test_array_basis(problem):
     [
         ({}, "nan", None, ValueError, "NaN"),
         ({}, None, "constant", ValueError, "y is constant"),
-        ({"k_genuine": 10, "k_impostor": 20}, "small", None, ValueError, "neighbours"),
-        ({"n_neighbors": 50}, "small", None, ValueError, "n_neighbors=50"),
+        ({}, "zeros", None, ValueError, "identical rows"),
+        ({}, "huge", None, ValueError, "overflow"),
+        ({}, "tiny", None, ValueError, "underflow"),
+        ({}, "two", None, ValueError, "minimum of 3"),
         ({"n_basis": 0}, None, None, ValueError, "n_basis"),
         ({"basis": np.ones((3, 4))}, None, None, ValueError, "basis has 4 columns"),
         ({"basis": np.zeros((2, 6))}, None, None, ValueError, "row of zeros"),
@@ -630,13 +674,33 @@ def test_bad_input_gets_a_clear_error(problem, params, X_change, y_change, error
     X, y = X.copy(), y.copy()
     if X_change == "nan":
         X[3, 2] = np.nan
-    if X_change == "small":
-        X, y = X[:20], y[:20]
+    if X_change == "zeros":
+        X[:] = 0.0
+    if X_change == "huge":
+        X *= 1e300
+    if X_change == "tiny":
+        X *= 1e-300
+    if X_change == "two":
+        X, y = X[:2], y[:2]
     if y_change == "constant":
         y[:] = 1.5
     model = SCMLRegressor(**{**FAST, **params})
     with pytest.raises(error, match=match):
         model.fit(X, y)
+
+
+def test_neighbour_counts_shrink_to_small_data(problem):
+    X, y = problem
+    assert fit_neighbor_counts(3, 10, 100) == (3, 10)
+    assert fit_neighbor_counts(3, 10, 9) == (2, 7)
+    assert fit_neighbor_counts(3, 10, 2) == (1, 1)
+    # 12 points: 11 neighbours each, so 3 + 10 shrink to 2 + 9; the head uses all 12.
+    model = SCMLRegressor(
+        n_neighbors=50, random_state=0, **{**FAST, "k_genuine": 3, "k_impostor": 10}
+    ).fit(X[:12], y[:12])
+    anchors = np.bincount(model.triplets_[:, 0], minlength=12)
+    assert anchors.max() <= 2 * 9
+    np.testing.assert_allclose(model.predict(X[:3]), np.full(3, y[:12].mean()))
 
 
 def test_too_strong_sparsity_warns(problem):

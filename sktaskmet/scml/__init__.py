@@ -1,5 +1,6 @@
-"""Sparse compositional metric learning (global and local) as a regressor."""
+"""Sparse compositional metric learning (global and local) as a regressor and a classifier."""
 
+from ._classifier import SCMLClassifier
 from ._estimator import LocalSCMLDissimilarity, SCMLRegressor
 
-__all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]
+__all__ = ["SCMLRegressor", "SCMLClassifier", "LocalSCMLDissimilarity"]

@@ -36,20 +36,12 @@ from .._backend import (
 from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
 from .._nn import check_hidden_layer_sizes, make_mlp
 from .._validation import fit_guard, fitted_params
-from ._bases import (
-    check_basis_array,
-    default_n_basis,
-    identity_basis,
-    lda_basis,
-    normalize_rows,
-    random_basis,
-    triplet_diff_basis,
-)
+from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
+from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
 from ._solver import (
     KernelPCAEmbedding,
     local_weights,
     metric_factor,
-    rda_global,
     rda_local,
 )
 from ._triplets import regression_triplets
@@ -59,16 +51,6 @@ __all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]
 _BASIS_KINDS = ("triplet_diffs", "lda", "random", "identity")
 # Query rows handled at once by the nearest-neighbour search.
 _QUERY_CHUNK = 1024
-
-
-def _triplet_scale(X, triplets, sample=4096):
-    """Root of the median squared anchor-impostor distance: the natural unit of the hinge."""
-    rows = triplets[:: max(1, triplets.shape[0] // sample)]
-    sq = ((X[rows[:, 0]] - X[rows[:, 2]]) ** 2).sum(1)
-    scale = torch.sqrt(torch.median(sq))
-    if not bool(scale > 0):
-        scale = torch.ones((), dtype=X.dtype, device=X.device)
-    return scale
 
 
 class LocalSCMLDissimilarity:
@@ -167,21 +149,27 @@ class SCMLRegressor(
     basis : {"triplet_diffs", "lda", "random", "identity"} or array-like, default="lda"
         The basis set. ``"triplet_diffs"``: eigenvectors of sums of genuine minus impostor
         outer products of triplet differences. ``"lda"``: local linear discriminant
-        directions at k-means centres, on the target cut into quantile classes.
+        directions at k-means centres, on the target cut into quantile classes; above
+        64 features (text embeddings) built in a discriminant subspace of a few dozen
+        dimensions (the global LDA directions of 10 quantile classes and the leading
+        directions of the triplet scatter), plus that subspace's axes.
         ``"random"``: random unit directions. ``"identity"``: the coordinate axes (the
         metric is then diagonal: SCML only gates features). An array gives the basis
         vectors as rows, shape ``(n_basis, n_features)`` (normalised to unit length).
     n_basis : int, default=None
         Number of basis vectors. None: ``min(80 * n_features, 2000)`` for
         ``"triplet_diffs"`` and ``"random"``, ``min(20 * n_features, 2 q n_samples - 1,
-        2000)`` for ``"lda"`` (``q`` discriminant directions per LDA). Ignored by
+        2000)`` for ``"lda"`` (``q`` discriminant directions per LDA); above 64
+        features, ``21 r`` for ``"lda"`` (``r`` <= 17 the subspace's dimension). Ignored by
         ``"identity"`` and by an array basis.
     local : bool, default=False
         Learn point-dependent weights (SCML-Local) after the global solution.
     k_genuine : int, default=3
         Genuine neighbours per anchor (closest targets).
     k_impostor : int, default=10
-        Impostors per anchor (farthest targets).
+        Impostors per anchor (farthest targets). When ``k_genuine + k_impostor`` exceeds
+        the ``n_samples - 1`` neighbours a point has, both shrink in proportion (each to
+        at least 1), so that small data sets still fit.
     beta : float, default=1e-3
         Strength of the sparsity penalty (:math:`\ell_1` on ``w``; group lasso on the
         local coefficients), for the problem on ``X / scale_``. It also keeps the local
@@ -210,7 +198,7 @@ class SCMLRegressor(
         ``"mlp"``: a small network trained on the SCML features
         :math:`\phi_i(x) = \sqrt{w_i(x)}\, b_i^\top x` (the output of :meth:`transform`).
     n_neighbors : int, default=5
-        Neighbours of the ``"knn"`` head.
+        Neighbours of the ``"knn"`` head (at most the number of training samples).
     hidden_layer_sizes : tuple of int, default=(64,)
         Hidden widths of the ``"mlp"`` head.
     head_max_iter : int, default=500
@@ -367,20 +355,13 @@ class SCMLRegressor(
     # ------------------------------------------------------------------ fit
 
     def _build_basis(self, X, y, triplets, generator):
-        n, d = X.shape
-        if not isinstance(self.basis, str):
-            array = check_basis_array(self.basis, d, to_numpy(X[:0]).dtype)
-            return normalize_rows(to_tensor(array, X.device), "basis")
-        n_basis = self.n_basis
-        if self.basis == "identity":
-            return identity_basis(d, dtype=X.dtype, device=X.device)
-        if self.basis == "lda":
-            return lda_basis(X, y, n_basis, generator)
-        if n_basis is None:
-            n_basis = default_n_basis(self.basis, n, d)
-        if self.basis == "random":
-            return random_basis(n_basis, d, generator, dtype=X.dtype, device=X.device)
-        return triplet_diff_basis(X, triplets, n_basis, generator)
+        subspace_labels = local_labels = None
+        if isinstance(self.basis, str) and self.basis == "lda":
+            subspace_labels = quantile_bins(y, N_SUBSPACE_BINS)
+            local_labels = quantile_bins(y, N_TARGET_BINS)
+        return make_basis(
+            self.basis, self.n_basis, X, triplets, generator, subspace_labels, local_labels
+        )
 
     @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
@@ -400,26 +381,22 @@ class SCMLRegressor(
             The fitted estimator.
         """
         X, y = validate_data(
-            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=2
+            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=3
         )
-        n_samples = X.shape[0]
-        if self.n_neighbors > n_samples and self.head == "knn":
-            raise ValueError(
-                f"n_neighbors={self.n_neighbors} neighbours are asked for, but X has only "
-                f"{n_samples} samples; lower n_neighbors."
-            )
+        check_spread(X)
         if np.ptp(y) == 0:
             raise ValueError(
                 "y is constant: SCMLRegressor forms triplets from differences of the target, "
                 "so it needs a target with at least two distinct values."
             )
+        k_genuine, k_impostor = fit_neighbor_counts(self.k_genuine, self.k_impostor, X.shape[0] - 1)
         device = resolve_device(self.device)
         seed = seed_from_random_state(self.random_state)
         generator = make_generator(seed, device)
         X_t = to_tensor(X, device)
         y_t = to_tensor(y.astype(X.dtype, copy=False), device)
 
-        triplets = regression_triplets(X_t, y_t, self.k_genuine, self.k_impostor)
+        triplets = regression_triplets(X_t, y_t, k_genuine, k_impostor)
         basis = self._build_basis(X_t, y_t, triplets, generator)
         solver_options = dict(
             beta=float(self.beta),
@@ -430,25 +407,13 @@ class SCMLRegressor(
             generator=generator,
             verbose=self.verbose,
         )
-        # The hinge margin of 1 fixes the scale of the weights; solving on X / scale makes
-        # beta and gamma mean the same whatever the units of X (w on X is w' / scale^2).
-        scale = _triplet_scale(X_t, triplets)
+        weights, scale, result = solve_global(X_t, triplets, basis, solver_options)
         self.scale_ = float(scale)
-        result = rda_global(X_t / scale, triplets, basis, **solver_options)
-        weights = result.coef / scale**2
         self.global_weights_ = to_numpy(weights)
         self.loss_curve_ = [objective for _, objective in result.history]
         self.local_loss_curve_ = []
         self.objective_ = result.objective
         self.n_iter_ = result.n_iter
-        if not bool((weights > 0).any()):
-            warnings.warn(
-                "every basis weight is zero: the sparsity penalty beta is too strong for this "
-                "data (or max_iter too small). The learned metric is zero and neighbours are "
-                "arbitrary; decrease beta.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
 
         self.basis_ = to_numpy(basis)
         if self.local and bool((weights > 0).any()):
