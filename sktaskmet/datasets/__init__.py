@@ -1,5 +1,6 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
+from ._decision import make_knapsack, make_shortest_path
 from ._discovery import make_class_split_tasks, make_random_labelings
 from ._multitask import SubsetFineTuner, make_multitask_digits
 from ._surrogate import make_task_interactions
@@ -16,6 +17,9 @@ __all__ = [
     "make_portfolio",
     "make_budget_allocation",
     "make_cartpole_distractors",
+    # Decision problems of linear programs (PyEPO's generators)
+    "make_shortest_path",
+    "make_knapsack",
     # Task attribution
     "make_task_interactions",
     "make_multitask_digits",

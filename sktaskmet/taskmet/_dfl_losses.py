@@ -42,7 +42,7 @@ def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense):
     """
     shifted = (2 * pred - true).detach()
     solution = solve(shifted)
-    return sense * (2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
+    return sense * (2 * _dot(pred, true_solution) - true_objective - _dot(2 * pred - true, solution))
 
 
 def perturbed_fenchel_young_loss(pred, true_solution, noise, sigma, solve, sense):
