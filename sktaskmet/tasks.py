@@ -8,7 +8,7 @@ to, for model selection with scikit-learn.
 
 from .taskmet._linear_problems import Knapsack, LinearProgram, PyEPOTask, ShortestPath
 from .taskmet._linear_tasks import DecisionTargets, LinearDecisionTask
-from .taskmet._scoring import DecisionQualityScorer
+from .taskmet._scoring import DecisionQualityScorer, RegretScorer, normalized_regret
 from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
 __all__ = [
@@ -26,4 +26,6 @@ __all__ = [
     "Knapsack",
     "PyEPOTask",
     "DecisionTargets",
+    "RegretScorer",
+    "normalized_regret",
 ]

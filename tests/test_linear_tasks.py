@@ -157,9 +157,9 @@ def test_bad_costs_and_surrogate_names_raise():
     with pytest.raises(ValueError, match="solve_ratio"):
         ShortestPath(solve_ratio=1.5).prepare_targets(torch.ones(2, 1, 40))
     with pytest.raises(ValueError, match="grid"):
-        ShortestPath(grid=(0, 3)).n_costs
+        _ = ShortestPath(grid=(0, 3)).n_costs
     with pytest.raises(ValueError, match="capacities"):
-        Knapsack(weights=[[1, 2], [3, 4]], capacities=[1.0]).n_costs
+        _ = Knapsack(weights=[[1, 2], [3, 4]], capacities=[1.0]).n_costs
     with pytest.raises(ValueError, match="40 costs per instance"):
         task = ShortestPath()
         task.check_targets(np.zeros((10, 1, 7)))
@@ -224,8 +224,9 @@ def test_spo_plus_maximisation_signs():
 
 def _same_noise(task, shape, dtype=torch.float64):
     """The perturbations a freshly prepared target draws for its first loss call."""
-    from sktaskmet._backend import make_generator
     from sklearn.utils import check_random_state
+
+    from sktaskmet._backend import make_generator
 
     rng = check_random_state(task.random_state)
     rng.randint(0, 2**31 - 1)  # the pool-branch stream is drawn first

@@ -40,9 +40,10 @@ def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense):
 
     One solve per instance, of the perturbed cost :math:`2\hat c - c`.
     """
-    shifted = (2 * pred - true).detach()
-    solution = solve(shifted)
-    return sense * (2 * _dot(pred, true_solution) - true_objective - _dot(2 * pred - true, solution))
+    shifted = 2 * pred - true
+    solution = solve(shifted.detach())
+    # Danskin: the solution is constant in pred, so the graph gives 2 s (w*(c) - w*(2p - c))
+    return sense * (2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
 
 
 def perturbed_fenchel_young_loss(pred, true_solution, noise, sigma, solve, sense):

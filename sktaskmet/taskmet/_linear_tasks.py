@@ -11,7 +11,6 @@ training loops do to draw a mini-batch) indexes the solutions and objectives wit
 the loss receives them per instance without re-solving and without a global cache.
 """
 
-
 import numpy as np
 import torch
 from sklearn.utils import check_random_state

@@ -102,6 +102,8 @@ def solve_grid_shortest_path(costs, grid):
     h, w = grid
     batch = costs.shape[0]
     device = costs.device
+    if batch == 0:
+        return torch.zeros_like(costs)
     dist = torch.full((batch, h * w), torch.inf, dtype=costs.dtype, device=device)
     dist[:, 0] = 0.0
     # choice[:, v] = the arc used to enter v (kept as index into the arcs); pred likewise
