@@ -78,6 +78,7 @@ setup(
         "distributed": DISTRIBUTED_REQUIRES,
         "metric-learn": METRIC_LEARN_REQUIRES,
         "lint": LINT_REQUIRES,
+        "pyepo": ["pyepo>=2.2", "ortools>=9.8"],
         "dev": sorted(
             set(TEST_REQUIRES + DOC_REQUIRES + PLOT_REQUIRES + DISTRIBUTED_REQUIRES + LINT_REQUIRES)
         ),
