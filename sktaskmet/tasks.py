@@ -7,7 +7,7 @@ to, for model selection with scikit-learn.
 """
 
 from .taskmet._linear_problems import Knapsack, LinearProgram, PyEPOTask, ShortestPath
-from .taskmet._linear_tasks import DecisionTargets, LinearDecisionTask
+from .taskmet._linear_tasks import LinearDecisionTask
 from .taskmet._scoring import DecisionQualityScorer, RegretScorer, normalized_regret
 from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
@@ -25,7 +25,6 @@ __all__ = [
     "ShortestPath",
     "Knapsack",
     "PyEPOTask",
-    "DecisionTargets",
     "RegretScorer",
     "normalized_regret",
 ]

@@ -10,14 +10,15 @@ from joblib import parallel_backend
 from sklearn.base import clone
 
 from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.taskmet._linear_tasks import DecisionTargets
 from sktaskmet.taskmet._lp_solvers import (
     grid_arcs,
+    grid_paths,
     integer_scale,
     solve_grid_shortest_path,
     solve_knapsack_dp,
 )
 from sktaskmet.tasks import (
-    DecisionTargets,
     Knapsack,
     LinearProgram,
     ShortestPath,
@@ -51,16 +52,18 @@ def _batch(costs, dtype=torch.float64):
 
 
 # ------------------------------------------------------------------------- exact solvers
+@pytest.mark.parametrize("method", ["enumerate", "dp"])
 @pytest.mark.parametrize("grid", [(2, 2), (3, 4), (4, 3), (1, 5), (5, 5)])
-def test_shortest_path_matches_brute_force(grid, device):
+def test_shortest_path_matches_brute_force(grid, method, device):
     paths = _all_paths(grid)
     gen = torch.Generator().manual_seed(0)
     costs = torch.randn(64, paths.shape[1], generator=gen, dtype=torch.float64).to(device)
-    solutions = solve_grid_shortest_path(costs, grid).cpu().numpy()
+    solutions = solve_grid_shortest_path(costs, grid, method=method).cpu().numpy()
     brute = (costs.cpu().numpy() @ paths.T).min(axis=1)
     np.testing.assert_allclose((solutions * costs.cpu().numpy()).sum(1), brute, rtol=1e-12)
     # every solution is a path (a row of the enumeration)
     assert all((paths == row).all(axis=1).any() for row in solutions)
+    np.testing.assert_array_equal(np.array(sorted(map(tuple, grid_paths(grid)))), paths)
 
 
 def test_shortest_path_arcs_follow_pyepo_order():

@@ -7,8 +7,9 @@ gradients.
 
 * :func:`grid_arcs` and :func:`solve_grid_shortest_path` -- PyEPO's shortest-path problem
   on an ``(h, w)`` grid, whose arcs point east or south: a directed acyclic graph, solved
-  for a whole batch of cost vectors at once by dynamic programming over its
-  anti-diagonals, in torch on the device of the costs.
+  for a whole batch of cost vectors at once, in torch on the device of the costs, by
+  scoring every path with one matrix product (small grids) or by dynamic programming
+  over its anti-diagonals.
 * :func:`integer_scale` and :func:`solve_knapsack_dp` -- the 0-1 knapsack with one
   capacity and weights that are integers after scaling: the classic dynamic programme
   over capacities, batched over cost vectors in torch.
@@ -16,12 +17,17 @@ gradients.
   instance at a time, spread over ``n_jobs`` joblib workers.
 """
 
+import functools
+import itertools
+import math
+
 import numpy as np
 import torch
 from joblib import Parallel, delayed
 
 __all__ = [
     "grid_arcs",
+    "grid_paths",
     "solve_grid_shortest_path",
     "integer_scale",
     "solve_knapsack_dp",
@@ -56,11 +62,40 @@ def grid_arcs(grid):
     return arcs
 
 
-def _grid_plan(grid, device):
+@functools.lru_cache(maxsize=16)
+def grid_paths(grid):
+    """Every north-west to south-east path of the grid, as 0/1 arc indicators.
+
+    A path is a choice of which :math:`h - 1` of its :math:`h + w - 2` moves go south:
+    :math:`\binom{h + w - 2}{h - 1}` paths (70 for 5 x 5).
+
+    Parameters
+    ----------
+    grid : tuple of int (h, w)
+
+    Returns
+    -------
+    ndarray of shape (n_paths, n_arcs), read-only
+    """
+    h, w = grid
+    index = {arc: k for k, arc in enumerate(grid_arcs(grid))}
+    n_moves = h + w - 2
+    paths = np.zeros((math.comb(n_moves, h - 1), len(index)))
+    for row, south in enumerate(itertools.combinations(range(n_moves), h - 1)):
+        node, south = 0, set(south)
+        for move in range(n_moves):
+            nxt = node + w if move in south else node + 1
+            paths[row, index[(node, nxt)]] = 1.0
+            node = nxt
+    paths.flags.writeable = False
+    return paths
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_plan(grid):
     """Per anti-diagonal: nodes, and for each node its west/north arc and predecessor."""
     h, w = grid
-    arcs = grid_arcs(grid)
-    index = {arc: k for k, arc in enumerate(arcs)}
+    index = {arc: k for k, arc in enumerate(grid_arcs(grid))}
     plan = []
     for diagonal in range(1, h + w - 1):
         nodes, in_arcs, preds = [], [], []
@@ -73,26 +108,33 @@ def _grid_plan(grid, device):
             nodes.append(v)
             in_arcs.append((west[0], north[0]))
             preds.append((west[1], north[1]))
-        plan.append(tuple(torch.as_tensor(a, device=device) for a in (nodes, in_arcs, preds)))
+        plan.append(tuple(torch.as_tensor(a) for a in (nodes, in_arcs, preds)))
     return plan
 
 
-@torch.no_grad()
-def solve_grid_shortest_path(costs, grid):
-    """Shortest north-west to south-east paths of a batch of cost vectors.
+# Up to this many paths, scoring every path with one matrix product beats the recursion.
+MAX_ENUMERATED_PATHS = 5000
 
-    Arcs point east or south only, so the grid is a directed acyclic graph and nodes on
-    the same anti-diagonal ``i + j`` depend only on the previous one: the Bellman
-    recursion :math:`d(v) = \\min(d(v_W) + c_{W \\to v},\\ d(v_N) + c_{N \\to v})` runs as
-    ``h + w - 2`` vectorised steps over the whole batch, and the path is read back by
-    following the recorded choices from the sink. Costs of any sign are allowed (there
-    are no cycles).
+
+@torch.no_grad()
+def solve_grid_shortest_path(costs, grid, method="auto"):
+    r"""Shortest north-west to south-east paths of a batch of cost vectors.
+
+    Two exact methods. ``"enumerate"`` scores every path at once, ``costs @ paths.T``,
+    and takes the cheapest: one matrix product, the fastest while the grid has few paths
+    (70 for 5 x 5). ``"dp"``: arcs point east or south only, so the grid is a directed
+    acyclic graph and nodes on the same anti-diagonal ``i + j`` depend only on the
+    previous one; the Bellman recursion :math:`d(v) = \min(d(v_W) + c_{W \to v},\
+    d(v_N) + c_{N \to v})` runs as ``h + w - 2`` vectorised steps over the whole batch,
+    and the path is read back from the sink. Costs of any sign are allowed (no cycles).
 
     Parameters
     ----------
     costs : Tensor of shape (batch, n_arcs)
         Arc costs in the order of :func:`grid_arcs`.
     grid : tuple of int (h, w)
+    method : {"auto", "enumerate", "dp"}, default="auto"
+        ``"auto"`` enumerates up to ``MAX_ENUMERATED_PATHS`` paths.
 
     Returns
     -------
@@ -100,24 +142,36 @@ def solve_grid_shortest_path(costs, grid):
         0/1 indicator of the arcs on an optimal path, dtype and device of ``costs``.
     """
     h, w = grid
+    if costs.shape[0] == 0:
+        return torch.zeros_like(costs)
+    if method == "enumerate" or (
+        method == "auto" and math.comb(h + w - 2, h - 1) <= MAX_ENUMERATED_PATHS
+    ):
+        paths = torch.tensor(grid_paths(grid), dtype=costs.dtype, device=costs.device)
+        return paths[(costs @ paths.T).argmin(dim=1)]
+    return _grid_dp(costs, grid)
+
+
+def _grid_dp(costs, grid):
+    h, w = grid
     batch = costs.shape[0]
     device = costs.device
-    if batch == 0:
-        return torch.zeros_like(costs)
     dist = torch.full((batch, h * w), torch.inf, dtype=costs.dtype, device=device)
     dist[:, 0] = 0.0
-    # choice[:, v] = the arc used to enter v (kept as index into the arcs); pred likewise
+    # the arc used to enter each node, and the node it comes from
     entry_arc = torch.zeros((batch, h * w), dtype=torch.long, device=device)
     entry_pred = torch.zeros((batch, h * w), dtype=torch.long, device=device)
     padded = torch.cat([costs, torch.full_like(costs[:, :1], torch.inf)], dim=1)
-    for nodes, in_arcs, preds in _grid_plan(grid, device):
+    for nodes, in_arcs, preds in _grid_plan(grid):
+        nodes, in_arcs, preds = nodes.to(device), in_arcs.to(device), preds.to(device)
         # index -1 picks the padding column (infinite cost) / any node (masked by inf)
         candidates = dist[:, preds.clamp(min=0).reshape(-1)].reshape(batch, -1, 2)
         candidates = candidates + padded[:, in_arcs.reshape(-1)].reshape(batch, -1, 2)
         best, which = candidates.min(dim=-1)
         dist[:, nodes] = best
-        entry_arc[:, nodes] = in_arcs[torch.arange(len(nodes), device=device), which]
-        entry_pred[:, nodes] = preds[torch.arange(len(nodes), device=device), which]
+        positions = torch.arange(len(nodes), device=device)
+        entry_arc[:, nodes] = in_arcs[positions, which]
+        entry_pred[:, nodes] = preds[positions, which]
     solution = torch.zeros_like(costs)
     node = torch.full((batch,), h * w - 1, dtype=torch.long, device=device)
     rows = torch.arange(batch, device=device)
@@ -183,6 +237,11 @@ def solve_knapsack_dp(values, weights, capacity, chunk_size=256):
     """
     weights = [int(a) for a in weights]
     capacity = int(capacity)
+    # A common divisor of the weights and the capacity shrinks the table exactly.
+    divisor = math.gcd(capacity, *weights)
+    if divisor > 1:
+        weights = [a // divisor for a in weights]
+        capacity //= divisor
     parts = [_knapsack_chunk(chunk, weights, capacity) for chunk in torch.split(values, chunk_size)]
     if not parts:
         return values.clone()
@@ -190,25 +249,26 @@ def solve_knapsack_dp(values, weights, capacity, chunk_size=256):
 
 
 def _knapsack_chunk(values, weights, capacity):
+    # Capacity-major layout (C + 1, batch): the slices r >= a below are contiguous blocks.
     batch, n_items = values.shape
-    table = torch.zeros((batch, capacity + 1), dtype=values.dtype, device=values.device)
-    taken = torch.zeros((n_items, batch, capacity + 1), dtype=torch.bool, device=values.device)
+    table = torch.zeros((capacity + 1, batch), dtype=values.dtype, device=values.device)
+    taken = torch.zeros((n_items, capacity + 1, batch), dtype=torch.bool, device=values.device)
     for j, a in enumerate(weights):
         if a > capacity:
             continue
-        candidate = table.clone()
-        candidate[:, a:] = table[:, : capacity + 1 - a] + values[:, j : j + 1]
-        take = candidate > table
-        taken[j] = take
-        table = torch.where(take, candidate, table)
-    solution = torch.zeros_like(values)
+        # Three passes per item, in place: capacities r >= a may take item j.
+        candidate = table[: capacity + 1 - a] + values[:, j]
+        upper = table[a:]
+        torch.gt(candidate, upper, out=taken[j, a:])
+        torch.maximum(upper, candidate, out=upper)
+    solution = torch.zeros((n_items, batch), dtype=torch.bool, device=values.device)
     rows = torch.arange(batch, device=values.device)
     remaining = torch.full((batch,), capacity, dtype=torch.long, device=values.device)
     for j in range(n_items - 1, -1, -1):
-        take = taken[j, rows, remaining]
-        solution[:, j] = take.to(values.dtype)
+        take = taken[j, remaining, rows]
+        solution[j] = take
         remaining = remaining - take.long() * weights[j]
-    return solution
+    return solution.T.to(values.dtype)
 
 
 # --------------------------------------------------------------------------------------
