@@ -270,12 +270,12 @@ class LinearDecisionTask(Task):
         -------
         Tensor of shape (batch,)
         """
-        self._check_pair(y_pred, y_true)
         if not isinstance(y_true, DecisionTargets):
+            self._check_batch(y_true, "y_true")
             y_true = self.prepare_targets(y_true)
+        # One plain view: every operation on the subclass goes through __torch_function__.
+        pred, true = self._pair_costs(y_pred, y_true.as_subclass(torch.Tensor))
         settings = self._settings()
-        pred = self._costs(y_pred, "y_pred")
-        true = self._costs(y_true, "y_true").to(pred.dtype)
         if not bool(torch.isfinite(pred.detach()).all()):
             # NaN predictions give NaN losses: the training loop restores and warns.
             return torch.full_like(pred[:, 0], torch.nan)
@@ -284,6 +284,24 @@ class LinearDecisionTask(Task):
         solutions = y_true.solutions.to(pred.dtype)
         objectives = y_true.objectives.to(pred.dtype)
         return self._surrogate(pred, true, solutions, objectives, context, solve, settings)
+
+    def _pair_costs(self, y_pred, y_true):
+        """Checked (batch, m, d) predictions and targets as (batch, m * d) cost vectors."""
+        for name, y in (("y_pred", y_pred), ("y_true", y_true)):
+            if not isinstance(y, torch.Tensor) or y.dim() != 3 or not y.is_floating_point():
+                self._check_batch(y, name)  # raises the detailed error
+        if y_pred.shape != y_true.shape:
+            raise ValueError(
+                f"y_pred and y_true must have the same shape; got {tuple(y_pred.shape)} and "
+                f"{tuple(y_true.shape)}."
+            )
+        batch, m, d = y_pred.shape
+        if m * d != self.n_costs:
+            raise ValueError(
+                f"{type(self).__name__}: y_pred holds cost vectors of length {m * d}, "
+                f"expected {self.n_costs} (shape {tuple(y_pred.shape)})."
+            )
+        return y_pred.reshape(batch, m * d), y_true.reshape(batch, m * d).to(y_pred.dtype)
 
     def _noise(self, pred, context, n_samples):
         shape = (pred.shape[0], n_samples, pred.shape[1])
