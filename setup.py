@@ -89,6 +89,7 @@ setup(
         "metric-learn": METRIC_LEARN_REQUIRES,
         "lint": LINT_REQUIRES,
         "triton": TRITON_REQUIRES,
+        "pyepo": ["pyepo>=2.2", "ortools>=9.8"],
         "dev": sorted(
             set(TEST_REQUIRES + DOC_REQUIRES + PLOT_REQUIRES + DISTRIBUTED_REQUIRES + LINT_REQUIRES)
         ),

@@ -6,7 +6,9 @@ quality and the optimal and random references for evaluation. See :ref:`decision
 to, for model selection with scikit-learn.
 """
 
-from .taskmet._scoring import DecisionQualityScorer
+from .taskmet._linear_problems import Knapsack, LinearProgram, PyEPOTask, ShortestPath
+from .taskmet._linear_tasks import LinearDecisionTask
+from .taskmet._scoring import DecisionQualityScorer, RegretScorer, normalized_regret
 from .taskmet._tasks import BudgetAllocation, CallableTask, Portfolio, StateReward, Task, TopK
 
 __all__ = [
@@ -17,4 +19,12 @@ __all__ = [
     "CallableTask",
     "StateReward",
     "DecisionQualityScorer",
+    # decisions by linear and integer programs
+    "LinearDecisionTask",
+    "LinearProgram",
+    "ShortestPath",
+    "Knapsack",
+    "PyEPOTask",
+    "RegretScorer",
+    "normalized_regret",
 ]

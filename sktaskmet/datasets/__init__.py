@@ -1,5 +1,6 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
+from ._decision import make_knapsack, make_shortest_path
 from ._discovery import (
     load_digits_images,
     make_class_split_tasks,
@@ -22,6 +23,9 @@ __all__ = [
     "make_portfolio",
     "make_budget_allocation",
     "make_cartpole_distractors",
+    # Decision problems of linear programs (PyEPO's generators)
+    "make_shortest_path",
+    "make_knapsack",
     # Task attribution
     "make_task_interactions",
     "make_multitask_digits",

@@ -291,7 +291,16 @@ class _BaseTaskRegressor(CallbackSupportMixin, RegressorMixin, BaseEstimator):
         train, val = self._split_validation(Xg.shape[0], streams.numpy("validation_split"))
         generator = streams.torch("batches", device)
         tensors = [to_tensor(a, device) for a in (Xg[train], Yg[train], Xg[val], Yg[val])]
+        tensors[1], tensors[3] = self._prepare_targets(tensors[1], tensors[3])
         return tensors, device, generator, streams
+
+    def _prepare_targets(self, Y_train, Y_val):
+        """Let the task attach what it computes once per target (optimal solutions)."""
+        prepare = getattr(self.task, "prepare_targets", None)
+        if prepare is None:
+            return Y_train, Y_val
+        Y_train = prepare(Y_train)
+        return Y_train, prepare(Y_val, like=Y_train)
 
     # -- public methods ----------------------------------------------------------------
 

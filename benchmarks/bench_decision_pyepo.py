@@ -1,0 +1,225 @@
+"""Decision tasks of linear programs: sktaskmet side by side with PyEPO, in one run.
+
+Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
+
+``parity``
+    PyEPO's standard shortest-path benchmark: 5 x 5 grid, 5 features, n = 1000 training and
+    1000 test instances, noise half-width 0.5, polynomial degrees 1, 2, 4, 6, several seeds.
+    For each (degree, seed) the same data (``make_shortest_path`` reproduces PyEPO's
+    ``genData`` bit for bit) trains
+
+    * two-stage least squares (scikit-learn ``LinearRegression``, PyEPO's 2-stage baseline);
+    * ``DFLRegressor(ShortestPath(surrogate=...))`` with SPO+ and with PFYL, linear model;
+    * PyEPO's own ``SPOPlus`` and ``perturbedFenchelYoung`` on a linear ``nn.Linear(5, 40)``
+      with PyEPO's tutorial settings (Adam, learning rate 1e-2, batch 32, 20 epochs;
+      PFYL with 3 samples and sigma 1), solving with its fastest backend here.
+
+    The figure is PyEPO's normalised regret on the test set, in %.
+
+``speed``
+    Wall time of training with SPO+ for the same number of epochs, data preparation
+    (solving the training targets) included: ``DFLRegressor`` against PyEPO's training loop
+    with Gurobi (size-limited pip licence) and with OR-Tools, on the shortest path and on
+    PyEPO's knapsack (32 items, one capacity of 20, two-decimal weights).
+
+Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
+
+    nice -n 10 python benchmarks/bench_decision_pyepo.py parity --degrees 1 2 4 6 --seeds 5
+    nice -n 10 python benchmarks/bench_decision_pyepo.py speed
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sklearn.linear_model import LinearRegression
+
+from sktaskmet import DFLRegressor
+from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.tasks import Knapsack, ShortestPath
+
+LR, BATCH, EPOCHS = 1e-2, 32, 20  # PyEPO's tutorial (notebooks/03 Training and Testing)
+N_TRAIN, N_TEST, NOISE = 1000, 1000, 0.5
+
+
+def regret(task, y_pred, y_true):
+    pred = torch.as_tensor(np.asarray(y_pred, dtype=np.float64)).unsqueeze(1)
+    true = torch.as_tensor(np.asarray(y_true, dtype=np.float64)).unsqueeze(1)
+    return 100 * task.normalized_regret(pred, true)
+
+
+def fit_ours(task, X, y, epochs, seed):
+    steps = epochs * int(np.ceil(len(X) / BATCH))
+    model = DFLRegressor(
+        task,
+        alpha=0.0,
+        learning_rate=LR,
+        batch_size=BATCH,
+        max_iter=steps,
+        validation_fraction=None,
+        validation_interval=steps,
+        device="cpu",
+        random_state=seed,
+    )
+    return model.fit(X.astype(np.float32), y.astype(np.float32))
+
+
+def fit_pyepo(optmodel, X, y, loss_name, epochs, seed):
+    import pyepo
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(seed)
+    dataset = pyepo.data.dataset.optDataset(optmodel, X.astype(np.float32), y.astype(np.float32))
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True)
+    model = torch.nn.Linear(X.shape[1], y.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    if loss_name == "spo+":
+        loss_fn = pyepo.func.SPOPlus(optmodel, processes=1)
+    else:
+        loss_fn = pyepo.func.perturbedFenchelYoung(optmodel, n_samples=3, sigma=1.0, processes=1)
+    for _ in range(epochs):
+        for x, c, w, z in loader:
+            cp = model(x)
+            loss = loss_fn(cp, c, w, z) if loss_name == "spo+" else loss_fn(cp, w)
+            optimizer.zero_grad()
+            loss.mean().backward()
+            optimizer.step()
+    return model
+
+
+def grb_or_ort_shortest_path():
+    try:
+        from pyepo.model.grb import shortestPathModel
+
+        model = shortestPathModel((5, 5))
+        return model, "gurobi"
+    except Exception:  # no gurobipy: OR-Tools is the free backend
+        from pyepo.model.ort import shortestPathModel
+
+        return shortestPathModel((5, 5)), "ortools"
+
+
+def parity(degrees, seeds):
+    optmodel, backend = grb_or_ort_shortest_path()
+    task = ShortestPath()
+    print(f"parity: shortest path 5x5, n={N_TRAIN}/{N_TEST}, noise {NOISE}, PyEPO on {backend}")
+    print(f"Adam lr {LR}, batch {BATCH}, {EPOCHS} epochs, linear model; normalised regret in %")
+    methods = ["2-stage LS", "ours SPO+", "PyEPO SPO+", "ours PFYL", "PyEPO PFYL"]
+    results = {(m, d): [] for m in methods for d in degrees}
+    # seeds outside, degrees inside: an interrupted run still covers every degree
+    for seed in range(seeds):
+        for degree in degrees:
+            X, y = make_shortest_path(N_TRAIN + N_TEST, 5, (5, 5), degree, NOISE, random_state=seed)
+            X_tr, y_tr, X_te, y_te = X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:]
+            ls = LinearRegression().fit(X_tr, y_tr)
+            results[("2-stage LS", degree)].append(regret(task, ls.predict(X_te), y_te))
+            for name, surrogate in (("SPO+", "spo+"), ("PFYL", "pfyl")):
+                ours_task = ShortestPath(surrogate=surrogate, n_samples=3, sigma=1.0)
+                ours = fit_ours(ours_task, X_tr, y_tr, EPOCHS, seed)
+                results[(f"ours {name}", degree)].append(regret(task, ours.predict(X_te), y_te))
+                theirs = fit_pyepo(optmodel, X_tr, y_tr, surrogate, EPOCHS, seed)
+                with torch.no_grad():
+                    pred = theirs(torch.as_tensor(X_te, dtype=torch.float32)).numpy()
+                results[(f"PyEPO {name}", degree)].append(regret(task, pred, y_te))
+            row = ", ".join(f"{m} {results[(m, degree)][-1]:.1f}" for m in methods)
+            print(f"  degree {degree} seed {seed}: {row}", flush=True)
+    print("\nmean +- std over seeds (%):")
+    print("method        " + "".join(f"  deg {d:<10}" for d in degrees))
+    for m in methods:
+        cells = [
+            f"{np.mean(results[(m, d)]):5.1f} +- {np.std(results[(m, d)]):4.1f}" for d in degrees
+        ]
+        print(f"{m:<13} " + "  ".join(cells))
+    for name in ("SPO+", "PFYL"):
+        verdict = []
+        for d in degrees:
+            ours, theirs = (
+                np.array(results[(f"ours {name}", d)]),
+                np.array(results[(f"PyEPO {name}", d)]),
+            )
+            verdict.append(abs(ours.mean() - theirs.mean()) <= theirs.std(ddof=0) + 1e-12)
+        print(f"{name}: ours within one std of PyEPO at degrees {degrees}: {verdict}")
+
+
+def timed(fn):
+    """(wall, CPU) seconds of ``fn()``; CPU time is this process's, all its threads."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def speed_problem(label, ours_task, pyepo_models, X, y, epochs):
+    # Interleaved repeats, best of two each: the machine is shared, so the CPU time (which
+    # other processes do not inflate) is the figure to compare; wall time is printed too.
+    runs = {"sktaskmet": [], **{backend: [] for backend, _ in pyepo_models}}
+    for _ in range(2):
+        runs["sktaskmet"].append(timed(lambda: fit_ours(ours_task, X, y, epochs, 0)))
+        for backend, model in pyepo_models:
+            runs[backend].append(timed(lambda m=model: fit_pyepo(m, X, y, "spo+", epochs, 0)))
+    best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
+    wall, cpu = best["sktaskmet"]
+    print(
+        f"{label}: sktaskmet DFLRegressor SPO+ {epochs} epochs: CPU {cpu:.2f} s, wall {wall:.2f} s"
+    )
+    for backend, _ in pyepo_models:
+        their_wall, their_cpu = best[backend]
+        print(
+            f"{label}: PyEPO SPOPlus on {backend}: CPU {their_cpu:.2f} s ({their_cpu / cpu:.1f}x), "
+            f"wall {their_wall:.2f} s ({their_wall / wall:.1f}x)"
+        )
+
+
+def speed(epochs):
+    print(f"speed: SPO+ training, n={N_TRAIN}, batch {BATCH}, {epochs} epochs, 1 CPU thread")
+    X, y = make_shortest_path(N_TRAIN, 5, (5, 5), 4, NOISE, random_state=0)
+    models = []
+    try:
+        from pyepo.model.grb import shortestPathModel as GrbPath
+
+        models.append(("gurobi", GrbPath((5, 5))))
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        print(f"(no Gurobi: {exc})")
+    from pyepo.model.ort import shortestPathModel as OrtPath
+
+    models.append(("ortools", OrtPath((5, 5))))
+    speed_problem("shortest path 5x5", ShortestPath(), models, X, y, epochs)
+
+    X, y, weights = make_knapsack(N_TRAIN, 5, 32, 1, 4, NOISE, random_state=0)
+    models = []
+    try:
+        from pyepo.model.grb import knapsackModel as GrbKnapsack
+
+        models.append(("gurobi", GrbKnapsack(weights, [20.0])))
+    except Exception as exc:  # pragma: no cover
+        print(f"(no Gurobi: {exc})")
+    from pyepo.model.ort import knapsackModel as OrtKnapsack
+
+    models.append(("ortools", OrtKnapsack(weights, [20.0])))
+    speed_problem("knapsack 32 items", Knapsack(weights[0], 20.0), models, X, y, epochs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["parity", "speed"])
+    parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    import pyepo
+
+    print(f"torch {torch.__version__}, pyepo {pyepo.__version__}")
+    if args.part == "parity":
+        parity(args.degrees, args.seeds)
+    else:
+        speed(args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Tests of the linear decision tasks: exact solvers, surrogate losses, regret, bad input."""
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from joblib import parallel_backend
+from sklearn.base import clone
+
+from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.taskmet._linear_tasks import DecisionTargets
+from sktaskmet.taskmet._lp_solvers import (
+    grid_arcs,
+    grid_paths,
+    integer_scale,
+    solve_grid_shortest_path,
+    solve_knapsack_dp,
+)
+from sktaskmet.tasks import (
+    Knapsack,
+    LinearProgram,
+    ShortestPath,
+)
+
+SURROGATES = ["spo+", "pfyl", "dpo", "dbb", "nce", "mse"]
+
+
+def _all_paths(grid):
+    """Every monotone north-west to south-east path of the grid, as arc indicators."""
+    h, w = grid
+    index = {arc: k for k, arc in enumerate(grid_arcs(grid))}
+    paths = set()
+    for moves in itertools.permutations("E" * (w - 1) + "S" * (h - 1)):
+        node, path = 0, np.zeros(len(index))
+        for move in moves:
+            nxt = node + 1 if move == "E" else node + w
+            path[index[(node, nxt)]] = 1
+            node = nxt
+        paths.add(tuple(path))
+    return np.array(sorted(paths))
+
+
+def _feasible_subsets(weights, capacities):
+    subsets = np.array(list(itertools.product([0, 1], repeat=weights.shape[1])), dtype=float)
+    return subsets[(subsets @ weights.T <= capacities + 1e-12).all(axis=1)]
+
+
+def _batch(costs, dtype=torch.float64):
+    return torch.as_tensor(np.asarray(costs), dtype=dtype).unsqueeze(1)
+
+
+# ------------------------------------------------------------------------- exact solvers
+@pytest.mark.parametrize("method", ["enumerate", "dp"])
+@pytest.mark.parametrize("grid", [(2, 2), (3, 4), (4, 3), (1, 5), (5, 5)])
+def test_shortest_path_matches_brute_force(grid, method, device):
+    paths = _all_paths(grid)
+    gen = torch.Generator().manual_seed(0)
+    costs = torch.randn(64, paths.shape[1], generator=gen, dtype=torch.float64).to(device)
+    solutions = solve_grid_shortest_path(costs, grid, method=method).cpu().numpy()
+    brute = (costs.cpu().numpy() @ paths.T).min(axis=1)
+    np.testing.assert_allclose((solutions * costs.cpu().numpy()).sum(1), brute, rtol=1e-12)
+    # every solution is a path (a row of the enumeration)
+    assert all((paths == row).all(axis=1).any() for row in solutions)
+    np.testing.assert_array_equal(np.array(sorted(map(tuple, grid_paths(grid)))), paths)
+
+
+def test_shortest_path_arcs_follow_pyepo_order():
+    # PyEPO's _get_grid_arcs for (3, 3): east arcs of a row, then its south arcs
+    assert grid_arcs((3, 3)) == [
+        (0, 1), (1, 2), (0, 3), (1, 4), (2, 5),
+        (3, 4), (4, 5), (3, 6), (4, 7), (5, 8),
+        (6, 7), (7, 8),
+    ]  # fmt: skip
+    assert ShortestPath(grid=(5, 5)).n_costs == 40
+
+
+def test_knapsack_dp_matches_brute_force(device):
+    rng = np.random.RandomState(0)
+    weights = rng.randint(1, 9, size=(1, 10))
+    subsets = _feasible_subsets(weights, np.array([15]))
+    values = torch.as_tensor(rng.normal(size=(50, 10))).to(device)
+    solutions = solve_knapsack_dp(values, weights[0], 15, chunk_size=7).cpu().numpy()
+    assert np.all(solutions @ weights[0] <= 15)
+    np.testing.assert_allclose(
+        (solutions * values.cpu().numpy()).sum(1), (values.cpu().numpy() @ subsets.T).max(1)
+    )
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_knapsack_task_matches_brute_force(dim):
+    # PyEPO's two-decimal weights: the one-dimensional case takes the DP, dim 2 the MILP
+    _, values, weights = make_knapsack(n_samples=10, n_items=9, dim=dim, random_state=0)
+    capacities = [14.5] * dim
+    subsets = _feasible_subsets(weights, np.array(capacities))
+    task = Knapsack(weights if dim > 1 else weights[0], capacities)
+    solutions = task.decide(_batch(values)).numpy()
+    np.testing.assert_allclose((solutions * values).sum(1), (values @ subsets.T).max(1))
+    assert integer_scale(weights[0], 14.5) == 100
+
+
+def test_linear_program_integer_matches_brute_force():
+    # a small assignment-like integer program: pick 2 of 5 items, at most one of {0, 1}
+    A_ub = [[1, 1, 0, 0, 0]]
+    A_eq = [[1, 1, 1, 1, 1]]
+    task = LinearProgram(
+        A_ub=A_ub, b_ub=[1], A_eq=A_eq, b_eq=[2], bounds=(0, 1), integrality=[1] * 5
+    )
+    subsets = np.array(list(itertools.product([0, 1], repeat=5)), dtype=float)
+    subsets = subsets[(subsets.sum(1) == 2) & (subsets[:, :2].sum(1) <= 1)]
+    costs = np.random.RandomState(1).normal(size=(8, 5))
+    solutions = task.decide(_batch(costs)).numpy()
+    np.testing.assert_allclose((solutions * costs).sum(1), (costs @ subsets.T).min(1), atol=1e-9)
+    maximise = clone(task).set_params(sense="max")
+    solutions = maximise.decide(_batch(costs)).numpy()
+    np.testing.assert_allclose((solutions * costs).sum(1), (costs @ subsets.T).max(1), atol=1e-9)
+
+
+def test_linear_program_shortest_path_agrees_with_dp():
+    # the grid shortest path as a flow LP solved by HiGHS gives the DP's optimum
+    grid = (3, 3)
+    arcs = grid_arcs(grid)
+    A_eq = np.zeros((9, len(arcs)))
+    for k, (tail, head) in enumerate(arcs):
+        A_eq[tail, k] -= 1
+        A_eq[head, k] += 1
+    b_eq = np.zeros(9)
+    b_eq[0], b_eq[-1] = -1, 1
+    lp = LinearProgram(A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), n_jobs=2)
+    costs = _batch(np.random.RandomState(2).uniform(size=(6, len(arcs))))
+    with parallel_backend("threading"):  # the joblib path, without process start-up
+        z_lp = lp.optimal_quality(costs)
+    z_dp = ShortestPath(grid=grid).optimal_quality(costs)
+    torch.testing.assert_close(z_lp, z_dp)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_infeasible_and_unbounded_programs_raise():
+    infeasible = LinearProgram(A_ub=[[1.0, 1.0]], b_ub=[-1.0], bounds=(0, None))
+    with pytest.raises(ValueError, match="infeasible"):
+        infeasible.decide(_batch([[1.0, 1.0]]))
+    unbounded = LinearProgram(A_ub=[[1.0, -1.0]], b_ub=[1.0], bounds=(0, None))
+    with pytest.raises(ValueError, match="unbounded"):
+        unbounded.decide(_batch([[-1.0, -1.0]]))
+
+
+def test_bad_costs_and_surrogate_names_raise():
+    task = ShortestPath(grid=(3, 3))
+    with pytest.raises(ValueError, match="length 5, expected 12"):
+        task.decide(torch.zeros(2, 1, 5))
+    bad = torch.zeros(2, 1, 12)
+    bad[1, 0, 3] = torch.nan
+    with pytest.raises(ValueError, match="NaN"):
+        task.decide(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        task.prepare_targets(bad)
+    with pytest.raises(ValueError, match="unknown surrogate 'spo'"):
+        ShortestPath(surrogate="spo").loss(torch.zeros(2, 1, 40), torch.ones(2, 1, 40))
+    with pytest.raises(ValueError, match="solve_ratio"):
+        ShortestPath(solve_ratio=1.5).prepare_targets(torch.ones(2, 1, 40))
+    with pytest.raises(ValueError, match="grid"):
+        _ = ShortestPath(grid=(0, 3)).n_costs
+    with pytest.raises(ValueError, match="capacities"):
+        _ = Knapsack(weights=[[1, 2], [3, 4]], capacities=[1.0]).n_costs
+    with pytest.raises(ValueError, match="40 costs per instance"):
+        task = ShortestPath()
+        task.check_targets(np.zeros((10, 1, 7)))
+
+
+def test_nan_predictions_give_nan_losses():
+    # the training loop's non-finite guard then restores the last good state and warns
+    y = torch.rand(3, 1, 40, dtype=torch.float64)
+    pred = y.clone()
+    pred[0, 0, 0] = torch.nan
+    assert torch.isnan(ShortestPath().loss(pred, y)).all()
+
+
+# ---------------------------------------------------------------------- surrogate losses
+def _paths_problem(seed=0, n=6):
+    grid = (3, 3)
+    paths = torch.as_tensor(_all_paths(grid))
+    gen = torch.Generator().manual_seed(seed)
+    true = torch.rand(n, 12, generator=gen, dtype=torch.float64) + 0.1
+    pred = torch.randn(n, 12, generator=gen, dtype=torch.float64)
+    return grid, paths, true, pred
+
+
+def _argmin_paths(costs, paths):
+    return paths[(costs @ paths.T).argmin(dim=1)]
+
+
+def test_spo_plus_value_and_gradient():
+    grid, paths, true, pred = _paths_problem()
+    task = ShortestPath(grid=grid, surrogate="spo+")
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    w_true = _argmin_paths(true, paths)
+    w_shift = _argmin_paths(2 * pred - true, paths)
+    z_true = (true * w_true).sum(1)
+    # Elmachtoub and Grigas: -min_w (2p - c)w + 2 p w*(c) - z*(c)
+    expected = -((2 * pred - true) * w_shift).sum(1) + 2 * (pred * w_true).sum(1) - z_true
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, 2 * (w_true - w_shift))
+    # SPO+ upper-bounds the regret
+    assert torch.all(loss >= task.regret(pred.unsqueeze(1), true.unsqueeze(1)) - 1e-12)
+
+
+def test_spo_plus_maximisation_signs():
+    # knapsack: max; SPO+ = max_w (2p - c)w - 2 p w*(c) + z*(c), gradient 2 (w_q - w*)
+    weights = np.array([[2.0, 3.0, 4.0, 5.0]])
+    subsets = torch.as_tensor(_feasible_subsets(weights, np.array([7.0])))
+    task = Knapsack(weights[0], 7.0, surrogate="spo+")
+    gen = torch.Generator().manual_seed(3)
+    true = torch.rand(5, 4, generator=gen, dtype=torch.float64)
+    pred = torch.randn(5, 4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    loss = task.loss(pred.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred)
+    w_true = subsets[(true @ subsets.T).argmax(1)]
+    shifted = (2 * pred - true).detach()
+    w_q = subsets[(shifted @ subsets.T).argmax(1)]
+    expected = (shifted * w_q).sum(1) - 2 * (pred.detach() * w_true).sum(1) + (true * w_true).sum(1)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, 2 * (w_q - w_true))
+
+
+def _same_noise(task, shape, dtype=torch.float64):
+    """The perturbations a freshly prepared target draws for its first loss call."""
+    from sklearn.utils import check_random_state
+
+    from sktaskmet._backend import make_generator
+
+    rng = check_random_state(task.random_state)
+    rng.randint(0, 2**31 - 1)  # the pool-branch stream is drawn first
+    return torch.randn(shape, generator=make_generator(rng, "cpu"), dtype=dtype)
+
+
+def test_pfyl_value_and_gradient():
+    grid, paths, true, pred = _paths_problem(seed=1)
+    task = ShortestPath(grid=grid, surrogate="pfyl", n_samples=7, sigma=0.5, random_state=3)
+    noise = _same_noise(task, (6, 7, 12))
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    perturbed = pred.unsqueeze(1) + 0.5 * noise
+    solutions = _argmin_paths(perturbed.reshape(-1, 12), paths).reshape(6, 7, 12)
+    w_true = _argmin_paths(true, paths)
+    # Berthet et al.: F(p) = E[min_w (p + sigma xi) w]; loss p w*(c) - F(p) (minimisation)
+    F = (perturbed * solutions).sum(-1).mean(1)
+    torch.testing.assert_close(loss, (pred * w_true).sum(1) - F)
+    torch.testing.assert_close(grad, w_true - solutions.mean(1))
+
+
+def test_dpo_value_and_gradient():
+    grid, paths, true, pred = _paths_problem(seed=2)
+    task = ShortestPath(grid=grid, surrogate="dpo", n_samples=5, sigma=1.0, random_state=0)
+    noise = _same_noise(task, (6, 5, 12))
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    solutions = _argmin_paths((pred.unsqueeze(1) + noise).reshape(-1, 12), paths).reshape(6, 5, 12)
+    mean = solutions.mean(1)
+    w_true = _argmin_paths(true, paths)
+    torch.testing.assert_close(loss, ((mean - w_true) ** 2).mean(1))
+    # score-function estimator with the leave-one-out baseline
+    upstream = 2 * (mean - w_true) / 12
+    reward = (solutions * upstream.unsqueeze(1)).sum(-1)
+    reward = (reward - reward.mean(1, keepdim=True)) * 5 / 4
+    expected = (noise * reward.unsqueeze(-1)).sum(1) / (5 * 1.0 + 1e-8)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_dbb_value_and_gradient():
+    grid, paths, true, pred = _paths_problem(seed=3)
+    task = ShortestPath(grid=grid, surrogate="dbb", dbb_lambda=15.0)
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    w_pred = _argmin_paths(pred, paths)
+    z_true = (true * _argmin_paths(true, paths)).sum(1)
+    gap = (true * w_pred).sum(1) - z_true
+    torch.testing.assert_close(loss, gap.abs())
+    # Vlastelica et al.: (w*(p + lambda g) - w*(p)) / lambda with g = dL/dw = sign(gap) c
+    g = torch.sign(gap).unsqueeze(1) * true
+    expected = (_argmin_paths(pred + 15.0 * g, paths) - w_pred) / (15.0 + 1e-8)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_nce_value_and_gradient_and_pool():
+    grid, paths, true, pred = _paths_problem(seed=4)
+    task = ShortestPath(grid=grid, surrogate="nce", solve_ratio=1.0)
+    targets = task.prepare_targets(true.unsqueeze(1))
+    pool_before = targets.context.pool.clone()
+    torch.testing.assert_close(pool_before, torch.unique(_argmin_paths(true, paths), dim=0))
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), targets)
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    pool = targets.context.pool  # grown with the solutions of the predictions
+    assert pool.shape[0] >= pool_before.shape[0]
+    assert all((pool == row).all(1).any() for row in _argmin_paths(pred, paths))
+    w_true = _argmin_paths(true, paths)
+    expected = (pred * w_true).sum(1) - (pred @ pool.T).mean(1)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, w_true - pool.mean(0).expand_as(w_true))
+
+
+def test_mse_surrogate():
+    _, _, true, pred = _paths_problem(seed=5)
+    loss = ShortestPath(grid=(3, 3), surrogate="mse").loss(pred.unsqueeze(1), true.unsqueeze(1))
+    torch.testing.assert_close(loss, ((pred - true) ** 2).mean(1))
+
+
+def test_solution_pool_replaces_solves():
+    # solve_ratio -> 0: the surrogate's solves come from the pool of training solutions
+    grid, paths, true, pred = _paths_problem(seed=6)
+    task = ShortestPath(grid=grid, surrogate="spo+", solve_ratio=1e-9)
+    targets = task.prepare_targets(true.unsqueeze(1))
+    pool = targets.context.pool.clone()
+    loss = task.loss(pred.unsqueeze(1), targets)
+    shifted = 2 * pred - true
+    w_pool = pool[(shifted @ pool.T).argmin(1)]
+    w_true = _argmin_paths(true, paths)
+    expected = -(shifted * w_pool).sum(1) + 2 * (pred * w_true).sum(1) - (true * w_true).sum(1)
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_surrogates_run_on_device_and_dtype(surrogate, device, float_dtype):
+    dtype = torch.float64 if float_dtype is np.float64 else torch.float32
+    _, y = make_shortest_path(n_samples=8, degree=2, noise_width=0.5, random_state=0)
+    true = torch.as_tensor(y, dtype=dtype, device=device).unsqueeze(1)
+    pred = (true + 0.3).requires_grad_(True)
+    task = ShortestPath(surrogate=surrogate)
+    loss = task.loss(pred, task.prepare_targets(true))
+    loss.sum().backward()
+    assert loss.shape == (8,) and loss.dtype == dtype and loss.device.type == device
+    assert torch.isfinite(pred.grad).all()
+
+
+# --------------------------------------------------------------------- per-instance data
+def test_decision_targets_follow_instance_indexing():
+    _, y = make_shortest_path(n_samples=10, random_state=0)
+    task = ShortestPath()
+    targets = task.prepare_targets(torch.as_tensor(y).unsqueeze(1))
+    solutions, objectives = task.solve(torch.as_tensor(y))
+    batch = torch.tensor([7, 2, 2])
+    picked = targets[batch]
+    assert isinstance(picked, DecisionTargets)
+    torch.testing.assert_close(picked.solutions, solutions[batch])
+    torch.testing.assert_close(picked.objectives, objectives[batch])
+    assert picked.context is targets.context
+    # every other operation gives a plain tensor
+    assert type(targets - 1) is torch.Tensor
+    assert type(targets[..., 0]) is torch.Tensor
+    assert type(targets.reshape(10, 40)) is torch.Tensor
+    assert type(pickle.loads(pickle.dumps(targets))) is torch.Tensor
+
+
+def test_loss_uses_prepared_solutions_without_resolving():
+    # the prepared solutions are what the loss uses: corrupt them and the loss changes
+    _, y = make_shortest_path(n_samples=6, random_state=1)
+    true = torch.as_tensor(y).unsqueeze(1)
+    task = ShortestPath(surrogate="spo+")
+    targets = task.prepare_targets(true)
+    honest = task.loss(true + 0.1, targets)
+    torch.testing.assert_close(honest, task.loss(true + 0.1, true))
+    targets.objectives = targets.objectives + 1.0
+    torch.testing.assert_close(task.loss(true + 0.1, targets), honest - 1.0)
+
+
+# --------------------------------------------------------------------------------- regret
+def test_regret_by_hand():
+    # 2x2 grid: arcs 0->1, 0->2, 1->3, 2->3; two paths: {0, 2} (top) and {1, 3} (left)
+    task = ShortestPath(grid=(2, 2))
+    true = _batch([[1.0, 2.0, 1.0, 2.0], [3.0, 1.0, 3.0, 1.0]])
+    pred = _batch([[5.0, 1.0, 5.0, 1.0], [0.0, 9.0, 0.0, 9.0]])
+    # instance 1: optimum 2 (top path), decision left path costs 4 -> regret 2
+    # instance 2: optimum 2 (left path), decision top path costs 6 -> regret 4
+    torch.testing.assert_close(
+        task.regret(pred, true), torch.tensor([2.0, 4.0], dtype=torch.float64)
+    )
+    assert task.normalized_regret(pred, true) == pytest.approx(6.0 / (4.0 + 1e-8))
+    assert task.normalized_regret(true, true) == 0.0
+    # maximisation: regret = z* - c w(p)
+    knapsack = Knapsack([1.0, 1.0], 1.0)
+    values = _batch([[3.0, 1.0]])
+    torch.testing.assert_close(
+        knapsack.regret(_batch([[0.0, 1.0]]), values), torch.tensor([2.0], dtype=torch.float64)
+    )
+    assert knapsack.normalized_regret(_batch([[0.0, 1.0]]), values) == pytest.approx(2 / 3)
+
+
+def test_tasks_clone_and_pickle():
+    for task in [
+        ShortestPath(surrogate="pfyl"),
+        Knapsack([1.0, 2.0], 2.0),
+        LinearProgram(A_ub=[[1.0]], b_ub=[1.0]),
+    ]:
+        assert repr(clone(task)) == repr(task)
+        assert repr(pickle.loads(pickle.dumps(task))) == repr(task)
