@@ -43,10 +43,11 @@ import torch
 import torch._dynamo
 import torch.fx.experimental.symbolic_shapes
 from sklearn.base import is_regressor
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 
-__all__ = ["DivergenceWarning", "check_allocation", "fit_guard", "fitted_params"]
+from .exceptions import DivergenceWarning
+
+__all__ = ["check_allocation", "fit_guard", "fitted_params"]
 
 # A final training loss this many times the first (and above it by this much in absolute
 # terms) is reported as divergence.
@@ -54,10 +55,6 @@ DIVERGENCE_RATIO = 1e3
 DIVERGENCE_MARGIN = 1.0
 # Rows of the training data predicted for the divergence check (bounds its cost).
 _DIVERGENCE_ROWS = 2000
-
-
-class DivergenceWarning(ConvergenceWarning, RuntimeWarning):
-    """Training ended with a loss far above its starting value (e.g. learning rate too high)."""
 
 
 # -- parameters ------------------------------------------------------------------------

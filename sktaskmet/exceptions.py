@@ -1,8 +1,9 @@
 """Warnings raised by sktaskmet estimators.
 
 The one event they share, a training or solver step that produces NaN or infinity, is
-reported with :class:`NonFiniteWarning` by every estimator, so a user filters or escalates
-it with one line::
+reported with :class:`NonFiniteWarning` by every estimator; a fit that ends with finite but
+runaway losses (a learning rate far too high) with :class:`DivergenceWarning`. A user
+filters or escalates either with one line::
 
     import warnings
     from sktaskmet.exceptions import NonFiniteWarning
@@ -12,7 +13,7 @@ it with one line::
 
 from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["NonFiniteWarning"]
+__all__ = ["DivergenceWarning", "NonFiniteWarning"]
 
 
 class NonFiniteWarning(ConvergenceWarning, RuntimeWarning):
@@ -33,5 +34,23 @@ class NonFiniteWarning(ConvergenceWarning, RuntimeWarning):
     >>> from sklearn.exceptions import ConvergenceWarning
     >>> from sktaskmet.exceptions import NonFiniteWarning
     >>> issubclass(NonFiniteWarning, ConvergenceWarning)
+    True
+    """
+
+
+class DivergenceWarning(ConvergenceWarning, RuntimeWarning):
+    """A fit ended with a training loss far above where it started.
+
+    Raised after ``fit`` returns when the recorded training loss grew by a factor of more
+    than 1000 (and by more than 1 in absolute terms), or, for estimators that record no
+    loss curve, when the training MSE is over 1000 times that of predicting the mean of
+    ``y``. Every value was finite, so no :class:`NonFiniteWarning` fired, but the model is
+    unreliable; the usual cause is a learning rate far too high.
+
+    Examples
+    --------
+    >>> from sklearn.exceptions import ConvergenceWarning
+    >>> from sktaskmet.exceptions import DivergenceWarning
+    >>> issubclass(DivergenceWarning, ConvergenceWarning)
     True
     """

@@ -35,7 +35,8 @@ from sktaskmet import (
     TaskDiscovery,
     TaskMetRegressor,
 )
-from sktaskmet._validation import DivergenceWarning, check_allocation
+from sktaskmet._validation import check_allocation
+from sktaskmet.exceptions import DivergenceWarning
 from sktaskmet.surrogate import sample_subsets
 from sktaskmet.tasks import CallableTask
 
