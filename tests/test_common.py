@@ -54,7 +54,7 @@ EXPECTED_FAILED_CHECKS = {}
 
 # The surrogates model subset performance: their inputs are task indicators or weights in
 # [0, 1] and they raise a ValueError on anything else, while these checks feed unbounded
-# features. tests/test_surrogate_estimators.py runs the same checks on
+# features. tests/surrogate/test_surrogate_estimators.py runs the same checks on
 # make_pipeline(MinMaxScaler(clip=True), surrogate), which maps the checks' data into [0, 1].
 _SURROGATE_RANGE_REASON = (
     "inputs must be task indicators or weights in [0, 1]; this check feeds features outside "
@@ -100,7 +100,7 @@ EXPECTED_FAILED_CHECKS["LinearSurrogate"]["check_non_transformer_estimators_n_it
 # for the data, a task label per row and a target set. The checks below call fit(X, y) on
 # generic arrays and fail on the missing arguments; the checks that need no fit (cloning,
 # get/set_params, repr, tags, parameter validation in __init__) run.
-# tests/test_gradient_estimator.py covers what these checks would: pickling, determinism,
+# tests/surrogate/test_gradient_estimator.py covers what these checks would: pickling, determinism,
 # dtypes, bad input, n_features_in_, fit returning self.
 _GRADIENT_FIT_REASON = (
     "fit needs a torch model, the task of each row and a target set (tasks, X_target, "

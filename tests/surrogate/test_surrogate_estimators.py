@@ -15,7 +15,7 @@ from sktaskmet import KernelSurrogate, LinearSurrogate
 
 _PIPELINE_REASON = (
     "a Pipeline fits its steps in place, so its 'steps' parameter changes during fit; "
-    "tests/test_surrogate.py checks the surrogates themselves for this"
+    "tests/surrogate/test_surrogate.py checks the surrogates themselves for this"
 )
 _EXPECTED = {
     "check_dont_overwrite_parameters": _PIPELINE_REASON,

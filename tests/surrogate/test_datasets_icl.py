@@ -10,7 +10,7 @@ import pytest
 from sktaskmet.datasets import load_icl_coin_flip
 from sktaskmet.surrogate import ids_to_indicators
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_load_icl_coin_flip():

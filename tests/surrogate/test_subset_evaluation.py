@@ -29,7 +29,7 @@ from sktaskmet.surrogate import (
 
 from ._subset_helpers import WEIGHTS, count_calls, kill_own_worker_once, weighted_sum
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def all_subsets(n_tasks):
@@ -184,7 +184,7 @@ def test_killed_calling_process_then_resume_computes_only_the_missing(tmp_path, 
         import numpy as np
         sys.path.insert(0, {ROOT!r})
         from sktaskmet.surrogate import evaluate_subsets
-        from tests._subset_helpers import weighted_sum
+        from tests.surrogate._subset_helpers import weighted_sum
         S = np.load({str(tmp_path / "subsets.npy")!r})
         func = functools.partial(weighted_sum, calls_dir={calls!r}, sleep=0.2)
         evaluate_subsets(func, S, store={str(store)!r})
