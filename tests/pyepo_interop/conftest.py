@@ -4,21 +4,14 @@ Elsewhere they are skipped, unless SKTASKMET_REQUIRE_PYEPO=1 is set (as that CI 
 in which case a missing pyepo or OR-Tools is an error instead of a silent skip.
 """
 
-import os
-
-import pytest
+from tests._peers import require_or_skip_peer
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import ortools  # noqa: F401
-        import pyepo  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("SKTASKMET_REQUIRE_PYEPO") == "1":
-            raise pytest.UsageError(
-                f"SKTASKMET_REQUIRE_PYEPO=1 but pyepo or OR-Tools cannot be imported: {exc}"
-            ) from exc
-        skip = pytest.mark.skip(reason="pyepo and OR-Tools are not installed (see .ci/run)")
-        for item in items:
-            if "tests/pyepo_interop" in str(item.fspath).replace(os.sep, "/"):
-                item.add_marker(skip)
+    require_or_skip_peer(
+        items,
+        modules=["ortools", "pyepo"],
+        env_var="SKTASKMET_REQUIRE_PYEPO",
+        directory="tests/pyepo_interop",
+        what="pyepo or OR-Tools",
+    )
