@@ -21,10 +21,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
+    RandomStreams,
     load_numpy_state,
-    make_generator,
     resolve_device,
-    seeded,
     state_to_numpy,
     to_numpy,
     to_tensor,
@@ -350,15 +349,17 @@ class TaskDiscovery(
         x = to_tensor(X, device)
         dtype = x.dtype
 
-        generator = make_generator(self.random_state, device)
-        cpu_generator = make_generator(self.random_state, "cpu")
-        init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_generator))
-        with seeded(init_seed):
+        # Independent streams: the batches, the initial weights and the heads.
+        streams = RandomStreams(self.random_state)
+        generator = streams.torch("batches", device)
+        with streams.seeded("initial_weights"):
             encoder = self._build_encoder()
             learners = self._build_learners()
         encoder = encoder.to(device=device, dtype=dtype)
         learner_pair = LearnerPair(learners).to(device=device, dtype=dtype)
-        heads = orthonormal_heads(self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device)
+        heads = orthonormal_heads(
+            self._embedding_dim(), self.n_tasks, streams.torch("heads"), dtype, device
+        )
 
         callbacks = FitCallbacks(
             self, X, y, fitted_attributes=lambda: self._fitted_encoder(encoder, heads, x)
