@@ -138,7 +138,11 @@ class AgreementScorer(CallbackSupportMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the held-out split, the initialisations and the data orders.
     verbose : int, default=0
-        Prints the mean training loss every epoch (and joblib progress) when positive.
+        When positive, prints the mean training loss of every epoch and, when the
+        labelings are trained in several chunks (``memory_limit``, ``n_jobs``) or with
+        ``estimator``, a progress line as each chunk or classifier finishes. With
+        scikit-learn >= 1.9, ``set_callbacks`` (e.g. ``ProgressBar``, ``ScoringMonitor``)
+        follows the epochs of a fit trained as one ensemble, or the chunks otherwise.
 
     Attributes
     ----------
