@@ -207,7 +207,7 @@ def main():
         scores = agreement(discovery.tasks_)
         families[label] = (scores, discovery.tasks_)
         summarise(label, scores, discovery.tasks_)
-        history = discovery.history_["agreement_loss"]
+        history = discovery.history_["train_agreement_loss"]
         print(
             f"{'':<28} ({discovery.n_iter_} iterations in {seconds:.0f} s, "
             f"{1000 * seconds / max(1, discovery.n_iter_):.0f} ms/iteration; agreement loss "

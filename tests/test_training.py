@@ -362,3 +362,124 @@ class _NotIterative(RegressorMixin, BaseEstimator):
 
 def test_fit_callbacks_of_a_plain_estimator_are_disabled():
     assert not FitCallbacks(_NotIterative()).enabled
+
+
+# --------------------------------------------------------------------------------------
+# The discovery estimators on the core
+# --------------------------------------------------------------------------------------
+
+AGREEMENT_FAST = dict(hidden_layer_sizes=(8,), max_epochs=3, batch_size=16, device="cpu")
+DISCOVERY_FAST = dict(
+    n_tasks=2,
+    hidden_layer_sizes=(4,),
+    inner_steps=2,
+    max_iter=3,
+    batch_size=16,
+    agreement_scorer="skip",
+    device="cpu",
+    random_state=0,
+)
+
+
+def _labels():
+    X, y = _data()
+    return X, (y > np.median(y)).astype(int)
+
+
+@needs_callbacks
+def test_discovery_progress_bars_nest_under_grid_search_and_pipeline(capsys):
+    pytest.importorskip("rich")
+    from sklearn.callback import ProgressBar
+    from sklearn.linear_model import LogisticRegression
+
+    from sktaskmet import TaskDiscovery
+
+    X, y = _labels()
+    pipe = Pipeline([("discover", TaskDiscovery(**DISCOVERY_FAST)), ("clf", LogisticRegression())])
+    search = GridSearchCV(pipe, {"discover__n_tasks": [1, 2]}, cv=2)
+    search.set_callbacks(ProgressBar(max_propagation_depth=None))
+    search.fit(X, y)
+    out = capsys.readouterr().out
+    bars = [line for line in out.splitlines() if "TaskDiscovery - fit" in line]
+    assert len(bars) == 5  # 2 candidates x 2 splits, and the refit
+    assert all("Pipeline - fit" in line and "100%" in line for line in bars)
+
+
+@needs_callbacks
+def test_agreement_scorer_progress_bar_and_scores_per_epoch(capsys):
+    pytest.importorskip("rich")
+    pytest.importorskip("pandas")
+    from sklearn.callback import ProgressBar, ScoringMonitor
+
+    from sktaskmet import AgreementScorer
+
+    X, y = _labels()
+    monitor = ScoringMonitor(scoring={"agreement": lambda model, X, y: model.score(X)})
+    scorer = AgreementScorer(random_state=0, **AGREEMENT_FAST)
+    scorer.set_callbacks(ProgressBar(), monitor).fit(X, y)
+    assert "AgreementScorer - fit" in capsys.readouterr().out
+    log = monitor.get_logs().data_as_pandas
+    epochs = log[log["task_name"] == "iteration"]
+    assert len(epochs) == scorer.n_iter_ == 3
+    final = log[log["task_name"] == "fit"]["agreement"]
+    assert final.iloc[0] == pytest.approx(scorer.score(X))
+    # Monitoring does not change the fitted networks.
+    plain = AgreementScorer(random_state=0, **AGREEMENT_FAST).fit(X, y)
+    for name, value in plain.ensemble_state_.items():
+        np.testing.assert_array_equal(scorer.ensemble_state_[name], value)
+
+
+@needs_callbacks
+def test_agreement_scorer_reports_one_task_per_chunk_of_labelings():
+    from joblib import parallel_backend
+
+    from sktaskmet import AgreementScorer
+
+    class Count:
+        def __init__(self):
+            self.ended = []
+
+        def setup(self, estimator, context):
+            pass
+
+        def teardown(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context):
+            pass
+
+        def on_fit_task_end(self, estimator, context):
+            self.ended.append(context.task_name)
+
+    X, y = _labels()
+    labelings = np.column_stack([y, 1 - y, X[:, 1] > 0, X[:, 0] > 0.5]).astype(int)
+    count = Count()
+    scorer = AgreementScorer(n_jobs=2, random_state=0, **AGREEMENT_FAST).set_callbacks(count)
+    with parallel_backend("threading"):
+        scorer.fit(X, labelings)
+    assert count.ended == ["iteration", "iteration", "fit"]
+
+
+@needs_callbacks
+def test_task_discovery_scoring_monitor_sees_the_tasks_of_every_iteration():
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    from sktaskmet import TaskDiscovery
+
+    X, y = _labels()
+
+    def balance(model, X, y):
+        return float(model.transform(X).mean())
+
+    monitor = ScoringMonitor(scoring={"balance": balance})
+    monitored = TaskDiscovery(**DISCOVERY_FAST).set_callbacks(monitor).fit(X, y)
+    log = monitor.get_logs().data_as_pandas
+    iterations = log[log["task_name"] == "iteration"]
+    assert len(iterations) == monitored.n_iter_ == 3
+    final = log[log["task_name"] == "fit"]["balance"]
+    assert final.iloc[0] == pytest.approx(monitored.tasks_.mean())
+    plain = TaskDiscovery(**DISCOVERY_FAST).fit(X)
+    np.testing.assert_array_equal(plain.tasks_, monitored.tasks_)
+    for key, value in plain.encoder_state_.items():
+        np.testing.assert_array_equal(monitored.encoder_state_[key], value)

@@ -1,5 +1,6 @@
 """Agreement score of labelings: do networks trained on a labeling agree off its points?"""
 
+import time
 from itertools import combinations
 from numbers import Integral, Real
 
@@ -21,6 +22,7 @@ from .._backend import (
     torch_dtype,
 )
 from .._nn import ACTIVATIONS, check_hidden_layer_sizes
+from .._training import CallbackSupportMixin, FitCallbacks
 from .._validation import fit_guard
 from ._ensemble import DATA_MODES, ModuleEnsemble, batch_schedule, train_ensemble
 from ._memory import MEMORY_FRACTION, available_memory, member_bytes, plan_chunks
@@ -31,7 +33,7 @@ __all__ = ["AgreementScorer"]
 _LABEL_TARGETS = ("binary", "multiclass", "multiclass-multioutput", "multilabel-indicator")
 
 
-class AgreementScorer(BaseEstimator):
+class AgreementScorer(CallbackSupportMixin, BaseEstimator):
     r"""Agreement score of one or many labelings of a data set.
 
     A labeling :math:`\tau` of inputs :math:`x_1, \dots, x_n` is scored by training
@@ -136,7 +138,11 @@ class AgreementScorer(BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the held-out split, the initialisations and the data orders.
     verbose : int, default=0
-        Prints the mean training loss every epoch (and joblib progress) when positive.
+        When positive, prints the mean training loss of every epoch and, when the
+        labelings are trained in several chunks (``memory_limit``, ``n_jobs``) or with
+        ``estimator``, a progress line as each chunk or classifier finishes. With
+        scikit-learn >= 1.9, ``set_callbacks`` (e.g. ``ProgressBar``, ``ScoringMonitor``)
+        follows the epochs of a fit trained as one ensemble, or the chunks otherwise.
 
     Attributes
     ----------
@@ -310,12 +316,14 @@ class AgreementScorer(BaseEstimator):
                     "more points."
                 )
 
+        callbacks = FitCallbacks(self, X, y, fitted_attributes=self._fitted_state)
         if self.estimator is None:
-            predictions = self._fit_networks(X, labelings, hidden, model_seeds, order_seed)
             self.estimators_ = None
+            predictions = self._fit_networks(
+                X, labelings, hidden, model_seeds, order_seed, callbacks
+            )
         else:
-            predictions = self._fit_estimators(X, labelings, model_seeds)
-            self.ensemble_state_ = None
+            predictions = self._fit_estimators(X, labelings, model_seeds, callbacks)
             self.loss_curve_ = []
             self.n_iter_ = 0
 
@@ -375,40 +383,60 @@ class AgreementScorer(BaseEstimator):
         order = rng.permutation(n_samples)
         return np.sort(order[:n_train]), np.sort(order[n_train:])
 
-    def _fit_networks(self, X, labelings, hidden, model_seeds, order_seed):
+    def _fit_networks(self, X, labelings, hidden, model_seeds, order_seed, callbacks):
         device = resolve_device(self.device)
         n_samples, n_tasks = labelings.shape
         # Kept for predictions: these parameters may be changed by set_params after fit.
         self._architecture = (self.module, hidden, self.activation, self.mixed_precision)
         build, autocast = self._network_builder(device)
-        n_train = self.train_indices_.size
-        batch_size = min(int(self.batch_size), n_train)
+        batch_size = min(int(self.batch_size), self.train_indices_.size)
         dtype = torch_dtype(X.dtype)
         chunks = self._plan_chunks(build, batch_size, dtype, device, effective_n_jobs(self.n_jobs))
         logit_mask = self._logit_mask(device, dtype, self.n_models)
-        jobs = [
-            delayed(_train_chunk)(
+        config = dict(
+            n_models=self.n_models,
+            batch_size=batch_size,
+            data_mode=self.data_mode,
+            order_seed=order_seed,
+            max_epochs=self.max_epochs,
+            learning_rate=self.learning_rate,
+            verbose=self.verbose,
+        )
+
+        train_indices, n_models = self.train_indices_, self.n_models
+
+        # A closure over local values only: joblib workers receive no estimator.
+        def job(chunk, chunk_callbacks=None):
+            return _train_chunk(
                 build,
                 autocast,
                 np.tile(model_seeds, len(chunk)),
                 X,
                 labelings[:, chunk],
-                self.train_indices_,
-                _rows(logit_mask, chunk, self.n_models),
-                dict(
-                    n_models=self.n_models,
-                    batch_size=batch_size,
-                    data_mode=self.data_mode,
-                    order_seed=order_seed,
-                    max_epochs=self.max_epochs,
-                    learning_rate=self.learning_rate,
-                    verbose=self.verbose,
-                ),
+                train_indices,
+                _rows(logit_mask, chunk, n_models),
+                dict(config, name=_chunk_name(chunk, n_tasks)),
                 device,
+                chunk_callbacks,
             )
-            for chunk in chunks
-        ]
-        results = Parallel(n_jobs=self.n_jobs)(jobs)
+
+        if len(chunks) == 1:
+            # One ensemble trained here: the callbacks follow its epochs.
+            results = [job(chunks[0], callbacks)]
+        else:
+            # Several ensembles (memory chunks or joblib workers): one task per chunk.
+            jobs = (delayed(job)(chunk) for chunk in chunks)
+            parallel = Parallel(n_jobs=self.n_jobs, return_as="generator")
+            sizes = [len(chunk) for chunk in chunks]
+            results = _report_progress(parallel(jobs), sizes, "labelings", self, callbacks)
+        self._store_networks(results)
+        if len(chunks) > 1:
+            callbacks.end_fit()
+        predictions = np.concatenate([pred for _, _, pred in results])
+        return predictions.reshape(n_tasks, self.n_models, n_samples)
+
+    def _store_networks(self, results):
+        """Fitted ensemble state and loss curve from the ``_train_chunk`` results."""
         # Chunks stop early only on a non-finite loss: keep the epochs that all of them ran.
         n_epochs = min(curve.shape[0] for _, curve, _ in results)
         curves = np.concatenate([curve[:n_epochs] for _, curve, _ in results], axis=1)
@@ -417,8 +445,10 @@ class AgreementScorer(BaseEstimator):
         self.ensemble_state_ = {
             name: np.concatenate([state[name] for state, _, _ in results]) for name in results[0][0]
         }
-        predictions = np.concatenate([pred for _, _, pred in results])
-        return predictions.reshape(n_tasks, self.n_models, n_samples)
+
+    def _fitted_state(self):
+        """Fitted attributes that ``predict_members`` needs, for scikit-learn callbacks."""
+        return {"ensemble_state_": self.ensemble_state_, "estimators_": self.estimators_}
 
     def _network_builder(self, device):
         """Builder of one fitted network and the autocast dtype, from the fitted architecture."""
@@ -446,7 +476,7 @@ class AgreementScorer(BaseEstimator):
         n_classes = np.array([c.size for c in self.classes_])
         return _logit_mask(n_classes, n_models, dtype, device)
 
-    def _fit_estimators(self, X, labelings, model_seeds):
+    def _fit_estimators(self, X, labelings, model_seeds, callbacks):
         n_tasks = labelings.shape[1]
         if "random_state" not in self.estimator.get_params():
             raise ValueError(
@@ -460,17 +490,21 @@ class AgreementScorer(BaseEstimator):
             rows = [np.sort(shuffled[k * part : (k + 1) * part]) for k in range(self.n_models)]
         else:
             rows = [train] * self.n_models
-        jobs = [
+        jobs = (
             delayed(_fit_clone)(
                 self.estimator, int(model_seeds[k]), X[rows[k]], labelings[rows[k], t]
             )
             for t in range(n_tasks)
             for k in range(self.n_models)
-        ]
-        fitted = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(jobs)
+        )
+        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose, return_as="generator")
+        sizes = [1] * (n_tasks * self.n_models)
+        fitted = _report_progress(parallel(jobs), sizes, "classifiers", self, callbacks)
         self.estimators_ = [
             fitted[t * self.n_models : (t + 1) * self.n_models] for t in range(n_tasks)
         ]
+        self.ensemble_state_ = None
+        callbacks.end_fit()
         return self._estimator_predictions(X)
 
     # ------------------------------------------------------------------ scoring
@@ -510,7 +544,7 @@ class AgreementScorer(BaseEstimator):
     @property
     def _n_models_fitted(self):
         # Networks per labeling in the fitted ensemble (n_models may be changed after fit).
-        return self.train_accuracies_.shape[1]
+        return len(next(iter(self.ensemble_state_.values()))) // self.n_tasks_
 
     def predict_members(self, X):
         """Predictions of every fitted network.
@@ -525,7 +559,7 @@ class AgreementScorer(BaseEstimator):
             ``predictions[t, k]``: labels (from ``classes_[t]``) predicted by network ``k``
             of labeling ``t``.
         """
-        check_is_fitted(self, "agreement_scores_")
+        check_is_fitted(self, "ensemble_state_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], allow_nd=True)
         if tuple(X.shape[1:]) != self.input_shape_:
             raise ValueError(
@@ -568,13 +602,17 @@ class AgreementScorer(BaseEstimator):
         return float(self.agreement(X).mean())
 
 
-def _train_chunk(build, autocast, seeds, X, labelings, train_indices, logit_mask, config, device):
+def _train_chunk(
+    build, autocast, seeds, X, labelings, train_indices, logit_mask, config, device, callbacks=None
+):
     """Train the networks of some labelings as one ensemble (a joblib task).
 
     Returns the ensemble's stacked state, its loss curve of shape (n_epochs, n_members) and
     its encoded predictions on all of ``X``, of shape (n_members, n_samples). The data
     orders depend on ``order_seed`` and the model index only, so a labeling's networks are
-    the same whichever chunk (or worker) trains them.
+    the same whichever chunk (or worker) trains them. ``callbacks`` (the estimator's
+    :class:`~sktaskmet._training.FitCallbacks`, when this ensemble is the whole fit) follow
+    the epochs, with the current networks as the fitted state.
     """
     n_models = config["n_models"]
     n_members = len(seeds)
@@ -586,6 +624,13 @@ def _train_chunk(build, autocast, seeds, X, labelings, train_indices, logit_mask
         autocast=autocast,
         sample_ndim=X.ndim - 1,
     )
+    if callbacks is not None:
+        callbacks = FitCallbacks(
+            callbacks.estimator,
+            callbacks.X,
+            callbacks.y,
+            fitted_attributes=lambda: {"ensemble_state_": ensemble.state_numpy()},
+        )
     X_all = to_tensor(X, device)
     train = to_tensor(train_indices, device)
     next_epoch = batch_schedule(
@@ -608,9 +653,56 @@ def _train_chunk(build, autocast, seeds, X, labelings, train_indices, logit_mask
         verbose=config["verbose"],
         logit_mask=logit_mask,
         seed=config["order_seed"],
+        name=config["name"],
+        callbacks=callbacks,
     )
     predictions = ensemble.predict(X_all, logit_mask, chunk_size=2 * config["batch_size"])
     return ensemble.state_numpy(), loss_curve, to_numpy(predictions)
+
+
+def _chunk_name(chunk, n_tasks):
+    """Name of a chunk's training loop in ``verbose`` lines and warnings."""
+    if len(chunk) == n_tasks:
+        return "AgreementScorer"
+    return f"AgreementScorer, labelings {chunk.start}-{chunk.stop - 1}"
+
+
+def _report_progress(results, sizes, unit, estimator, callbacks):
+    """Collect the results of a long parallel run, reporting progress as they arrive.
+
+    Each result is one task of the estimator's ``fit`` for scikit-learn callbacks (a
+    :class:`~sklearn.callback.ProgressBar` advances by one per result) and, with
+    ``verbose``, a line ``[AgreementScorer] 48/160 labelings trained (12.3 s)``.
+
+    Parameters
+    ----------
+    results : iterable
+        The results in order (e.g. a :class:`joblib.Parallel` generator).
+    sizes : list of int
+        How many ``unit`` each result covers.
+    unit : str
+        What is counted ("labelings", "classifiers").
+    estimator : AgreementScorer
+    callbacks : FitCallbacks
+        Opened here with one task per result; the caller closes the fit.
+
+    Returns
+    -------
+    list
+    """
+    callbacks.begin_fit(len(sizes))
+    collected, done, start = [], 0, time.perf_counter()
+    total = sum(sizes)
+    for result, size in zip(results, sizes, strict=True):
+        context = callbacks.begin_step()
+        collected.append(result)
+        done += size
+        # A part of the ensemble is no fitted model: the task closes without one.
+        callbacks.end_step(context, finished=False)
+        if estimator.verbose:
+            elapsed = time.perf_counter() - start
+            print(f"[AgreementScorer] {done}/{total} {unit} trained ({elapsed:.1f} s)")
+    return collected
 
 
 def _rows(member_array, chunk, n_models):

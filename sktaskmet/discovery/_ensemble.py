@@ -25,7 +25,6 @@ scikit-learn side.
 
 import contextlib
 import copy
-import warnings
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .._backend import seeded, to_numpy, to_tensor
 from .._nn import make_mlp
-from ..exceptions import NonFiniteWarning
+from .._training import TrainingLoop
 
 __all__ = [
     "ModuleEnsemble",
@@ -308,13 +307,21 @@ def train_ensemble(
     verbose=0,
     logit_mask=None,
     seed=0,
+    *,
+    name="ensemble",
+    callbacks=None,
 ):
     """Train every member with Adam on the cross-entropy of its own labeling.
 
+    The epochs run on the shared training core (:class:`~sktaskmet._training.TrainingLoop`,
+    one epoch per iteration): a history, ``verbose`` lines, scikit-learn callbacks and the
+    non-finite guard, which restores the members (parameters and buffers) to the end of the
+    previous epoch and warns with :class:`~sktaskmet.exceptions.NonFiniteWarning`.
+
     Parameters
     ----------
-    ensemble : MLPEnsemble
-    X : torch.Tensor of shape (n_samples, n_features)
+    ensemble : ModuleEnsemble
+    X : torch.Tensor of shape (n_samples, *input_shape)
         Training inputs shared by all members.
     targets : torch.Tensor of shape (n_samples, n_tasks), int64
         Encoded labelings.
@@ -333,6 +340,10 @@ def train_ensemble(
     seed : int, default=0
         Seeds torch's generator of the ensemble's device for the random layers (dropout)
         inside the loop; the caller's global random state is restored afterwards.
+    name : str, default="ensemble"
+        Prefix of the ``verbose`` lines and of the warning.
+    callbacks : FitCallbacks or None, default=None
+        The scikit-learn callbacks of the estimator's ``fit`` (one task per epoch).
 
     Returns
     -------
@@ -343,38 +354,69 @@ def train_ensemble(
     # (a process-wide lock) is skipped otherwise so that threads train concurrently.
     random_layers = any(isinstance(m, _RANDOM_LAYERS) for m in ensemble._skeleton.modules())
     context = seeded(seed, device=ensemble.device) if random_layers else contextlib.nullcontext()
+    epoch = _EpochStep(ensemble, X, targets, task_of_member, next_epoch, learning_rate, logit_mask)
+    loop = TrainingLoop(
+        epoch,
+        max_iter=max_epochs,
+        snapshot=epoch.snapshot,
+        restore=epoch.restore,
+        guard="snapshot",
+        name=name,
+        verbose=verbose,
+        advice="Lower learning_rate or scale X.",
+        callbacks=callbacks,
+    )
     with context:
-        return _train_ensemble(
-            ensemble,
-            X,
-            targets,
-            task_of_member,
-            next_epoch,
-            max_epochs,
-            learning_rate,
-            verbose,
-            logit_mask,
+        loop.run()
+    if not epoch.curve:
+        return np.empty((0, ensemble.n_members))
+    return np.stack(epoch.curve)
+
+
+class _EpochStep:
+    """One epoch of Adam on every member: the step function of the training loop.
+
+    Calling it runs the minibatches of one epoch and returns ``{"loss": mean over the
+    members}``, or ``None`` when a member's epoch loss is NaN or infinite (checked once per
+    epoch: one host synchronisation per epoch, not per minibatch). The per-member epoch
+    losses are kept in ``curve``.
+    """
+
+    def __init__(self, ensemble, X, targets, task_of_member, next_epoch, learning_rate, mask):
+        self.ensemble = ensemble
+        self.X = X
+        self.targets = targets
+        self.task_of_member = task_of_member
+        self.next_epoch = next_epoch
+        self.logit_mask = mask
+        self.optimizer = torch.optim.Adam(list(ensemble.params.values()), lr=learning_rate)
+        # float16 autocast needs loss scaling (its gradients underflow); a disabled scaler
+        # is a no-op, so bfloat16 and full precision take the same path.
+        self.scaler = torch.amp.GradScaler(
+            ensemble.device.type, enabled=ensemble.autocast == torch.float16
         )
+        self.curve = []
 
+    def _tensors(self):
+        return list(self.ensemble.params.values()) + list(self.ensemble.buffers.values())
 
-def _train_ensemble(
-    ensemble, X, targets, task_of_member, next_epoch, max_epochs, learning_rate, verbose, logit_mask
-):
-    params = list(ensemble.params.values())
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    # float16 autocast needs loss scaling (its gradients underflow); a disabled scaler is a
-    # no-op, so bfloat16 and full precision take the same path.
-    scaler = torch.amp.GradScaler(ensemble.device.type, enabled=ensemble.autocast == torch.float16)
-    history = []
-    last_good = [p.detach().clone() for p in params]
-    for epoch in range(max_epochs):
-        epoch_loss = torch.zeros(ensemble.n_members, dtype=X.dtype, device=X.device)
+    def snapshot(self):
+        return [t.detach().clone() for t in self._tensors()]
+
+    @torch.no_grad()
+    def restore(self, state):
+        for tensor, good in zip(self._tensors(), state, strict=True):
+            tensor.copy_(good)
+
+    def __call__(self, iteration):
+        ensemble, optimizer, scaler = self.ensemble, self.optimizer, self.scaler
+        epoch_loss = torch.zeros(ensemble.n_members, dtype=self.X.dtype, device=self.X.device)
         n_seen = 0
-        for batch in next_epoch():
-            logits = ensemble(X[batch])  # (M, b, C)
-            if logit_mask is not None:
-                logits = logits + logit_mask
-            labels = targets[batch, task_of_member[:, None].expand_as(batch)]
+        for batch in self.next_epoch():
+            logits = ensemble(self.X[batch])  # (M, b, C)
+            if self.logit_mask is not None:
+                logits = logits + self.logit_mask
+            labels = self.targets[batch, self.task_of_member[:, None].expand_as(batch)]
             # Per-member mean cross-entropy; summing over members keeps gradients separate.
             log_probs = torch.log_softmax(logits, dim=-1)
             member_loss = -log_probs.gather(-1, labels[..., None])[..., 0].mean(dim=1)
@@ -385,30 +427,10 @@ def _train_ensemble(
             epoch_loss += member_loss.detach() * batch.shape[1]
             n_seen += batch.shape[1]
         epoch_loss /= n_seen
-        # One host synchronisation per epoch, not per step.
         if not bool(torch.isfinite(epoch_loss).all()):
-            with torch.no_grad():
-                for p, good in zip(params, last_good, strict=True):
-                    p.copy_(good)
-            warnings.warn(
-                f"The training loss became non-finite in epoch {epoch + 1}; the networks were "
-                "restored to the end of the previous epoch. Lower learning_rate or scale X.",
-                NonFiniteWarning,
-                stacklevel=3,
-            )
-            break
-        history.append(to_numpy(epoch_loss))
-        with torch.no_grad():
-            for p, good in zip(params, last_good, strict=True):
-                good.copy_(p)
-        if verbose:
-            print(
-                f"[ensemble] epoch {epoch + 1}/{max_epochs}: mean loss "
-                f"{float(epoch_loss.mean()):.4f} over {ensemble.n_members} networks"
-            )
-    if not history:
-        return np.empty((0, ensemble.n_members))
-    return np.stack(history)
+            return None
+        self.curve.append(to_numpy(epoch_loss))
+        return {"loss": epoch_loss.mean()}
 
 
 def pairwise_agreement(predictions):

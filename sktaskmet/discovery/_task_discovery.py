@@ -5,8 +5,7 @@ Networks Generalize on", NeurIPS 2022. The torch numerics live in :mod:`._meta`;
 is the scikit-learn glue (validation, the outer optimisation loop, fitted state as numpy).
 """
 
-import time
-import warnings
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,17 +21,16 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
+    RandomStreams,
     load_numpy_state,
-    make_generator,
     resolve_device,
-    seeded,
     state_to_numpy,
     to_numpy,
     to_tensor,
 )
 from .._nn import check_hidden_layer_sizes
+from .._training import CallbackSupportMixin, FitCallbacks, TrainingLoop
 from .._validation import fit_guard, fitted_params
-from ..exceptions import NonFiniteWarning
 from ._agreement import AgreementScorer
 from ._meta import LearnerPair, TaskEncoder, meta_loss, orthonormal_heads
 from ._networks import (
@@ -44,6 +42,9 @@ from ._networks import (
 )
 
 __all__ = ["TaskDiscovery", "random_network_tasks"]
+
+# Columns of history_: the training core's record of every iteration.
+_HISTORY_KEYS = ("iteration", "train_loss", "train_agreement_loss", "train_uniformity_loss")
 
 # Fewest samples that leave two learner halves and a held-out point in every batch.
 MIN_SAMPLES = 4
@@ -60,7 +61,9 @@ def _task_similarity(tasks):
     return np.maximum(agree, 1.0 - agree)
 
 
-class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class TaskDiscovery(
+    CallbackSupportMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     r"""Discover binary tasks on which networks generalize, by meta-optimising agreement.
 
     A task network is a shared encoder :math:`h(x) \in \mathbb{R}^d` (an MLP backbone, a
@@ -151,7 +154,7 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     random_state : int, RandomState instance or None, default=None
         Seeds the encoder, the learners' initial weights, the heads and the batches.
     verbose : int, default=0
-        Print the loss every ``max(1, max_iter // 10)`` iterations when positive.
+        Print the losses of every iteration when positive.
 
     Attributes
     ----------
@@ -171,9 +174,10 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         The fixed orthonormal heads.
     encoder_state_ : dict of str to ndarray
         Parameters and frozen normalisation statistics of the encoder.
-    history_ : dict of str to list of float
-        Per iteration: ``"loss"``, ``"agreement_loss"`` (mean symmetric cross-entropy) and
-        ``"uniformity_loss"``.
+    history_ : dict of str to ndarray
+        Per iteration (the training core's record): ``"iteration"``, ``"train_loss"``,
+        ``"train_agreement_loss"`` (mean symmetric cross-entropy) and
+        ``"train_uniformity_loss"``.
     n_iter_ : int
         Outer iterations run.
     input_shape_ : tuple of int
@@ -345,19 +349,22 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         x = to_tensor(X, device)
         dtype = x.dtype
 
-        generator = make_generator(self.random_state, device)
-        cpu_generator = make_generator(self.random_state, "cpu")
-        init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_generator))
-        with seeded(init_seed):
+        # Independent streams: the batches, the initial weights and the heads.
+        streams = RandomStreams(self.random_state)
+        generator = streams.torch("batches", device)
+        with streams.seeded("initial_weights"):
             encoder = self._build_encoder()
             learners = self._build_learners()
         encoder = encoder.to(device=device, dtype=dtype)
         learner_pair = LearnerPair(learners).to(device=device, dtype=dtype)
-        heads = orthonormal_heads(self._embedding_dim(), self.n_tasks, cpu_generator, dtype, device)
+        heads = orthonormal_heads(
+            self._embedding_dim(), self.n_tasks, streams.torch("heads"), dtype, device
+        )
 
-        self.history_ = {"loss": [], "agreement_loss": [], "uniformity_loss": []}
-        self.n_iter_ = 0
-        self._meta_optimise(encoder, heads, learner_pair, x, generator)
+        callbacks = FitCallbacks(
+            self, X, y, fitted_attributes=lambda: self._fitted_encoder(encoder, heads, x)
+        )
+        self._meta_optimise(encoder, heads, learner_pair, x, generator, callbacks)
 
         encoder.freeze_statistics(x)
         self.heads_ = to_numpy(heads)
@@ -369,17 +376,16 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self._score_tasks(X)
         return self
 
-    def _meta_optimise(self, encoder, heads, learner_pair, x, generator):
+    def _meta_optimise(self, encoder, heads, learner_pair, x, generator, callbacks):
+        """Adam on the encoder over the meta-loss, on the shared training core."""
         n_samples = x.shape[0]
         # Inner batch (two learner halves) and a held-out batch from the remaining points.
         n_inner = min(self.batch_size, (2 * n_samples) // 3)
         n_inner -= n_inner % 2
         n_heldout = min(self.batch_size, n_samples - n_inner)
-        max_iter = self._max_iter(n_samples, n_inner)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
-        report_every = max(1, max_iter // 10)
-        start = time.perf_counter()
-        for iteration in range(max_iter):
+
+        def step(iteration):
             order = torch.randperm(n_samples, generator=generator, device=x.device)
             x_inner = x[order[:n_inner]]
             x_heldout = x[order[n_inner : n_inner + n_heldout]]
@@ -395,33 +401,39 @@ class TaskDiscovery(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            finite = torch.isfinite(loss) and all(
-                torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None
-            )
-            if not finite:
-                # The check comes before optimizer.step(): the encoder still holds the
-                # parameters of the last finite iteration, so stopping here keeps them.
-                warnings.warn(
-                    f"TaskDiscovery: the meta-loss or its gradient became non-finite at "
-                    f"iteration {iteration + 1}; the encoder of iteration {iteration} is kept. "
-                    "Lower learning_rate or inner_lr.",
-                    NonFiniteWarning,
-                    stacklevel=3,
-                )
-                break
+            gradients = [p.grad for p in encoder.parameters() if p.grad is not None]
+            if not (torch.isfinite(loss) and all(torch.isfinite(g).all() for g in gradients)):
+                # Checked before optimizer.step(): the encoder still holds the parameters of
+                # the last finite iteration ("checked" guard, no snapshot per step).
+                return None
             optimizer.step()
-            self.n_iter_ = iteration + 1
-            values = [float(v.detach()) for v in (loss, agreement, uniform)]
-            for key, value in zip(
-                ("loss", "agreement_loss", "uniformity_loss"), values, strict=True
-            ):
-                self.history_[key].append(value)
-            if self.verbose and (iteration + 1) % report_every == 0:
-                print(
-                    f"[TaskDiscovery] iter {iteration + 1}/{max_iter} loss {values[0]:.4f} "
-                    f"(agreement {values[1]:.4f}, uniformity {values[2]:.4f}) "
-                    f"{time.perf_counter() - start:.1f}s"
-                )
+            return {
+                "loss": loss.detach(),
+                "agreement_loss": agreement.detach(),
+                "uniformity_loss": uniform.detach(),
+            }
+
+        loop = TrainingLoop(
+            step,
+            max_iter=self._max_iter(n_samples, n_inner),
+            guard="checked",
+            name="TaskDiscovery",
+            verbose=self.verbose,
+            advice="Lower learning_rate or inner_lr.",
+            callbacks=callbacks,
+        )
+        result = loop.run()
+        self.n_iter_ = result.n_iter
+        self.history_ = {key: result.history.get(key, np.asarray([])) for key in _HISTORY_KEYS}
+
+    def _fitted_encoder(self, encoder, heads, x):
+        """Fitted attributes of the current encoder (for scikit-learn callbacks).
+
+        The normalisation statistics are frozen on a copy, so training goes on unchanged.
+        """
+        current = copy.deepcopy(encoder)
+        current.freeze_statistics(x)
+        return {"heads_": to_numpy(heads), "encoder_state_": state_to_numpy(current)}
 
     def _score_tasks(self, X):
         self.agreement_scorer_ = None

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from joblib import parallel_backend
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -283,13 +284,32 @@ def test_verbose_reports_epochs():
     out = io.StringIO()
     with redirect_stdout(out):
         AgreementScorer(random_state=0, verbose=1, **FAST).fit(X, y)
-    assert out.getvalue().count("epoch") == 3
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"[AgreementScorer] iteration {epoch}" for epoch in (1, 2, 3)
+    ]
+    assert all("train loss" in line for line in lines)
+
+
+def test_verbose_reports_progress_over_chunks_of_labelings():
+    X, _ = blobs(n=160)
+    labelings = make_random_labelings(len(X), 6, random_state=0)
+    out = io.StringIO()
+    # Threads: three chunks of two labelings, without starting processes.
+    with redirect_stdout(out), parallel_backend("threading"):
+        AgreementScorer(random_state=0, verbose=1, n_jobs=3, **FAST).fit(X, labelings)
+    progress = [line for line in out.getvalue().splitlines() if "labelings trained" in line]
+    assert [line.split(" (")[0] for line in progress] == [
+        f"[AgreementScorer] {done}/6 labelings trained" for done in (2, 4, 6)
+    ]
+    # Each chunk's epochs are named by its labelings.
+    assert "[AgreementScorer, labelings 2-3] iteration 3" in out.getvalue()
 
 
 def test_non_finite_loss_restores_and_warns():
     X, y = blobs()
     X[0, 0] = 1e30  # overflows the logits of float32 networks after a few huge steps
-    with pytest.warns(NonFiniteWarning, match="non-finite"):
+    with pytest.warns(NonFiniteWarning, match="AgreementScorer: the step at iteration"):
         scorer = AgreementScorer(
             random_state=0, learning_rate=1e30, **{**FAST, "max_epochs": 5}
         ).fit(X.astype(np.float32), y)

@@ -173,9 +173,16 @@ def test_fitted_attributes(fitted, data):
     np.testing.assert_allclose(fitted.similarity_, fitted.similarity_.T)
     assert np.all((fitted.similarity_ >= 0.5) & (fitted.similarity_ <= 1.0))
     assert fitted.n_iter_ == 3
-    for key in ("loss", "agreement_loss", "uniformity_loss"):
+    np.testing.assert_array_equal(fitted.history_["iteration"], [1, 2, 3])
+    for key in ("train_loss", "train_agreement_loss", "train_uniformity_loss"):
         assert len(fitted.history_[key]) == 3
         assert np.all(np.isfinite(fitted.history_[key]))
+    # The loss is the agreement term plus the weighted uniformity term.
+    np.testing.assert_allclose(
+        fitted.history_["train_loss"],
+        fitted.history_["train_agreement_loss"] + fitted.history_["train_uniformity_loss"],
+        rtol=1e-6,
+    )
     assert fitted.agreement_scores_ is None
     for value in fitted.encoder_state_.values():
         assert isinstance(value, np.ndarray)
@@ -200,7 +207,8 @@ def test_determinism_and_seed_dependence(data):
     b = TaskDiscovery(random_state=7, **TINY).fit(data)
     c = TaskDiscovery(random_state=8, **TINY).fit(data)
     np.testing.assert_array_equal(a.tasks_, b.tasks_)
-    assert a.history_ == b.history_
+    for key, column in a.history_.items():
+        np.testing.assert_array_equal(column, b.history_[key])
     for key in a.encoder_state_:
         np.testing.assert_array_equal(a.encoder_state_[key], b.encoder_state_[key])
     assert not np.allclose(a.heads_, c.heads_)
@@ -296,12 +304,16 @@ def test_verbose_reports_progress(data):
     buffer = io.StringIO()
     with redirect_stdout(buffer):
         TaskDiscovery(random_state=0, verbose=1, **TINY).fit(data)
-    assert "[TaskDiscovery] iter 3/3" in buffer.getvalue()
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"[TaskDiscovery] iteration {i}" for i in (1, 2, 3)
+    ]
+    assert all("train agreement loss" in line for line in lines)
 
 
 def test_non_finite_meta_loss_restores_the_last_good_encoder(data):
     params = {**TINY, "inner_lr": 1e30, "max_iter": 4}
-    with pytest.warns(NonFiniteWarning, match="non-finite"):
+    with pytest.warns(NonFiniteWarning, match="TaskDiscovery: the step at iteration 1"):
         est = TaskDiscovery(random_state=0, **params).fit(data.astype(np.float32))
     assert est.n_iter_ == 0
     initial = TaskDiscovery(random_state=0, **{**TINY, "max_iter": 0}).fit(data.astype(np.float32))
