@@ -6,7 +6,7 @@ Three parts (``--part``):
   images (the digits upsampled, 3 channels), one vmapped ensemble against the same 128
   networks trained one by one on the same batches (each with its own Adam); the seconds per
   training step of all networks (that a member equals its network trained alone is checked
-  in float64 by tests/test_discovery_modules.py);
+  in float64 by tests/discovery/test_discovery_modules.py);
 * ``agreement``: agreement score of human 5-vs-5 splits and of random labelings of the 8x8
   digit images with two CNNs per labeling (``AgreementScorer(module="cnn")``), next to the
   MLP on the same split;
