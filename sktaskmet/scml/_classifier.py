@@ -24,7 +24,7 @@ from .._backend import make_generator, resolve_device, seed_from_random_state, t
 from .._mahalanobis import MahalanobisMixin
 from .._validation import fit_guard
 from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
-from ._solver import metric_factor
+from ._objective import metric_factor
 from ._triplets import classification_triplets
 
 __all__ = ["SCMLClassifier"]

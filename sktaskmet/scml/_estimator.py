@@ -38,12 +38,9 @@ from .._nn import check_hidden_layer_sizes, make_mlp
 from .._validation import fit_guard, fitted_params
 from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
 from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
-from ._solver import (
-    KernelPCAEmbedding,
-    local_weights,
-    metric_factor,
-    rda_local,
-)
+from ._kernel_pca import KernelPCAEmbedding
+from ._objective import local_weights, metric_factor
+from ._solver import rda_local
 from ._triplets import regression_triplets
 
 __all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]

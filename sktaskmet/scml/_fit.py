@@ -24,7 +24,8 @@ from ._bases import (
     reduced_lda_basis,
     triplet_diff_basis,
 )
-from ._solver import metric_factor, rda_global
+from ._objective import metric_factor
+from ._solver import rda_global
 
 __all__ = [
     "check_spread",

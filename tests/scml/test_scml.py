@@ -18,8 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import SCMLRegressor
 from sktaskmet.exceptions import NonFiniteWarning
-from sktaskmet.scml import LocalSCMLDissimilarity
-from sktaskmet.scml import _solver as solver_module
+from sktaskmet.scml import LocalSCMLDissimilarity, _line_search, _minibatches, _pairs, _solver
 from sktaskmet.scml._bases import (
     HIGH_DIMENSION,
     discriminant_subspace,
@@ -31,15 +30,11 @@ from sktaskmet.scml._bases import (
     triplet_diff_basis,
 )
 from sktaskmet.scml._fit import fit_neighbor_counts
-from sktaskmet.scml._solver import (
-    KernelPCAEmbedding,
-    _best_scale,
-    _GlobalState,
-    global_objective,
-    local_objective,
-    rda_global,
-    rda_local,
-)
+from sktaskmet.scml._kernel_pca import KernelPCAEmbedding
+from sktaskmet.scml._line_search import best_scale
+from sktaskmet.scml._objective import global_objective, local_objective
+from sktaskmet.scml._rda import global_rda_state
+from sktaskmet.scml._solver import rda_global, rda_local
 from sktaskmet.scml._triplets import _smallest, euclidean_neighbors, regression_triplets
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
@@ -209,10 +204,10 @@ def test_block_differences_match_their_definition(problem, monkeypatch, store_pr
     X_t = torch.from_numpy(problem[0])
     basis = random_basis(9, X_t.shape[1], torch.Generator().manual_seed(0), dtype=torch.float64)
     if not store_projection:  # the large-problem path: rows projected block by block
-        monkeypatch.setattr(solver_module, "MAX_PROJECTION_ENTRIES", 0)
-    project = solver_module._Projector(X_t, basis)
+        monkeypatch.setattr(_minibatches, "MAX_PROJECTION_ENTRIES", 0)
+    project = _minibatches.Projector(X_t, basis)
     assert (project.projected is None) != store_projection
-    block = solver_module._BlockDifferences(project, max_rows=12)
+    block = _minibatches.BlockDifferences(project, max_rows=12)
     triplets = torch.randint(0, len(X_t), (12, 3), generator=torch.Generator().manual_seed(1))
     P = (X_t @ basis.T).numpy()
     a, p, n = triplets.numpy().T
@@ -229,7 +224,7 @@ def test_margins_of_several_metrics_in_one_pass(problem, uniform):
     if not uniform:  # anchors with different numbers of pairs: no (anchor, partner) table
         anchor, _, impostor = triplets[0]
         triplets = triplets[(triplets[:, 0] != anchor) | (triplets[:, 2] != impostor)]
-    pairs = solver_module._TripletPairs(triplets, len(X_t))
+    pairs = _pairs.TripletPairs(triplets, len(X_t))
     assert (pairs.group_size is not None) == uniform
     rng = torch.Generator().manual_seed(0)
     first = torch.randn(len(X_t), 3, dtype=torch.float64, generator=rng)
@@ -306,9 +301,10 @@ def test_global_recursion_matches_the_adagrad_rda_update(backend, dtype):
     # on and off and some coordinates stay at zero.
     diffs = rng.randn(120, 10, 15) * 0.3 - 0.05 * np.arange(15) / 15
     expected, expected_mean = reference_rda(diffs, beta=1e-3, gamma=0.05)
-    state = _GlobalState(
+    state = global_rda_state(
         15, beta=1e-3, gamma=0.05, batch_size=10, dtype=dtype, device=device, backend=backend
     )
+    assert state.backend == backend
     blocks = torch.from_numpy(diffs).to(dtype=dtype, device=device)
     for start in range(0, 120, 7):  # blocks of uneven length, as at evaluation boundaries
         state.run(blocks[start : start + 7])
@@ -328,7 +324,7 @@ def test_fused_kernel_solve_matches_the_torch_solve(problem, monkeypatch):
     results = {}
     for backend in ("kernel", "torch"):
         monkeypatch.setattr(
-            solver_module, "_GlobalState", functools.partial(_GlobalState, backend=backend)
+            _solver, "global_rda_state", functools.partial(global_rda_state, backend=backend)
         )
         results[backend] = solve_with_identity_basis(
             problem, device, gamma=0.05, max_iter=300, batch_size=8, output_iter=100
@@ -352,7 +348,9 @@ def test_fused_kernel_is_chosen_only_where_it_can_run():
     assert not _rda_kernel.fused_kernel_available("cuda", 64, 4096, torch.float64)
     assert not _rda_kernel.fused_kernel_available("cuda", 10, 400, torch.int64)
     assert (
-        _GlobalState(4, beta=0, gamma=1, batch_size=2, dtype=torch.float64, device="cpu").backend
+        global_rda_state(
+            4, beta=0, gamma=1, batch_size=2, dtype=torch.float64, device="cpu"
+        ).backend
         == "numpy"
     )
 
@@ -366,14 +364,14 @@ def test_best_scale_is_the_exact_minimiser_along_the_ray(beta):
     def objective(scale):
         return float(torch.relu(1 + scale * margins).mean()) + beta * scale * l1
 
-    scale = _best_scale(margins, l1, beta)
+    scale = best_scale(margins, l1, beta)
     if beta == 0.5:  # a penalty this strong makes every positive scale worse than 0
         assert scale is None
         assert min(objective(s) for s in np.geomspace(1e-4, 1e2, 300)) > 1.0
         return
     grid = np.concatenate([np.geomspace(1e-4, 1e3, 4000), [scale * 0.999, scale * 1.001]])
     assert objective(scale) <= min(objective(s) for s in grid) + 1e-12
-    assert _best_scale(torch.ones(5, dtype=torch.float64), l1, beta) is None  # all hinges grow
+    assert best_scale(torch.ones(5, dtype=torch.float64), l1, beta) is None  # all hinges grow
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -395,12 +393,12 @@ def test_best_scale_by_selection_equals_the_sort(kind, dtype):
         margins = torch.from_numpy(values).to(dtype)
         l1, beta = rng.uniform(0, 5), 10 ** rng.uniform(-6, -1)
         total = margins.sum() + margins.shape[0] * beta * l1
-        fast = solver_module._kink_by_selection(margins.numpy(), total.numpy())
-        exact = solver_module._kink_by_sorting(margins, total)
-        if fast is not solver_module._UNDECIDED:
+        fast = _line_search.kink_by_selection(margins.numpy(), total.numpy())
+        exact = _line_search.kink_by_sorting(margins, total)
+        if fast is not _line_search.UNDECIDED:
             decided += 1
             assert fast == exact
-        assert _best_scale(margins, l1, beta) == exact
+        assert best_scale(margins, l1, beta) == exact
     if kind in ("normal", "skewed", "ties") and dtype == torch.float64:
         # The fast path is the rule in float64 (in float32 the rounding bound of a long
         # sum is often too wide to certify the crossing, and the sort decides).
@@ -448,12 +446,14 @@ def test_kernel_pca_embedding_is_whitened_and_deterministic(problem):
     np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-8)
 
 
-def test_solver_restores_the_last_good_weights_on_overflow():
+def test_solver_restores_the_best_weights_on_overflow():
     X = torch.full((30, 2), 1e200, dtype=torch.float64)
     X[::2] *= -1
     X[:, 1] += torch.arange(30, dtype=torch.float64) * 1e199
     triplets = torch.tensor([[0, 2, 1], [1, 3, 0], [4, 6, 5]])
-    with pytest.warns(NonFiniteWarning, match="non-finite"):
+    # Step 1 evaluates the start (w = 0); the first mini-batches overflow.
+    match = "SCML global solve: the step at iteration 2 produced NaN or infinity"
+    with pytest.warns(NonFiniteWarning, match=match):
         result = rda_global(
             X,
             triplets,
@@ -466,7 +466,9 @@ def test_solver_restores_the_last_good_weights_on_overflow():
             generator=torch.Generator().manual_seed(0),
         )
     assert result.failed
-    assert torch.isfinite(result.coef).all()
+    assert torch.equal(result.coef, torch.zeros(2, dtype=torch.float64))
+    assert result.objective == 1.0 and result.history == [(0, 1.0)]
+    assert result.n_iter == 5  # the iterations run, up to the failed evaluation
 
 
 # ----------------------------------------------------------------------------- estimator
