@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktaskmet import SCMLRegressor
+from sktaskmet._training import CALLBACKS_AVAILABLE
 from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.scml import LocalSCMLDissimilarity, _line_search, _minibatches, _pairs, _solver
 from sktaskmet.scml._bases import (
@@ -608,11 +609,56 @@ def test_same_seed_same_model_and_dtype_follows_the_data(problem):
     assert c.predict(X32).dtype == np.float32
 
 
-def test_verbose_reports_progress(problem, capsys):
+def test_verbose_reports_every_evaluation(problem, capsys):
     X, y = problem
-    SCMLRegressor(verbose=1, random_state=0, **FAST).fit(X, y)
-    out = capsys.readouterr().out
-    assert "objective" in out and "iter" in out
+    model = SCMLRegressor(verbose=1, random_state=0, **FAST).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    solve = [line for line in lines if line.startswith("[SCMLRegressor global solve] ")]
+    assert len(solve) == len(model.loss_curve_) == 1 + 300 // 50
+    assert solve[0].startswith("[SCMLRegressor global solve] iteration 1: train objective 1 (")
+    assert f"train objective {model.loss_curve_[-1]:.4g} (" in solve[-1]
+
+
+needs_callbacks = pytest.mark.skipif(
+    not CALLBACKS_AVAILABLE, reason="scikit-learn < 1.9 has no sklearn.callback"
+)
+
+
+def _scores(monitor):
+    """The r2 of the fit task, and per stage the r2 of each of its steps."""
+    log = monitor.get_logs().data_as_pandas
+    stages = log[log["parent_task_id_path"] == (0,)].sort_values("task_id")
+    per_stage = {}
+    for stage_id, name in zip(stages["task_id"], stages["task_name"], strict=True):
+        steps = log[log["parent_task_id_path"] == (0, stage_id)].sort_values("task_id")
+        assert set(steps["task_name"]) == {"iteration"}
+        per_stage[name] = steps["r2"].to_numpy()
+    return float(log[log["task_name"] == "fit"]["r2"].iloc[0]), per_stage
+
+
+@needs_callbacks
+@pytest.mark.parametrize("local", [False, True])
+def test_scoring_monitor_scores_the_model_of_every_evaluation(problem, local):
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    X, y = problem
+    params = dict(FAST, local=local, n_kernel_components=4, random_state=0)
+    monitor = ScoringMonitor(scoring="r2")
+    model = SCMLRegressor(**params).set_callbacks(monitor).fit(X, y)
+    final, stages = _scores(monitor)
+    assert final == pytest.approx(model.score(X, y))
+    assert list(stages) == (["global solve", "local solve"] if local else ["global solve"])
+    assert len(stages["global solve"]) == len(model.loss_curve_)
+    assert len(np.unique(stages["global solve"])) > 2  # the model moves between evaluations
+    # The kept model is the evaluation of lowest objective: the score logged there.
+    curve = model.local_loss_curve_ if local else model.loss_curve_
+    scores = stages["local solve" if local else "global solve"]
+    assert len(scores) == len(curve)
+    assert scores[int(np.argmin(curve))] == pytest.approx(final)
+    # Callbacks only observe: the same model without them.
+    plain = SCMLRegressor(**params).fit(X, y)
+    np.testing.assert_array_equal(plain.predict(X), model.predict(X))
 
 
 @pytest.mark.parametrize("local", [False, True])
