@@ -1,10 +1,11 @@
 r"""scikit-learn glue of sparse compositional metric learning as a regressor.
 
 The numerics live in :mod:`sktaskmet.scml._solver` (the RDA solves) and the modules it
-names, :mod:`sktaskmet.scml._bases` and :mod:`sktaskmet.scml._triplets`; what the regressor
-shares with the classifier is in :mod:`sktaskmet.scml._base`. This module validates the
-regressor's inputs, runs the stages of its fit (global solve, local solve, head), keeps the
-fitted state as numpy arrays and implements prediction and the metric-learn vocabulary.
+names, :mod:`sktaskmet.scml._bases`, :mod:`sktaskmet.scml._triplets` and
+:mod:`sktaskmet.scml._head` (the network head); what the regressor shares with the
+classifier is in :mod:`sktaskmet.scml._base`. This module validates the regressor's inputs,
+runs the stages of its fit (global solve, local solve, head), keeps the fitted state as
+numpy arrays and implements prediction and the metric-learn vocabulary.
 """
 
 import warnings
@@ -18,22 +19,19 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
-    load_numpy_state,
     make_generator,
     resolve_device,
     seed_from_random_state,
-    seeded,
-    state_to_numpy,
     to_numpy,
     to_tensor,
-    untouched_global_rng,
 )
 from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
-from .._nn import check_hidden_layer_sizes, make_mlp
+from .._nn import check_hidden_layer_sizes
 from .._validation import fit_guard, fitted_params
 from ._base import BaseSCML, fill_doc
 from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
 from ._fit import check_spread, fit_neighbor_counts, global_components, make_basis
+from ._head import fit_network_head, predict_network_head
 from ._kernel_pca import KernelPCAEmbedding
 from ._objective import local_weights
 from ._solver import rda_local
@@ -126,7 +124,8 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
     ``k_impostor`` points with the farthest targets are impostors; a triplet is kept only
     when :math:`|y_a - y_p| < |y_a - y_n|` strictly.
 
-    %(callbacks)s
+    %(callbacks)s With ``head="mlp"`` the network head is one more task, with one step
+    per Adam step.
 
     Read more in the :ref:`User Guide <scml>`.
 
@@ -185,12 +184,20 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
     hidden_layer_sizes : tuple of int, default=(64,)
         Hidden widths of the ``"mlp"`` head.
     head_max_iter : int, default=500
-        Full-batch Adam steps of the ``"mlp"`` head.
+        Full-batch Adam steps of the ``"mlp"`` head. A step whose loss or gradient is
+        not finite is not applied: the head keeps its last good state and warns with
+        :class:`~sktaskmet.exceptions.NonFiniteWarning`.
+    head_learning_rate : float, default=0.01
+        Learning rate of the head's Adam, on standardised features and target.
+    head_weight_decay : float, default=1e-4
+        Adam's weight decay of the head: :math:`\lambda\theta` added to the gradient of
+        every parameter, an L2 penalty :math:`\frac{\lambda}{2}\lVert\theta\rVert^2` on
+        the mean squared error of the standardised target.
     %(device)s
     random_state : int, RandomState instance or None, default=None
         Seeds the triplet mini-batches, the basis construction, the kernel-PCA landmarks
         and the network head.
-    %(verbose)s
+    %(verbose)s With ``head="mlp"``, also the head's training loss at every step.
 
     Attributes
     ----------
@@ -216,6 +223,11 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
     objective_ : float
         Best full objective reached (of the local problem when ``local``), on the
         rescaled data ``X / scale_``.
+    head_loss_curve_ : list of float
+        ``"mlp"`` head only (empty otherwise): the training mean squared error, in the
+        units of ``y`` squared, at each Adam step (before the step's update).
+    head_n_iter_ : int
+        Adam steps of the ``"mlp"`` head (0 for ``"knn"``).
     %(fitted_metric)s
 
     See Also
@@ -258,6 +270,8 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         "head": [StrOptions({"knn", "mlp"})],
         "hidden_layer_sizes": ["array-like"],
         "head_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_weight_decay": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -278,6 +292,8 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         n_neighbors=5,
         hidden_layer_sizes=(64,),
         head_max_iter=500,
+        head_learning_rate=1e-2,
+        head_weight_decay=1e-4,
         device="auto",
         random_state=None,
         verbose=0,
@@ -303,6 +319,8 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         self.head = head
         self.hidden_layer_sizes = hidden_layer_sizes
         self.head_max_iter = head_max_iter
+        self.head_learning_rate = head_learning_rate
+        self.head_weight_decay = head_weight_decay
 
     # ------------------------------------------------------------------ fit
 
@@ -343,7 +361,7 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         triplets = regression_triplets(X_t, y_t, k_genuine, k_impostor)
         basis = self._build_basis(X_t, y_t, triplets, generator)
 
-        n_stages = 1 + bool(self.local)
+        n_stages = 1 + bool(self.local) + (self.head == "mlp")
         callbacks = self._fit_callbacks(*data, n_stages=n_stages)
         global_model = self._knn_model(X, y, basis, local=False)
         weights = self._solve_metric(X_t, triplets, basis, generator, callbacks, global_model)
@@ -368,8 +386,10 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         self.fit_X_ = X.copy()
         self.fit_y_ = y.copy()
         self.head_state_ = None
+        self.head_loss_curve_ = []
+        self.head_n_iter_ = 0
         if self.head == "mlp":
-            self._fit_mlp_head(X_t, y_t, seed, device)
+            self._fit_mlp_head(X_t, y_t, seed, callbacks)
         callbacks.end_fit()
         return self
 
@@ -450,32 +470,23 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         self.weights_ = to_numpy(mean_weights)
         self.components_ = global_components(basis, mean_weights)
 
-    def _fit_mlp_head(self, X, y, seed, device):
-        features = self._features(X)
-        mean, std = features.mean(0), features.std(0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        y_mean, y_std = y.mean(), y.std().clamp_min(torch.finfo(y.dtype).tiny)
-        inputs, target = (features - mean) / std, (y - y_mean) / y_std
-        with seeded(seed):
-            network = make_mlp(
-                features.shape[1], check_hidden_layer_sizes(self.hidden_layer_sizes), 1
-            )
-        network = network.to(device=device, dtype=X.dtype)
-        optimizer = torch.optim.Adam(network.parameters(), lr=1e-2, weight_decay=1e-4)
-        for _ in range(int(self.head_max_iter)):
-            optimizer.zero_grad()
-            loss = torch.mean((network(inputs).squeeze(1) - target) ** 2)
-            loss.backward()
-            optimizer.step()
-        if self.verbose:
-            print(f"[SCMLRegressor] mlp head: training MSE {float(loss) * float(y_std) ** 2:.6f}")
-        self.head_state_ = {
-            "network": state_to_numpy(network),
-            "feature_mean": to_numpy(mean),
-            "feature_std": to_numpy(std),
-            "y_mean": float(y_mean),
-            "y_std": float(y_std),
-        }
+    def _fit_mlp_head(self, X, y, seed, callbacks):
+        """Train the network head on the SCML features of X: the head's stage."""
+        head_state, result = fit_network_head(
+            self._features(X),
+            y,
+            hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
+            max_iter=self.head_max_iter,
+            learning_rate=self.head_learning_rate,
+            weight_decay=self.head_weight_decay,
+            seed=seed,
+            name=f"{type(self).__name__} network head",
+            verbose=self.verbose,
+            callbacks=callbacks,
+        )
+        self.head_state_ = head_state
+        self.head_loss_curve_ = result.history.get("train_loss", np.zeros(0)).tolist()
+        self.head_n_iter_ = result.n_iter
 
     # ------------------------------------------------------------------ helpers
 
@@ -565,17 +576,9 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         return self._predict_knn(X_t, state)
 
     def _predict_mlp(self, X, state):
-        head = self.head_state_
-        with untouched_global_rng():
-            network = make_mlp(
-                self._n_features_out, check_hidden_layer_sizes(self.hidden_layer_sizes), 1
-            )
-        network = load_numpy_state(network, head["network"], state["device"], dtype=X.dtype)
-        mean = to_tensor(head["feature_mean"], state["device"], X.dtype)
-        std = to_tensor(head["feature_std"], state["device"], X.dtype)
-        with torch.no_grad():
-            out = network((self._features(X, state) - mean) / std).squeeze(1)
-        return to_numpy(out * head["y_std"] + head["y_mean"])
+        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
+        features = self._features(X, state)
+        return to_numpy(predict_network_head(self.head_state_, features, hidden_layer_sizes))
 
     def _neighbor_distances(self, queries, train, state):
         """Squared learned distances from each query row to every training row."""

@@ -609,14 +609,60 @@ def test_same_seed_same_model_and_dtype_follows_the_data(problem):
     assert c.predict(X32).dtype == np.float32
 
 
-def test_verbose_reports_every_evaluation(problem, capsys):
+def test_verbose_reports_every_evaluation_and_every_head_step(problem, capsys):
     X, y = problem
-    model = SCMLRegressor(verbose=1, random_state=0, **FAST).fit(X, y)
+    model = SCMLRegressor(head="mlp", head_max_iter=4, verbose=1, random_state=0, **FAST)
+    model.fit(X, y)
     lines = capsys.readouterr().out.splitlines()
     solve = [line for line in lines if line.startswith("[SCMLRegressor global solve] ")]
+    head = [line for line in lines if line.startswith("[SCMLRegressor network head] ")]
     assert len(solve) == len(model.loss_curve_) == 1 + 300 // 50
     assert solve[0].startswith("[SCMLRegressor global solve] iteration 1: train objective 1 (")
     assert f"train objective {model.loss_curve_[-1]:.4g} (" in solve[-1]
+    assert len(head) == 4
+    assert f"iteration 4: train loss {model.head_loss_curve_[-1]:.4g} (" in head[-1]
+
+
+# ----------------------------------------------------------------------------- training core
+
+
+def test_a_diverging_head_step_keeps_the_last_good_network(problem):
+    """A learning rate of 1e100 overflows at the second step: the head stops there, with
+    the network of the first step, exactly as a fit of one step leaves it."""
+    X, y = problem
+    params = dict(FAST, head="mlp", head_learning_rate=1e100, random_state=0)
+    match = "SCMLRegressor network head: the step at iteration 2 .*Lower head_learning_rate"
+    with pytest.warns(NonFiniteWarning, match=match):
+        model = SCMLRegressor(head_max_iter=50, **params).fit(X, y)
+    assert model.head_n_iter_ == 1 and len(model.head_loss_curve_) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteWarning)
+        one_step = SCMLRegressor(head_max_iter=1, **params).fit(X, y)
+    predictions = model.predict(X)
+    assert np.all(np.isfinite(predictions))
+    np.testing.assert_array_equal(predictions, one_step.predict(X))
+
+
+def test_head_learning_rate_and_weight_decay_train_the_head(problem):
+    X, y = problem
+    model = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
+    curve = np.asarray(model.head_loss_curve_)
+    assert model.head_n_iter_ == len(curve) == 150
+    assert curve[-1] < 0.2 * curve[0]
+    # The loss is the mean squared error in the units of y, before each step's update.
+    mse = np.mean((model.predict(X) - y) ** 2)
+    assert curve[-1] == pytest.approx(mse, rel=0.05)
+    slower = SCMLRegressor(
+        head="mlp", head_max_iter=150, head_learning_rate=1e-3, random_state=0, **FAST
+    ).fit(X, y)
+    assert slower.head_loss_curve_[-1] > curve[-1]
+    decayed = SCMLRegressor(
+        head="mlp", head_max_iter=150, head_weight_decay=1.0, random_state=0, **FAST
+    ).fit(X, y)
+    norm = lambda m: sum(np.sum(v**2) for v in m.head_state_["network"].values())  # noqa: E731
+    assert norm(decayed) < 0.5 * norm(model)
+    with pytest.raises(ValueError, match="head_learning_rate"):
+        SCMLRegressor(head="mlp", head_learning_rate=0.0, **FAST).fit(X, y)
 
 
 needs_callbacks = pytest.mark.skipif(
@@ -659,6 +705,24 @@ def test_scoring_monitor_scores_the_model_of_every_evaluation(problem, local):
     # Callbacks only observe: the same model without them.
     plain = SCMLRegressor(**params).fit(X, y)
     np.testing.assert_array_equal(plain.predict(X), model.predict(X))
+
+
+@needs_callbacks
+def test_scoring_monitor_scores_the_head_steps_only_when_the_head_predicts(problem):
+    """With the network head, the metric alone does not predict: only the head's steps
+    (and the fit) are scored."""
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    X, y = problem
+    monitor = ScoringMonitor(scoring="r2")
+    model = SCMLRegressor(head="mlp", head_max_iter=6, random_state=0, **FAST)
+    model.set_callbacks(monitor).fit(X, y)
+    final, stages = _scores(monitor)
+    assert list(stages) == ["network head"]
+    assert len(stages["network head"]) == 6
+    assert np.all(np.diff(stages["network head"]) != 0)
+    assert final == pytest.approx(model.score(X, y))
 
 
 @pytest.mark.parametrize("local", [False, True])
