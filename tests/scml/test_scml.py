@@ -572,13 +572,43 @@ def test_local_model_uses_the_metric_of_the_first_point(fitted_local, problem):
     assert model.transform(X).shape == (len(X), kept.sum())
     assert model.local_loss_curve_[0] >= model.objective_
     assert model.predict(X).shape == (len(X),)
-    assert model.score(X, y) > 0.3
 
 
-def test_mlp_head(problem):
+def held_out_split():
+    """A fresh draw of the relevant-features problem, as 160 training and 80 test points."""
+    X, y = relevant_features_problem(n_samples=240, seed=1)
+    return X[:160], X[160:], y[:160], y[160:]
+
+
+def unexplained_variance(estimator, X, y):
+    """:math:`1 - R^2` of ``estimator`` on ``(X, y)``: the share of the variance it misses."""
+    return 1 - estimator.score(X, y)
+
+
+MODELS = {
+    "global": dict(),
+    "local": dict(local=True, n_kernel_components=6),
+    "mlp": dict(head="mlp", head_max_iter=150),
+}
+
+
+@pytest.mark.parametrize("params", MODELS.values(), ids=MODELS.keys())
+def test_learned_model_beats_euclidean_knn_on_held_out_data(params):
+    """Four of the six features are noise of the scale of the two that matter: a metric
+    that learned to ignore them must leave well under the error of Euclidean kNN (with
+    the same neighbour count) on points it did not see: 0.04 to 0.06 of the variance
+    against 0.19, while a metric stopped after one iteration leaves 0.16 or more."""
+    X_train, X_test, y_train, y_test = held_out_split()
+    model = SCMLRegressor(random_state=0, **FAST, **params).fit(X_train, y_train)
+    euclidean = KNeighborsRegressor(n_neighbors=model.n_neighbors).fit(X_train, y_train)
+    assert unexplained_variance(model, X_test, y_test) < 0.6 * unexplained_variance(
+        euclidean, X_test, y_test
+    )
+
+
+def test_mlp_head_is_reproducible(problem):
     X, y = problem
     model = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
-    assert model.score(X, y) > 0.5
     again = SCMLRegressor(head="mlp", head_max_iter=150, random_state=0, **FAST).fit(X, y)
     np.testing.assert_array_equal(model.predict(X), again.predict(X))
 
@@ -830,13 +860,16 @@ def test_set_params_device_after_fit(fitted_global, problem):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("local", [False, True])
-def test_cuda_fit_matches_cpu_use(problem, local):
-    X, y = problem
+def test_cuda_fit_matches_cpu_use(local):
+    X, X_test, y, y_test = held_out_split()
     params = dict(FAST, device="cuda", local=local, n_kernel_components=4)
     model = SCMLRegressor(random_state=0, **params).fit(X, y)
-    gpu_predictions = model.predict(X)
+    gpu_predictions = model.predict(X_test)
     restored = pickle.loads(pickle.dumps(model)).set_params(device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_allclose(restored.predict(X), gpu_predictions, rtol=1e-6)
-    assert model.score(X, y) > 0.3
+        np.testing.assert_allclose(restored.predict(X_test), gpu_predictions, rtol=1e-6)
+    euclidean = KNeighborsRegressor(n_neighbors=model.n_neighbors).fit(X, y)
+    assert unexplained_variance(restored, X_test, y_test) < 0.6 * unexplained_variance(
+        euclidean, X_test, y_test
+    )
