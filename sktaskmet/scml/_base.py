@@ -1,9 +1,10 @@
 r"""What :class:`SCMLRegressor` and :class:`SCMLClassifier` share.
 
 The parameters of the global metric and of the neighbour search, their validation, the
-global solve on the training core with its fitted attributes, the dtype tags, and the
-docstring fragments the two classes would otherwise repeat (``%(name)s`` in a class
-docstring is replaced by :func:`fill_doc`).
+global solve on the training core with its fitted attributes, the chunked search of the
+nearest training points that both predict from, the dtype tags, and the docstring
+fragments the two classes would otherwise repeat (``%(name)s`` in a class docstring is
+replaced by :func:`fill_doc`).
 """
 
 import re
@@ -81,7 +82,8 @@ class BaseSCML(
 
     A subclass forms its triplets and basis from its target, then calls
     :meth:`_solve_metric`, which runs the global solve as a stage of the fit's callbacks
-    and sets the fitted attributes of the metric.
+    and sets the fitted attributes of the metric; it predicts from the training points
+    that :meth:`_nearest_training_points` finds.
     """
 
     _parameter_constraints: dict = {
