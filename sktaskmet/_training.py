@@ -161,6 +161,50 @@ class FitCallbacks:
         """Close the ``fit`` task, with the final (restored) state."""
         self._root.call_on_fit_task_end(**self._hook_data(with_state=True))
 
+    def stage(self, name, *, fitted_attributes=None):
+        """The callbacks of one of several loops that a ``fit`` runs one after the other.
+
+        A fit made of stages (SCML: the global solve, the local solve, the network head)
+        opens its own task with ``begin_fit(n_stages)``, gives each stage's
+        :class:`TrainingLoop` ``callbacks=callbacks.stage(name, ...)`` and closes its task
+        with ``end_fit()`` after the last stage. Each stage is then a task ``name`` below
+        the fit task, with its steps below it: a progress bar per stage, and
+        ``ScoringMonitor`` scores at every step of every stage.
+
+        Parameters
+        ----------
+        name : str
+            Task name of the stage (e.g. ``"global solve"``).
+        fitted_attributes : callable or None
+            ``() -> dict or None`` of the fitted attributes of the stage's current state;
+            ``None`` (or a callable returning None) when that state cannot predict yet.
+
+        Returns
+        -------
+        FitCallbacks
+        """
+        return _StageCallbacks(self, name, fitted_attributes)
+
+
+class _StageCallbacks(FitCallbacks):
+    """The callbacks of one stage: its task is a subtask of the fit task of ``parent``."""
+
+    def __init__(self, parent, name, fitted_attributes):
+        super().__init__(
+            parent.estimator,
+            parent.X,
+            parent.y,
+            fitted_attributes=fitted_attributes,
+            metadata=parent.metadata,
+        )
+        self._parent = parent
+        self.name = name
+
+    def begin_fit(self, max_iter):
+        """Open the stage's task, below the fit task, with ``max_iter`` step subtasks."""
+        self._root = self._parent._root.subcontext(task_name=self.name, max_subtasks=max_iter)
+        self._root.call_on_fit_task_begin(**self._hook_data(with_state=False))
+
 
 @dataclass
 class TrainingResult:

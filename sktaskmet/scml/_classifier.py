@@ -5,41 +5,23 @@ triplets from class labels, a local-LDA basis on the classes, and a k-nearest-ne
 vote in the learned metric for :meth:`SCMLClassifier.predict`.
 """
 
-from numbers import Integral, Real
-
 import numpy as np
 import torch
-from sklearn.base import (
-    BaseEstimator,
-    ClassifierMixin,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
-from .._mahalanobis import MahalanobisMixin
 from .._validation import fit_guard
-from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
-from ._solver import metric_factor
+from ._base import BaseSCML, fill_doc
+from ._fit import check_spread, fit_neighbor_counts, global_components, make_basis
 from ._triplets import classification_triplets
 
 __all__ = ["SCMLClassifier"]
 
-# Query rows handled at once by the nearest-neighbour vote.
-_QUERY_CHUNK = 1024
 
-
-class SCMLClassifier(
-    ClassNamePrefixFeaturesOutMixin,
-    ClassifierMixin,
-    TransformerMixin,
-    MahalanobisMixin,
-    BaseEstimator,
-):
+@fill_doc
+class SCMLClassifier(ClassifierMixin, BaseSCML):
     r"""Sparse compositional metric learning from class labels (global SCML).
 
     Learns :math:`M = \sum_i w_i b_i b_i^\top`, :math:`w \ge 0`, from triplets
@@ -58,6 +40,8 @@ class SCMLClassifier(
     :meth:`get_metric`, :meth:`pair_distance` and :meth:`pair_score` mean what they mean
     there, and :meth:`predict` votes among the ``n_neighbors`` nearest training points in
     the learned metric.
+
+    %(callbacks)s
 
     Read more in the :ref:`User Guide <scml>`.
 
@@ -79,35 +63,28 @@ class SCMLClassifier(
         Inverse step size, on ``X / scale_`` (see :class:`SCMLRegressor`).
     max_iter : int, default=10000
         Mini-batch iterations.
-    batch_size : int, default=10
-        Triplets per mini-batch.
-    output_iter : int, default=500
-        Iterations between evaluations of the full objective (the best is kept).
+    %(batch_size)s
+    %(output_iter)s
     n_neighbors : int, default=5
         Neighbours of the vote of :meth:`predict` (at most the training samples).
-    device : str or torch.device, default="auto"
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`.
+    %(device)s
     random_state : int, RandomState instance or None, default=None
         Seeds the mini-batches and the basis construction.
-    verbose : int, default=0
-        Print the objective at every evaluation.
+    %(verbose)s
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-    basis_ : ndarray of shape (n_basis, n_features)
+        The class labels seen during ``fit``.
     weights_ : ndarray of shape (n_basis,)
+        The learned sparse weights :math:`w`.
     components_ : ndarray of shape (n_components, n_features)
         :math:`L` with :math:`L^\top L = M`, at most ``n_features`` rows.
-    scale_ : float
-        The solver works on ``X / scale_`` (see :class:`SCMLRegressor`).
     objective_ : float
         Best full objective, on ``X / scale_``.
-    loss_curve_ : list of float
     n_iter_ : int
-    triplets_ : ndarray of shape (n_triplets, 3)
-    n_features_in_ : int
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Solver iterations run.
+    %(fitted_metric)s
 
     See Also
     --------
@@ -115,7 +92,7 @@ class SCMLClassifier(
 
     References
     ----------
-    Y. Shi, A. Bellet and F. Sha. Sparse Compositional Metric Learning. AAAI 2014.
+    %(references)s
 
     Examples
     --------
@@ -126,22 +103,6 @@ class SCMLClassifier(
     >>> model.transform(X).shape[0], model.score(X, y) > 0.9
     (150, True)
     """
-
-    _parameter_constraints: dict = {
-        "basis": [StrOptions({"lda", "triplet_diffs", "random", "identity"}), "array-like"],
-        "n_basis": [Interval(Integral, 1, None, closed="left"), None],
-        "k_genuine": [Interval(Integral, 1, None, closed="left")],
-        "k_impostor": [Interval(Integral, 1, None, closed="left")],
-        "beta": [Interval(Real, 0, None, closed="left")],
-        "gamma": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "output_iter": [Interval(Integral, 1, None, closed="left")],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
 
     def __init__(
         self,
@@ -159,24 +120,21 @@ class SCMLClassifier(
         random_state=None,
         verbose=0,
     ):
-        self.basis = basis
-        self.n_basis = n_basis
-        self.k_genuine = k_genuine
-        self.k_impostor = k_impostor
-        self.beta = beta
-        self.gamma = gamma
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.output_iter = output_iter
-        self.n_neighbors = n_neighbors
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
+        super().__init__(
+            basis=basis,
+            n_basis=n_basis,
+            k_genuine=k_genuine,
+            k_impostor=k_impostor,
+            beta=beta,
+            gamma=gamma,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            output_iter=output_iter,
+            n_neighbors=n_neighbors,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
 
     @fit_guard
     @_fit_context(prefer_skip_nested_validation=True)
@@ -193,6 +151,7 @@ class SCMLClassifier(
         -------
         self : SCMLClassifier
         """
+        data = X, y  # as given: what callbacks such as ScoringMonitor score
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=3)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
@@ -209,32 +168,21 @@ class SCMLClassifier(
         labels = torch.as_tensor(encoded, dtype=torch.long, device=device)
         triplets = classification_triplets(X_t, labels, k_genuine, k_impostor)
         basis = make_basis(self.basis, self.n_basis, X_t, triplets, generator, labels, labels)
-        options = dict(
-            beta=float(self.beta),
-            gamma=float(self.gamma),
-            max_iter=int(self.max_iter),
-            batch_size=int(self.batch_size),
-            output_iter=int(self.output_iter),
-            generator=generator,
-            verbose=self.verbose,
-        )
-        weights, scale, result = solve_global(X_t, triplets, basis, options)
-        self.scale_ = float(scale)
-        self.objective_ = result.objective
-        self.loss_curve_ = [objective for _, objective in result.history]
-        self.n_iter_ = result.n_iter
-        self.basis_ = to_numpy(basis)
-        self.weights_ = to_numpy(weights)
-        self.components_ = to_numpy(metric_factor(basis, weights))
-        self._n_features_out = self.components_.shape[0]
-        self.triplets_ = to_numpy(triplets)
-        self.fit_X_ = X.copy()
-        self.fit_labels_ = encoded.astype(np.int64)
-        return self
+        fit_labels = encoded.astype(np.int64)
 
-    def _check_input(self, X):
-        check_is_fitted(self, "components_")
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        def candidate(weights):  # the model of candidate weights, for the callbacks
+            components = global_components(basis, weights)
+            return {"components_": components, "fit_X_": X, "fit_labels_": fit_labels}
+
+        callbacks = self._fit_callbacks(*data, n_stages=1)
+        weights = self._solve_metric(X_t, triplets, basis, generator, callbacks, candidate)
+        self.weights_ = to_numpy(weights)
+        self.components_ = global_components(basis, weights)
+        self._n_features_out = self.components_.shape[0]
+        self.fit_X_ = X.copy()
+        self.fit_labels_ = fit_labels
+        callbacks.end_fit()
+        return self
 
     def transform(self, X):
         r"""Embed X as :math:`X L^\top`: Euclidean distances there are the learned ones.
@@ -266,15 +214,11 @@ class SCMLClassifier(
         components = to_tensor(np.asarray(self.components_, dtype=X.dtype), device)
         train = to_tensor(np.asarray(self.fit_X_, dtype=X.dtype), device) @ components.T
         labels = torch.as_tensor(self.fit_labels_, device=device)
-        k = min(int(self.n_neighbors), train.shape[0])
-        n_classes = self.classes_.shape[0]
-        blocks = []
-        for start in range(0, X.shape[0], _QUERY_CHUNK):
-            queries = to_tensor(X[start : start + _QUERY_CHUNK], device) @ components.T
-            nearest = torch.topk(torch.cdist(queries, train), k, dim=1, largest=False).indices
-            votes = torch.nn.functional.one_hot(labels[nearest], n_classes).sum(1)
-            blocks.append(votes.to(queries.dtype) / k)
-        return to_numpy(torch.cat(blocks))
+        nearest = self._nearest_training_points(
+            to_tensor(X, device), lambda block: torch.cdist(block @ components.T, train)
+        )
+        votes = torch.nn.functional.one_hot(labels[nearest], self.classes_.shape[0]).sum(1)
+        return to_numpy(votes.to(train.dtype) / nearest.shape[1])
 
     def predict(self, X):
         """Majority class among the ``n_neighbors`` nearest training points (ties: the

@@ -1,9 +1,11 @@
 r"""scikit-learn glue of sparse compositional metric learning as a regressor.
 
-The numerics live in :mod:`sktaskmet.scml._solver` (RDA solvers, kernel-PCA embedding),
-:mod:`sktaskmet.scml._bases` and :mod:`sktaskmet.scml._triplets`; this module validates
-inputs, turns parameters into tensors on the chosen device, keeps the fitted state as numpy
-arrays and implements prediction.
+The numerics live in :mod:`sktaskmet.scml._solver` (the RDA solves) and the modules it
+names, :mod:`sktaskmet.scml._bases`, :mod:`sktaskmet.scml._triplets` and
+:mod:`sktaskmet.scml._head` (the network head); what the regressor shares with the
+classifier is in :mod:`sktaskmet.scml._base`. This module validates the regressor's inputs,
+runs the stages of its fit (global solve, local solve, head), keeps the fitted state as
+numpy arrays and implements prediction and the metric-learn vocabulary.
 """
 
 import warnings
@@ -11,46 +13,31 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    RegressorMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
-    load_numpy_state,
     make_generator,
     resolve_device,
     seed_from_random_state,
-    seeded,
-    state_to_numpy,
     to_numpy,
     to_tensor,
-    untouched_global_rng,
 )
 from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
-from .._nn import check_hidden_layer_sizes, make_mlp
+from .._nn import check_hidden_layer_sizes
 from .._validation import fit_guard, fitted_params
+from ._base import BaseSCML, fill_doc
 from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
-from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
-from ._solver import (
-    KernelPCAEmbedding,
-    local_weights,
-    metric_factor,
-    rda_local,
-)
+from ._fit import check_spread, fit_neighbor_counts, global_components, make_basis
+from ._head import fit_network_head, predict_network_head
+from ._kernel_pca import KernelPCAEmbedding
+from ._objective import local_weights
+from ._solver import rda_local
 from ._triplets import regression_triplets
 
 __all__ = ["SCMLRegressor", "LocalSCMLDissimilarity"]
-
-_BASIS_KINDS = ("triplet_diffs", "lda", "random", "identity")
-# Query rows handled at once by the nearest-neighbour search.
-_QUERY_CHUNK = 1024
 
 
 class LocalSCMLDissimilarity:
@@ -110,13 +97,8 @@ class LocalSCMLDissimilarity:
         return f"LocalSCMLDissimilarity(n_basis={self.basis.shape[0]})"
 
 
-class SCMLRegressor(
-    ClassNamePrefixFeaturesOutMixin,
-    RegressorMixin,
-    TransformerMixin,
-    MahalanobisMixin,
-    BaseEstimator,
-):
+@fill_doc
+class SCMLRegressor(RegressorMixin, BaseSCML):
     r"""Sparse compositional metric learning (SCML), global or local, as a regressor.
 
     Learns a Mahalanobis metric :math:`M = \sum_i w_i b_i b_i^\top` as a sparse
@@ -141,6 +123,9 @@ class SCMLRegressor(
     ``k_genuine`` points with the closest targets are genuine neighbours and the
     ``k_impostor`` points with the farthest targets are impostors; a triplet is kept only
     when :math:`|y_a - y_p| < |y_a - y_n|` strictly.
+
+    %(callbacks)s With ``head="mlp"`` the network head is one more task, with one step
+    per Adam step.
 
     Read more in the :ref:`User Guide <scml>`.
 
@@ -180,11 +165,8 @@ class SCMLRegressor(
         (metric-learn's 5e-3 oscillates on most regression data).
     max_iter : int, default=10000
         Mini-batch iterations of the global solve, and again of the local solve.
-    batch_size : int, default=10
-        Triplets per mini-batch.
-    output_iter : int, default=500
-        Iterations between evaluations of the full objective; the best iterate among the
-        evaluated ones is kept, and progress is printed when ``verbose``.
+    %(batch_size)s
+    %(output_iter)s
     n_kernel_components : int, default=40
         Components of the kernel-PCA embedding :math:`z(x)` (local only).
     local_gamma : float, default=50.0
@@ -202,20 +184,23 @@ class SCMLRegressor(
     hidden_layer_sizes : tuple of int, default=(64,)
         Hidden widths of the ``"mlp"`` head.
     head_max_iter : int, default=500
-        Full-batch Adam steps of the ``"mlp"`` head.
-    device : str or torch.device, default="auto"
-        Where to compute: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``,
-        ``"cuda:N"`` or a :class:`torch.device`.
+        Full-batch Adam steps of the ``"mlp"`` head. A step whose loss or gradient is
+        not finite is not applied: the head keeps its last good state and warns with
+        :class:`~sktaskmet.exceptions.NonFiniteWarning`.
+    head_learning_rate : float, default=0.01
+        Learning rate of the head's Adam, on standardised features and target.
+    head_weight_decay : float, default=1e-4
+        Adam's weight decay of the head: :math:`\lambda\theta` added to the gradient of
+        every parameter, an L2 penalty :math:`\frac{\lambda}{2}\lVert\theta\rVert^2` on
+        the mean squared error of the standardised target.
+    %(device)s
     random_state : int, RandomState instance or None, default=None
         Seeds the triplet mini-batches, the basis construction, the kernel-PCA landmarks
         and the network head.
-    verbose : int, default=0
-        Print the objective at every evaluation.
+    %(verbose)s With ``head="mlp"``, also the head's training loss at every step.
 
     Attributes
     ----------
-    basis_ : ndarray of shape (n_basis, n_features)
-        Unit basis vectors :math:`b_i` (rows).
     weights_ : ndarray of shape (n_basis,)
         Global model: the learned sparse weights :math:`w`. Local model: the weights
         averaged over the training points, :math:`\bar w_i = \frac{1}{n}\sum_j w_i(x_j)`
@@ -232,24 +217,18 @@ class SCMLRegressor(
         rows.
     n_iter_ : int
         Solver iterations run (global plus local).
-    loss_curve_ : list of float
-        Full global objective at iteration 0 and at every evaluation.
     local_loss_curve_ : list of float
-        Full local objective at every evaluation (local model only; empty otherwise).
+        Full local objective at the start and at every evaluation (local model only;
+        empty otherwise).
     objective_ : float
         Best full objective reached (of the local problem when ``local``), on the
         rescaled data ``X / scale_``.
-    scale_ : float
-        Root of the median squared anchor-impostor distance. The solver runs on
-        ``X / scale_`` so that the hinge margin of 1 is in the units of the data; the
-        reported weights and metric are for X itself (``w = w' / scale_**2``).
-    triplets_ : ndarray of shape (n_triplets, 3)
-        Training triplets (anchor, genuine, impostor) as row indices.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; only when X has feature names that are
-        all strings.
+    head_loss_curve_ : list of float
+        ``"mlp"`` head only (empty otherwise): the training mean squared error, in the
+        units of ``y`` squared, at each Adam step (before the step's update).
+    head_n_iter_ : int
+        Adam steps of the ``"mlp"`` head (0 for ``"knn"``).
+    %(fitted_metric)s
 
     See Also
     --------
@@ -271,7 +250,7 @@ class SCMLRegressor(
 
     References
     ----------
-    Y. Shi, A. Bellet and F. Sha. Sparse Compositional Metric Learning. AAAI 2014.
+    %(references)s
 
     Examples
     --------
@@ -284,25 +263,15 @@ class SCMLRegressor(
     """
 
     _parameter_constraints: dict = {
-        "basis": [StrOptions(set(_BASIS_KINDS)), "array-like"],
-        "n_basis": [Interval(Integral, 1, None, closed="left"), None],
+        **BaseSCML._parameter_constraints,
         "local": ["boolean"],
-        "k_genuine": [Interval(Integral, 1, None, closed="left")],
-        "k_impostor": [Interval(Integral, 1, None, closed="left")],
-        "beta": [Interval(Real, 0, None, closed="left")],
-        "gamma": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "output_iter": [Interval(Integral, 1, None, closed="left")],
         "n_kernel_components": [Interval(Integral, 1, None, closed="left")],
         "local_gamma": [Interval(Real, 0, None, closed="neither")],
         "head": [StrOptions({"knn", "mlp"})],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "head_max_iter": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_weight_decay": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -323,34 +292,35 @@ class SCMLRegressor(
         n_neighbors=5,
         hidden_layer_sizes=(64,),
         head_max_iter=500,
+        head_learning_rate=1e-2,
+        head_weight_decay=1e-4,
         device="auto",
         random_state=None,
         verbose=0,
     ):
-        self.basis = basis
-        self.n_basis = n_basis
+        super().__init__(
+            basis=basis,
+            n_basis=n_basis,
+            k_genuine=k_genuine,
+            k_impostor=k_impostor,
+            beta=beta,
+            gamma=gamma,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            output_iter=output_iter,
+            n_neighbors=n_neighbors,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.local = local
-        self.k_genuine = k_genuine
-        self.k_impostor = k_impostor
-        self.beta = beta
-        self.gamma = gamma
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.output_iter = output_iter
         self.n_kernel_components = n_kernel_components
         self.local_gamma = local_gamma
         self.head = head
-        self.n_neighbors = n_neighbors
         self.hidden_layer_sizes = hidden_layer_sizes
         self.head_max_iter = head_max_iter
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
+        self.head_learning_rate = head_learning_rate
+        self.head_weight_decay = head_weight_decay
 
     # ------------------------------------------------------------------ fit
 
@@ -380,44 +350,25 @@ class SCMLRegressor(
         self : SCMLRegressor
             The fitted estimator.
         """
-        X, y = validate_data(
-            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=3
-        )
-        check_spread(X)
-        if np.ptp(y) == 0:
-            raise ValueError(
-                "y is constant: SCMLRegressor forms triplets from differences of the target, "
-                "so it needs a target with at least two distinct values."
-            )
+        data = X, y  # as given: what callbacks such as ScoringMonitor score
+        X, y = self._validate_fit_data(X, y)
         k_genuine, k_impostor = fit_neighbor_counts(self.k_genuine, self.k_impostor, X.shape[0] - 1)
         device = resolve_device(self.device)
         seed = seed_from_random_state(self.random_state)
         generator = make_generator(seed, device)
         X_t = to_tensor(X, device)
-        y_t = to_tensor(y.astype(X.dtype, copy=False), device)
-
+        y_t = to_tensor(y, device)
         triplets = regression_triplets(X_t, y_t, k_genuine, k_impostor)
         basis = self._build_basis(X_t, y_t, triplets, generator)
-        solver_options = dict(
-            beta=float(self.beta),
-            gamma=float(self.gamma),
-            max_iter=int(self.max_iter),
-            batch_size=int(self.batch_size),
-            output_iter=int(self.output_iter),
-            generator=generator,
-            verbose=self.verbose,
-        )
-        weights, scale, result = solve_global(X_t, triplets, basis, solver_options)
-        self.scale_ = float(scale)
-        self.global_weights_ = to_numpy(weights)
-        self.loss_curve_ = [objective for _, objective in result.history]
-        self.local_loss_curve_ = []
-        self.objective_ = result.objective
-        self.n_iter_ = result.n_iter
 
-        self.basis_ = to_numpy(basis)
+        n_stages = 1 + bool(self.local) + (self.head == "mlp")
+        callbacks = self._fit_callbacks(*data, n_stages=n_stages)
+        global_model = self._knn_model(X, y, basis, local=False)
+        weights = self._solve_metric(X_t, triplets, basis, generator, callbacks, global_model)
+        self.global_weights_ = to_numpy(weights)
+        self.local_loss_curve_ = []
         if self.local and bool((weights > 0).any()):
-            self._fit_local(X_t, triplets, basis, weights, generator, solver_options)
+            self._fit_local(X_t, y, triplets, basis, weights, generator, callbacks)
         else:
             if self.local:
                 warnings.warn(
@@ -429,27 +380,84 @@ class SCMLRegressor(
             self.local_coef_ = None
             self.kernel_pca_ = None
             self.weights_ = self.global_weights_.copy()
-            self.components_ = to_numpy(metric_factor(basis, weights))
+            self.components_ = global_components(basis, weights)
 
         self._n_features_out = self._transform_width()
-        self.triplets_ = to_numpy(triplets)
         self.fit_X_ = X.copy()
-        self.fit_y_ = np.asarray(y, dtype=X.dtype).copy()
+        self.fit_y_ = y.copy()
         self.head_state_ = None
+        self.head_loss_curve_ = []
+        self.head_n_iter_ = 0
         if self.head == "mlp":
-            self._fit_mlp_head(X_t, y_t, seed, device)
+            self._fit_mlp_head(X_t, y_t, seed, callbacks)
+        callbacks.end_fit()
         return self
 
-    def _fit_local(self, X, triplets, basis, weights, generator, solver_options):
+    def _validate_fit_data(self, X, y):
+        """Validated X and y (in the dtype of X), with SCML's own checks."""
+        X, y = validate_data(
+            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=3
+        )
+        check_spread(X)
+        if np.ptp(y) == 0:
+            raise ValueError(
+                "y is constant: SCMLRegressor forms triplets from differences of the target, "
+                "so it needs a target with at least two distinct values."
+            )
+        return X, np.asarray(y, dtype=X.dtype)
+
+    def _knn_model(self, X, y, basis, local, kernel_pca=None, active=None, scale=None):
+        """``coef -> dict``: the fitted attributes of the kNN model of a solve's candidate.
+
+        What callbacks such as ``ScoringMonitor`` score at each evaluation. ``coef`` is the
+        global weights for X, or (``local=True``) the local coefficients of the ``active``
+        bases on ``X / scale``. None with the ``"mlp"`` head, which is trained after the
+        metric: a metric alone does not predict then.
+        """
+        if self.head != "knn":
+            return None
+        common = {"fit_X_": X, "fit_y_": y, "basis_": to_numpy(basis)}
+        if not local:
+            return lambda weights: {
+                **common,
+                "components_": global_components(basis, weights),
+                "local_coef_": None,
+                "kernel_pca_": None,
+            }
+        embedding = KernelPCAEmbedding.transform(kernel_pca, to_tensor(X, basis.device))
+
+        def local_model(coef):
+            theta = coef.new_zeros((basis.shape[0], coef.shape[1]))
+            theta[active] = coef / scale
+            mean_weights = local_weights(embedding, theta).mean(0)
+            return {
+                **common,
+                "components_": global_components(basis, mean_weights),
+                "local_coef_": to_numpy(theta),
+                "kernel_pca_": {name: to_numpy(value) for name, value in kernel_pca.items()},
+            }
+
+        return local_model
+
+    def _fit_local(self, X, y, triplets, basis, weights, generator, callbacks):
+        """SCML-Local from the global ``weights``: the local stage of the fit."""
         active = weights > 0
         basis_active = basis[active]
         state = KernelPCAEmbedding.fit(X, int(self.n_kernel_components), generator)
         embedding = KernelPCAEmbedding.transform(state, X)
-        theta0 = X.new_zeros((basis_active.shape[0], embedding.shape[1] + 1))
-        theta0[:, -1] = torch.sqrt(weights[active])
         scale = self.scale_
+        # The global solution in local coefficients (a = 0, c = sqrt(w)), on X / scale.
+        theta0 = X.new_zeros((basis_active.shape[0], embedding.shape[1] + 1))
         theta0[:, -1] = torch.sqrt(weights[active]) * scale
-        options = dict(solver_options, gamma=float(self.local_gamma))
+        model = self._knn_model(
+            to_numpy(X), y, basis, local=True, kernel_pca=state, active=active, scale=scale
+        )
+        options = self._solver_options(
+            generator,
+            gamma=float(self.local_gamma),
+            callbacks=callbacks,
+            fitted_attributes=model,
+        )
         result = rda_local(X / scale, embedding, triplets, basis_active, theta0, **options)
         theta = X.new_zeros((basis.shape[0], embedding.shape[1] + 1))
         theta[active] = result.coef / scale
@@ -460,34 +468,25 @@ class SCMLRegressor(
         self.objective_ = result.objective
         self.n_iter_ += result.n_iter
         self.weights_ = to_numpy(mean_weights)
-        self.components_ = to_numpy(metric_factor(basis, mean_weights))
+        self.components_ = global_components(basis, mean_weights)
 
-    def _fit_mlp_head(self, X, y, seed, device):
-        features = self._features(X)
-        mean, std = features.mean(0), features.std(0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        y_mean, y_std = y.mean(), y.std().clamp_min(torch.finfo(y.dtype).tiny)
-        inputs, target = (features - mean) / std, (y - y_mean) / y_std
-        with seeded(seed):
-            network = make_mlp(
-                features.shape[1], check_hidden_layer_sizes(self.hidden_layer_sizes), 1
-            )
-        network = network.to(device=device, dtype=X.dtype)
-        optimizer = torch.optim.Adam(network.parameters(), lr=1e-2, weight_decay=1e-4)
-        for _ in range(int(self.head_max_iter)):
-            optimizer.zero_grad()
-            loss = torch.mean((network(inputs).squeeze(1) - target) ** 2)
-            loss.backward()
-            optimizer.step()
-        if self.verbose:
-            print(f"[SCMLRegressor] mlp head: training MSE {float(loss) * float(y_std) ** 2:.6f}")
-        self.head_state_ = {
-            "network": state_to_numpy(network),
-            "feature_mean": to_numpy(mean),
-            "feature_std": to_numpy(std),
-            "y_mean": float(y_mean),
-            "y_std": float(y_std),
-        }
+    def _fit_mlp_head(self, X, y, seed, callbacks):
+        """Train the network head on the SCML features of X: the head's stage."""
+        head_state, result = fit_network_head(
+            self._features(X),
+            y,
+            hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
+            max_iter=self.head_max_iter,
+            learning_rate=self.head_learning_rate,
+            weight_decay=self.head_weight_decay,
+            seed=seed,
+            name=f"{type(self).__name__} network head",
+            verbose=self.verbose,
+            callbacks=callbacks,
+        )
+        self.head_state_ = head_state
+        self.head_loss_curve_ = result.history.get("train_loss", np.zeros(0)).tolist()
+        self.head_n_iter_ = result.n_iter
 
     # ------------------------------------------------------------------ helpers
 
@@ -534,10 +533,6 @@ class SCMLRegressor(
         weights = self._local_weights_at(X, state)
         return torch.sqrt(weights) * (X @ state["basis"].T)
 
-    def _check_input(self, X):
-        check_is_fitted(self, "components_")
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-
     # ------------------------------------------------------------------ public API
 
     def transform(self, X):
@@ -581,17 +576,9 @@ class SCMLRegressor(
         return self._predict_knn(X_t, state)
 
     def _predict_mlp(self, X, state):
-        head = self.head_state_
-        with untouched_global_rng():
-            network = make_mlp(
-                self._n_features_out, check_hidden_layer_sizes(self.hidden_layer_sizes), 1
-            )
-        network = load_numpy_state(network, head["network"], state["device"], dtype=X.dtype)
-        mean = to_tensor(head["feature_mean"], state["device"], X.dtype)
-        std = to_tensor(head["feature_std"], state["device"], X.dtype)
-        with torch.no_grad():
-            out = network((self._features(X, state) - mean) / std).squeeze(1)
-        return to_numpy(out * head["y_std"] + head["y_mean"])
+        hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
+        features = self._features(X, state)
+        return to_numpy(predict_network_head(self.head_state_, features, hidden_layer_sizes))
 
     def _neighbor_distances(self, queries, train, state):
         """Squared learned distances from each query row to every training row."""
@@ -614,13 +601,10 @@ class SCMLRegressor(
     def _predict_knn(self, X, state):
         train = to_tensor(self.fit_X_, state["device"], X.dtype)
         targets = to_tensor(self.fit_y_, state["device"], X.dtype)
-        k = min(int(self.n_neighbors), train.shape[0])
-        predictions = []
-        for start in range(0, X.shape[0], _QUERY_CHUNK):
-            sq = self._neighbor_distances(X[start : start + _QUERY_CHUNK], train, state)
-            nearest = torch.topk(sq, k, dim=1, largest=False, sorted=True).indices
-            predictions.append(targets[nearest].mean(1))
-        return to_numpy(torch.cat(predictions))
+        nearest = self._nearest_training_points(
+            X, lambda block: self._neighbor_distances(block, train, state)
+        )
+        return to_numpy(targets[nearest].mean(1))
 
     def get_mahalanobis_matrix(self, X=None):
         r"""The learned Mahalanobis matrix.

@@ -24,11 +24,13 @@ from ._bases import (
     reduced_lda_basis,
     triplet_diff_basis,
 )
-from ._solver import metric_factor, rda_global
+from ._objective import metric_factor
+from ._solver import rda_global
 
 __all__ = [
     "check_spread",
     "fit_neighbor_counts",
+    "global_components",
     "make_basis",
     "solve_global",
     "triplet_scale",
@@ -121,9 +123,15 @@ def solve_global(X, triplets, basis, solver_options, stacklevel=3):
 
     The hinge margin of 1 fixes the scale of the weights; solving on X / scale makes beta
     and gamma mean the same whatever the units of X (w on X is w' / scale^2). Warns when
-    every weight is zero.
+    every weight is zero. ``solver_options`` are :func:`._solver.rda_global`'s; its
+    ``fitted_attributes``, if any, receives the weights for X.
     """
     scale = triplet_scale(X, triplets)
+    describe = solver_options.get("fitted_attributes")
+    if describe is not None:
+        solver_options = dict(
+            solver_options, fitted_attributes=lambda coef: describe(coef / scale**2)
+        )
     result = rda_global(X / scale, triplets, basis, **solver_options)
     weights = result.coef / scale**2
     if not bool((weights > 0).any()):

@@ -2,7 +2,7 @@ r"""The global SCML recursion as one fused GPU kernel (Triton).
 
 Why a kernel
 ------------
-An iteration of the global RDA recursion (see :mod:`sktaskmet.scml._solver`) is a handful
+An iteration of the global RDA recursion (see :mod:`sktaskmet.scml._rda`) is a handful
 of operations on vectors of length :math:`K`, and each depends on the previous iterate
 (which hinges of the mini-batch are active). Issued as separate torch operations on a GPU,
 every iteration costs a dozen kernel launches of a few microseconds each while the
@@ -24,7 +24,7 @@ For iteration :math:`t` with mini-batch rows :math:`D_{t,1}, \dots, D_{t,b}`:
     \textstyle\sum u \leftarrow \sum u + u,
 
 the same recursion, operation for operation, as the numpy and torch versions of
-``_GlobalState``. Only the summation order of the reductions differs, so the iterates
+``GlobalRDAState``. Only the summation order of the reductions differs, so the iterates
 agree to round-off.
 
 Triton is imported only when a CUDA solve asks for the kernel (it ships with PyTorch's

@@ -8,6 +8,7 @@ from sklearn.datasets import load_iris
 from sklearn.neighbors import KNeighborsClassifier
 
 from sktaskmet import SCMLClassifier
+from sktaskmet._training import CALLBACKS_AVAILABLE
 from sktaskmet.scml._triplets import classification_triplets
 from tests._axioms import assert_distance_axioms, assert_psd, float_arrays, metric_scale, rtol_for
 
@@ -111,3 +112,23 @@ def test_bad_input_gets_a_clear_error(change, match):
         y = y + np.linspace(0, 0.5, len(y))
     with pytest.raises(ValueError, match=match):
         SCMLClassifier(**FAST).fit(X, y)
+
+
+@pytest.mark.skipif(not CALLBACKS_AVAILABLE, reason="scikit-learn < 1.9 has no sklearn.callback")
+def test_scoring_monitor_scores_the_vote_of_every_evaluation():
+    pytest.importorskip("pandas")
+    from sklearn.callback import ScoringMonitor
+
+    X, y = noisy_classes(n_samples=120)
+    monitor = ScoringMonitor(scoring="accuracy")
+    model = SCMLClassifier(**FAST).set_callbacks(monitor).fit(X, y)
+    log = monitor.get_logs().data_as_pandas
+    assert list(log[log["parent_task_id_path"] == (0,)]["task_name"]) == ["global solve"]
+    steps = log[log["parent_task_id_path"] == (0, 0)].sort_values("task_id")
+    assert len(steps) == len(model.loss_curve_) == 1 + FAST["max_iter"] // FAST["output_iter"]
+    # The start (w = 0: every distance is 0) votes arbitrarily; the learned metric well.
+    assert steps["accuracy"].iloc[0] < 0.6 < steps["accuracy"].iloc[-1]
+    kept = int(np.argmin(model.loss_curve_))
+    final = log[log["task_name"] == "fit"]["accuracy"].iloc[0]
+    assert steps["accuracy"].iloc[kept] == final == model.score(X, y)
+    np.testing.assert_array_equal(SCMLClassifier(**FAST).fit(X, y).predict(X), model.predict(X))
