@@ -94,7 +94,11 @@ def test_string_labels_float32_and_the_high_dimensional_basis():
     wide = np.hstack([X, np.random.RandomState(0).randn(150, 70)])
     model = SCMLClassifier(**FAST).fit(wide, y)
     assert model.basis_.shape[0] <= 21 * (2 + 8)
-    assert model.score(wide, y) > 0.9
+    # The learned metric spends most of its expected squared distance on the 4 iris
+    # features (about 6% of the total variance under the Euclidean metric), not on the noise.
+    M = model.get_mahalanobis_matrix()
+    spread = np.diag(M) * wide.var(axis=0)
+    assert spread[:4].sum() / spread.sum() > 0.5
 
 
 @pytest.mark.parametrize(
