@@ -57,9 +57,11 @@ def _augment(X):
 
 def _solve_diagonal(Xa, Y, values, damping):
     n, q = Xa.shape
-    # A_k = sum_n lambda_nk x_n x_n^T / n, r_k = sum_n lambda_nk y_nk x_n / n
-    gram = torch.einsum("nk,ni,nj->kij", values, Xa, Xa) / n
-    rhs = torch.einsum("nk,nk,ni->ki", values, Y, Xa) / n
+    # A_k = sum_n lambda_nk x_n x_n^T / n and r_k = sum_n lambda_nk y_nk x_n / n, written
+    # as matrix products (forward and backward several times faster than an einsum).
+    outer_x = (Xa.unsqueeze(2) * Xa.unsqueeze(1)).reshape(n, q * q)
+    gram = (values.T @ outer_x / n).reshape(-1, q, q)
+    rhs = (values * Y).T @ Xa / n
     eye = torch.eye(q, dtype=Xa.dtype, device=Xa.device)
     return torch.linalg.solve(gram + damping * eye, rhs.unsqueeze(-1)).squeeze(-1)
 
