@@ -24,7 +24,10 @@ Methods (choose with ``--methods``):
     ``cf-full`` (conditional full metric) and ``cf-diag`` (conditional diagonal), with SPO+;
     ``cf-diag-pfyl`` with PFYL as the outer loss; ``-dl`` variants pick the iteration by
     the validation decisions (``validation_loss="decision_loss"``) instead of the
-    validation SPO+ loss. All hold out 10% of the training instances for validation.
+    validation SPO+ loss; ``-a0.01`` adds ``alpha=0.01`` times the MSE (summed over the 40
+    costs) to the outer objective; ``-lr3e-2`` uses ``learning_rate=3e-2``; ``-h64`` a
+    metric network of 64 hidden units (instead of 200) with ``learning_rate=2e-2``. All
+    hold out 10% of the training instances for validation.
 
 Run (one thread; the machine may be shared, CPU time is the figure to compare)::
 
@@ -72,12 +75,16 @@ def taskmet_before(seed, n_train):
     )
 
 
-def closed_form(metric, surrogate="spo+", validation_loss="task_loss", lr=1e-2):
+def closed_form(
+    metric, surrogate="spo+", validation_loss="task_loss", lr=1e-2, alpha=0.0, hidden=(200,)
+):
     def build(seed, n_train):
         return TaskMetRegressor(
             ShortestPath(GRID, surrogate=surrogate, n_samples=3, sigma=1.0),
             metric=metric,
             inner_solver="closed_form",
+            alpha=alpha,
+            metric_hidden_layer_sizes=hidden,
             learning_rate=lr,
             max_iter=200,
             validation_loss=validation_loss,
@@ -102,6 +109,11 @@ METHODS = {
     ),
     "cf-diag-lr3e-2-dl": closed_form(
         "conditional_diagonal", validation_loss="decision_loss", lr=3e-2
+    ),
+    "cf-diag-a0.01": closed_form("conditional_diagonal", alpha=0.01),
+    "cf-diag-h64-a0.01": closed_form("conditional_diagonal", alpha=0.01, lr=2e-2, hidden=(64,)),
+    "cf-diag-a0.01-dl": closed_form(
+        "conditional_diagonal", alpha=0.01, validation_loss="decision_loss"
     ),
 }
 
