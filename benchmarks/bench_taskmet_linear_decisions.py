@@ -114,6 +114,7 @@ METHODS = {
     "cf-diag-a0.01": closed_form("conditional_diagonal", alpha=0.01),
     "cf-diag-a0.03": closed_form("conditional_diagonal", alpha=0.03),
     "cf-diag-h64-a0.01": closed_form("conditional_diagonal", alpha=0.01, lr=2e-2, hidden=(64,)),
+    "cf-diag-h64-a0.03": closed_form("conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(64,)),
     "cf-diag-a0.01-dl": closed_form(
         "conditional_diagonal", alpha=0.01, validation_loss="decision_loss"
     ),
