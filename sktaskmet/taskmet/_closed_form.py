@@ -51,26 +51,42 @@ def is_linear_predictor(module):
     return isinstance(module, nn.Linear) and module.bias is not None
 
 
-def _augment(X):
-    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+def design_matrices(X):
+    r"""What the solve needs of the inputs alone: :math:`\tilde X` and its row outer products.
+
+    They do not depend on the metric, so a training loop computes them once per fit.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, p)
+
+    Returns
+    -------
+    Xa : torch.Tensor of shape (n, p + 1)
+        :math:`\tilde X = [X, 1]`.
+    outer_x : torch.Tensor of shape (n, (p + 1)^2)
+        Row ``n`` holds :math:`\tilde x_n \tilde x_n^\top`, flattened.
+    """
+    ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
+    Xa = torch.cat([X, ones], dim=1)
+    n, q = Xa.shape
+    return Xa, (Xa.unsqueeze(2) * Xa.unsqueeze(1)).reshape(n, q * q)
 
 
-def _solve_diagonal(Xa, Y, values, damping):
+def _solve_diagonal(Xa, outer_x, Y, values, damping):
     n, q = Xa.shape
     # A_k = sum_n lambda_nk x_n x_n^T / n and r_k = sum_n lambda_nk y_nk x_n / n, written
     # as matrix products (forward and backward several times faster than an einsum).
-    outer_x = (Xa.unsqueeze(2) * Xa.unsqueeze(1)).reshape(n, q * q)
     gram = (values.T @ outer_x / n).reshape(-1, q, q)
     rhs = (values * Y).T @ Xa / n
     eye = torch.eye(q, dtype=Xa.dtype, device=Xa.device)
     return torch.linalg.solve(gram + damping * eye, rhs.unsqueeze(-1)).squeeze(-1)
 
 
-def _solve_full(Xa, Y, values, damping):
+def _solve_full(Xa, outer_x, Y, values, damping):
     n, q = Xa.shape
     d = Y.shape[1]
     # M[k, j, l, i] = sum_n Lambda_n[k, l] x_nj x_ni / n, as one (d^2, n) @ (n, q^2) product.
-    outer_x = (Xa.unsqueeze(2) * Xa.unsqueeze(1)).reshape(n, q * q)
     system = (values.reshape(n, d * d).T @ outer_x / n).reshape(d, d, q, q)
     system = system.permute(0, 2, 1, 3).reshape(d * q, d * q)
     weighted_y = (values @ Y.unsqueeze(-1)).squeeze(-1)  # Lambda_n y_n, (n, d)
@@ -79,7 +95,7 @@ def _solve_full(Xa, Y, values, damping):
     return torch.linalg.solve(system + damping * eye, rhs).reshape(d, q)
 
 
-def weighted_least_squares(X, Y, values, damping=0.0):
+def weighted_least_squares(X, Y, values, damping=0.0, design=None):
     r"""Minimiser :math:`[W, b]` of the metric-weighted, ridge-damped least squares.
 
     Differentiable in ``values`` (and in ``X``, ``Y``): back-propagation through it gives
@@ -94,17 +110,19 @@ def weighted_least_squares(X, Y, values, damping=0.0):
     damping : float, default=0.0
         Ridge :math:`\delta` on every entry of :math:`[W, b]`, on the scale of the mean
         (not summed) loss; keeps the system invertible for collinear features.
+    design : tuple of torch.Tensor, optional
+        :func:`design_matrices` of ``X``, when already computed.
 
     Returns
     -------
     torch.Tensor of shape (d, p + 1)
         ``[:, :p]`` is the weight matrix :math:`W`, ``[:, p]`` the bias :math:`b`.
     """
-    Xa = _augment(X)
+    Xa, outer_x = design_matrices(X) if design is None else design
     Y = Y.as_subclass(torch.Tensor) if type(Y) is not torch.Tensor else Y
     if values.dim() == 2:
-        return _solve_diagonal(Xa, Y, values, damping)
-    return _solve_full(Xa, Y, values, damping)
+        return _solve_diagonal(Xa, outer_x, Y, values, damping)
+    return _solve_full(Xa, outer_x, Y, values, damping)
 
 
 class ClosedFormBilevelSolver(BilevelSolver):
@@ -128,10 +146,14 @@ class ClosedFormBilevelSolver(BilevelSolver):
                 f"layer with bias); got {type(predictor).__name__}."
             )
         super().__init__(predictor, metric, task_loss, **kwargs)
+        self._design_of = None  # the training inputs whose design matrices are cached
+        self._design = None
 
     def inner_solution(self, X_flat, Y_flat, values):
         """Flat predictor parameters (weight, then bias) minimising the inner loss."""
-        coef = weighted_least_squares(X_flat, Y_flat, values, self.damping)
+        if self._design_of is not X_flat:
+            self._design_of, self._design = X_flat, design_matrices(X_flat)
+        coef = weighted_least_squares(X_flat, Y_flat, values, self.damping, self._design)
         p = X_flat.shape[1]
         return torch.cat([coef[:, :p].reshape(-1), coef[:, p]])
 
@@ -147,14 +169,14 @@ class ClosedFormBilevelSolver(BilevelSolver):
             theta = self.inner_solution(X_train_flat, Y_train_flat, values)
             batch = self.sample_instances(X.shape[0], batch_size, X.device)
             total, task, mse = self.outer_loss(theta, X[batch], Y[batch])
-        finite = [torch.isfinite(total), torch.isfinite(theta).all()]
+        checked = [total.detach().reshape(1), theta.detach()]
         if learn:
             grads = torch.autograd.grad(
                 total, self.metric_params, allow_unused=True, materialize_grads=True
             )
             metric_grad = torch.cat([g.reshape(-1) for g in grads])
-            finite.append(torch.isfinite(metric_grad).all())
-        if not bool(torch.stack(finite).all()):
+            checked.append(metric_grad)
+        if not bool(torch.isfinite(torch.cat(checked)).all()):
             return task, mse, False
         self.theta.copy_(theta.detach())
         if learn:
