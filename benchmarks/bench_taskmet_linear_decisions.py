@@ -30,6 +30,9 @@ Methods (choose with ``--methods``):
     with ``learning_rate=2e-2``. All hold out 10% of the training instances for
     validation.
 
+``--timing-repeats R`` then times every method R more times, interleaved, on the last
+degree and the first seed, and prints the minimum and median CPU time per fit.
+
 Run (one thread; the machine may be shared, CPU time is the figure to compare)::
 
     nice -n 10 python benchmarks/bench_taskmet_linear_decisions.py --degrees 1 6 --seeds 2
@@ -170,6 +173,24 @@ def summarise(results, methods, degrees):
         print(f"{name:<18}" + "".join(cells))
 
 
+def timing(methods, degree, seed, n_train, n_test, repeats):
+    """CPU time of each method's fit, ``repeats`` times interleaved: min and median."""
+    X, y = make_shortest_path(n_train + n_test, FEATURES, GRID, degree, NOISE, random_state=seed)
+    X, y = X[:n_train].astype(np.float32), y[:n_train].astype(np.float32)
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name in methods:
+            model = METHODS[name](seed, n_train)
+            cpu = time.process_time()
+            model.fit(X, y)
+            times[name].append(time.process_time() - cpu)
+    print(f"\nfit CPU time, degree {degree} seed {seed}, {repeats} interleaved repeats (s):")
+    reference = min(times["dfl"]) if "dfl" in times else None
+    for name, values in times.items():
+        ratio = f"  ({min(values) / reference:.2f}x dfl)" if reference else ""
+        print(f"  {name:<18} min {min(values):.2f}  median {np.median(values):.2f}{ratio}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 6])
@@ -181,6 +202,12 @@ def main():
         nargs="+",
         default=[m for m in METHODS if m != "tm-before"],
         choices=list(METHODS),
+    )
+    parser.add_argument(
+        "--timing-repeats",
+        type=int,
+        default=0,
+        help="then time every method again on (last degree, first seed), interleaved",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -207,6 +234,9 @@ def main():
                     flush=True,
                 )
     summarise(results, args.methods, args.degrees)
+    if args.timing_repeats:
+        last = args.degrees[-1]
+        timing(args.methods, last, args.seeds[0], args.n_train, args.n_test, args.timing_repeats)
 
 
 if __name__ == "__main__":
