@@ -645,6 +645,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         -------
         self : TaskMetRegressor
         """
+        self._check_solver_options()
         (X_tr, Y_tr, X_val, Y_val), device, generator, streams = self._prepare(X, y, groups)
         dtype = X_tr.dtype
         n_features, n_outputs = X_tr.shape[-1], Y_tr.shape[-1]
@@ -653,12 +654,6 @@ class TaskMetRegressor(_BaseTaskRegressor):
             metric = self._make_metric(n_features, n_outputs)
         predictor = predictor.to(device=device, dtype=dtype)
         metric = metric.to(device=device, dtype=dtype)
-        if self.inner_solver == "closed_form" and self.predictor != "linear":
-            raise ValueError(
-                "inner_solver='closed_form' solves the inner problem of a linear predictor; "
-                f"got predictor={self.predictor!r}. Use predictor='linear' or "
-                "inner_solver='adam'."
-            )
         solver_class = (
             ClosedFormBilevelSolver if self.inner_solver == "closed_form" else BilevelSolver
         )
@@ -715,11 +710,23 @@ class TaskMetRegressor(_BaseTaskRegressor):
         self.metric_scale_ = float(scale)
         return self
 
+    def _check_solver_options(self):
+        """Combinations of parameters that no single constraint can express."""
+        if self.inner_solver == "closed_form" and self.predictor != "linear":
+            raise ValueError(
+                "inner_solver='closed_form' solves the inner problem of a linear predictor; "
+                f"got predictor={self.predictor!r}. Use predictor='linear' or "
+                "inner_solver='adam'."
+            )
+        if self.validation_loss == "decision_loss" and self.task is None:
+            raise ValueError(
+                "validation_loss='decision_loss' scores the task's decisions, but task is "
+                "None; pass a task or use validation_loss='task_loss'."
+            )
+
     @torch.no_grad()
     def _decision_loss(self, predict, X, Y):
         """Minus the mean quality of the task's hard decisions on instances X, Y."""
-        if self.task is None:
-            raise ValueError("validation_loss='decision_loss' needs a task; task is None.")
         b, m, _ = X.shape
         pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
         Y = Y.as_subclass(torch.Tensor)

@@ -244,10 +244,11 @@ def test_closed_form_fit_learns_the_metric_and_needs_a_linear_predictor():
     ]
     assert max(moved) > 1e-3
     assert np.isfinite(model.predict(X)).all()
+    mlp = TaskMetRegressor(ShortestPath((3, 3)), predictor="mlp", inner_solver="closed_form")
     with pytest.raises(ValueError, match="closed_form"):
-        TaskMetRegressor(ShortestPath((3, 3)), predictor="mlp", inner_solver="closed_form").fit(
-            X, y
-        )
+        mlp.fit(X, y)
+    with pytest.raises(ValueError, match="decision_loss"):
+        TaskMetRegressor(validation_loss="decision_loss").fit(X, y)
 
 
 def test_decision_loss_picks_the_iteration_of_the_best_validation_decisions():
