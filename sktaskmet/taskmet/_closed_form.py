@@ -41,7 +41,12 @@ from torch import nn
 
 from ._bilevel import BilevelSolver, metric_values, normalize_metric
 
-__all__ = ["ClosedFormBilevelSolver", "is_linear_predictor", "weighted_least_squares"]
+__all__ = [
+    "ClosedFormBilevelSolver",
+    "design_matrices",
+    "is_linear_predictor",
+    "weighted_least_squares",
+]
 
 
 def is_linear_predictor(module):
