@@ -32,6 +32,7 @@ from ._bilevel import (
     metric_values,
     task_objective,
 )
+from ._closed_form import ClosedFormBilevelSolver
 from ._metric_params import METRIC_KINDS, make_metric
 
 __all__ = ["TaskMetRegressor"]
@@ -433,6 +434,14 @@ class TaskMetRegressor(_BaseTaskRegressor):
         Hidden widths of the conditional metric's network.
     alpha : float, default=0.0
         Weight of the mean squared error in the outer objective (0 in the paper's TaskMet).
+    inner_solver : {"adam", "closed_form"}, default="adam"
+        How the inner problem is solved. ``"adam"``: warm-started Adam steps (any
+        predictor). ``"closed_form"``: for ``predictor="linear"`` only, the exact
+        metric-weighted (ridge ``damping``) least-squares solution at every outer step, and
+        the exact hypergradient by back-propagation through that solve; the inner Adam
+        settings, ``implicit_solver`` and ``cg_max_iter`` are then unused. A global metric
+        (``"diagonal"``, ``"full"``) cannot change the exact minimiser of a linear model
+        (all outputs share the features), so use a conditional metric with it.
     inner_steps_first : int, default=500
         Inner Adam steps at the first outer step.
     inner_steps : int, default=100
@@ -465,7 +474,13 @@ class TaskMetRegressor(_BaseTaskRegressor):
         stopping and choice of the best iteration). ``None`` or 0 trains on all instances and
         keeps the last state.
     n_iter_no_change : int or None, default=100
-        Stop after this many outer steps without a better validation task loss.
+        Stop after this many outer steps without a better validation loss.
+    validation_loss : {"task_loss", "decision_loss"}, default="task_loss"
+        What picks the best iteration and stops early: the task's relaxed training loss on
+        the validation instances, or the loss of its hard decisions, minus the mean
+        ``task.quality`` of ``task.decide`` on the predictions (for a linear program, the
+        mean cost of the decisions: the regret up to a constant). Recorded in
+        ``history_["validation_task_loss"]``.
     validation_interval : int, default=10
         Outer steps between validations (and history records).
     device : str or torch.device, default="auto"
@@ -544,6 +559,8 @@ class TaskMetRegressor(_BaseTaskRegressor):
         "implicit_solver": [StrOptions(set(LINEAR_SOLVERS))],
         "cg_max_iter": [Interval(Integral, 1, None, closed="left")],
         "damping": [Interval(Real, 0, None, closed="left")],
+        "inner_solver": [StrOptions({"adam", "closed_form"})],
+        "validation_loss": [StrOptions({"task_loss", "decision_loss"})],
     }
 
     def __init__(
@@ -555,6 +572,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         metric="conditional_full",
         metric_hidden_layer_sizes=(200,),
         alpha=0.0,
+        inner_solver="adam",
         inner_steps_first=500,
         inner_steps=100,
         inner_lr=0.01,
@@ -568,6 +586,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         max_iter=1000,
         validation_fraction=0.1,
         n_iter_no_change=100,
+        validation_loss="task_loss",
         validation_interval=10,
         device="auto",
         random_state=None,
@@ -579,6 +598,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         self.metric = metric
         self.metric_hidden_layer_sizes = metric_hidden_layer_sizes
         self.alpha = alpha
+        self.inner_solver = inner_solver
         self.inner_steps_first = inner_steps_first
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -592,6 +612,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         self.max_iter = max_iter
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.validation_loss = validation_loss
         self.validation_interval = validation_interval
         self.device = device
         self.random_state = random_state
@@ -624,6 +645,7 @@ class TaskMetRegressor(_BaseTaskRegressor):
         -------
         self : TaskMetRegressor
         """
+        self._check_solver_options()
         (X_tr, Y_tr, X_val, Y_val), device, generator, streams = self._prepare(X, y, groups)
         dtype = X_tr.dtype
         n_features, n_outputs = X_tr.shape[-1], Y_tr.shape[-1]
@@ -632,7 +654,10 @@ class TaskMetRegressor(_BaseTaskRegressor):
             metric = self._make_metric(n_features, n_outputs)
         predictor = predictor.to(device=device, dtype=dtype)
         metric = metric.to(device=device, dtype=dtype)
-        solver = BilevelSolver(
+        solver_class = (
+            ClosedFormBilevelSolver if self.inner_solver == "closed_form" else BilevelSolver
+        )
+        solver = solver_class(
             predictor,
             metric,
             self._task_loss(),
@@ -653,7 +678,11 @@ class TaskMetRegressor(_BaseTaskRegressor):
             return solver.outer_step(X_tr, Y_tr, X_train_flat, self.batch_size, n_inner)
 
         def evaluate():
-            return self._evaluate_instances(lambda X: solver.predict(solver.theta, X), X_val, Y_val)
+            predict = lambda X: solver.predict(solver.theta, X)  # noqa: E731
+            task, mse = self._evaluate_instances(predict, X_val, Y_val)
+            if self.validation_loss == "decision_loss":
+                task = self._decision_loss(predict, X_val, Y_val)
+            return task, mse
 
         def fitted():
             return {
@@ -680,6 +709,28 @@ class TaskMetRegressor(_BaseTaskRegressor):
         self.metric_state_ = state_to_numpy(metric)
         self.metric_scale_ = float(scale)
         return self
+
+    def _check_solver_options(self):
+        """Combinations of parameters that no single constraint can express."""
+        if self.inner_solver == "closed_form" and self.predictor != "linear":
+            raise ValueError(
+                "inner_solver='closed_form' solves the inner problem of a linear predictor; "
+                f"got predictor={self.predictor!r}. Use predictor='linear' or "
+                "inner_solver='adam'."
+            )
+        if self.validation_loss == "decision_loss" and self.task is None:
+            raise ValueError(
+                "validation_loss='decision_loss' scores the task's decisions, but task is "
+                "None; pass a task or use validation_loss='task_loss'."
+            )
+
+    @torch.no_grad()
+    def _decision_loss(self, predict, X, Y):
+        """Minus the mean quality of the task's hard decisions on instances X, Y."""
+        b, m, _ = X.shape
+        pred = predict(X.reshape(b * m, -1)).reshape(b, m, -1)
+        Y = Y.as_subclass(torch.Tensor)
+        return -float(self.task.quality(self.task.decide(pred), Y).mean())
 
     # -- the learned metric --------------------------------------------------------------
 

@@ -1,0 +1,269 @@
+"""TaskMet on PyEPO's shortest path: the closed-form inner solve against two-stage and DFL.
+
+A reduced version of the protocol of the shortest-path study (PyEPO's 5 x 5 grid, 40 edge
+costs from 5 features, noise half-width 0.5, ``make_shortest_path`` reproducing PyEPO's
+``genData`` bit for bit), one CPU thread. For each (seed, degree) the same data trains every
+method in turn, and the script prints, per fit and then as mean +- std over seeds:
+
+* normalised regret on the test set in % (PyEPO's definition, ``normalized_regret``);
+* test MSE, mean over the 40 costs (one entry of the cost vector);
+* fit time: CPU seconds of this process (``time.process_time``), and wall seconds.
+
+Methods (choose with ``--methods``):
+
+``ls``
+    Two-stage least squares (scikit-learn ``LinearRegression``).
+``dfl``
+    ``DFLRegressor(ShortestPath(surrogate="spo+"), alpha=0)``, linear, PyEPO's tutorial
+    settings (Adam 1e-2, batch 32, 20 epochs), no validation split.
+``tm-before``
+    ``TaskMetRegressor`` with its defaults (conditional full metric, Adam inner solve),
+    SPO+ task, ``max_iter=200``: the configuration of the study.
+``cf-*``
+    ``TaskMetRegressor(inner_solver="closed_form", max_iter=200, learning_rate=1e-2)``:
+    ``cf-full`` (conditional full metric) and ``cf-diag`` (conditional diagonal), with SPO+;
+    ``cf-diag-pfyl`` with PFYL as the outer loss; ``-dl`` variants pick the iteration by
+    the validation decisions (``validation_loss="decision_loss"``) instead of the
+    validation SPO+ loss; ``-a0.01`` (``-a0.03``) adds ``alpha=0.01`` (0.03) times the
+    MSE (summed over the 40 costs) to the outer objective; ``-lr3e-2`` uses
+    ``learning_rate=3e-2``; ``-h64`` a metric network of 64 hidden units (instead of 200)
+    with ``learning_rate=2e-2``; ``-ls-start``: the metric network's last layer starts at
+    zero weights, so the metric starts constant and the first iterate is least squares
+    (:class:`TwoStageStart`). All hold out 10% of the training instances for
+    validation.
+
+``--timing-repeats R`` then times every method R more times, interleaved, on the last
+degree and the first seed, and prints the minimum and median CPU time per fit.
+
+Run (one thread; the machine may be shared, CPU time is the figure to compare)::
+
+    nice -n 10 python benchmarks/bench_taskmet_linear_decisions.py --degrees 1 6 --seeds 2
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sklearn.linear_model import LinearRegression
+
+from sktaskmet import DFLRegressor, TaskMetRegressor
+from sktaskmet.datasets import make_shortest_path
+from sktaskmet.tasks import ShortestPath
+
+NOISE, FEATURES, GRID = 0.5, 5, (5, 5)
+DFL_LR, DFL_BATCH, DFL_EPOCHS = 1e-2, 32, 20  # PyEPO's tutorial settings
+
+
+def dfl(seed, n_train):
+    steps = DFL_EPOCHS * int(np.ceil(n_train / DFL_BATCH))
+    return DFLRegressor(
+        ShortestPath(GRID, surrogate="spo+"),
+        alpha=0.0,
+        learning_rate=DFL_LR,
+        batch_size=DFL_BATCH,
+        max_iter=steps,
+        validation_fraction=None,
+        validation_interval=steps,
+        device="cpu",
+        random_state=seed,
+    )
+
+
+def taskmet_before(seed, n_train):
+    return TaskMetRegressor(
+        ShortestPath(GRID, surrogate="spo+"), max_iter=200, device="cpu", random_state=seed
+    )
+
+
+class TwoStageStart(TaskMetRegressor):
+    r"""TaskMet whose conditional metric starts constant: its first iterate is least squares.
+
+    The last layer of the metric network starts with zero weights (its bias stays), so
+    :math:`\Lambda(x)` is the same for every x at the start and the closed-form inner
+    solution of the first outer step is the two-stage least-squares fit.
+    """
+
+    def _make_metric(self, n_features, n_outputs):
+        metric = super()._make_metric(n_features, n_outputs)
+        with torch.no_grad():
+            metric.network[-1].weight.zero_()
+        return metric
+
+
+def closed_form(
+    metric,
+    surrogate="spo+",
+    validation_loss="task_loss",
+    lr=1e-2,
+    alpha=0.0,
+    hidden=(200,),
+    estimator=TaskMetRegressor,
+):
+    def build(seed, n_train):
+        return estimator(
+            ShortestPath(GRID, surrogate=surrogate, n_samples=3, sigma=1.0),
+            metric=metric,
+            inner_solver="closed_form",
+            alpha=alpha,
+            metric_hidden_layer_sizes=hidden,
+            learning_rate=lr,
+            max_iter=200,
+            validation_loss=validation_loss,
+            device="cpu",
+            random_state=seed,
+        )
+
+    return build
+
+
+METHODS = {
+    "ls": lambda seed, n_train: LinearRegression(),
+    "dfl": dfl,
+    "tm-before": taskmet_before,
+    "cf-full": closed_form("conditional_full"),
+    "cf-full-dl": closed_form("conditional_full", validation_loss="decision_loss"),
+    "cf-diag": closed_form("conditional_diagonal"),
+    "cf-diag-dl": closed_form("conditional_diagonal", validation_loss="decision_loss"),
+    "cf-diag-pfyl": closed_form("conditional_diagonal", surrogate="pfyl"),
+    "cf-diag-pfyl-dl": closed_form(
+        "conditional_diagonal", surrogate="pfyl", validation_loss="decision_loss"
+    ),
+    "cf-diag-lr3e-2-dl": closed_form(
+        "conditional_diagonal", validation_loss="decision_loss", lr=3e-2
+    ),
+    "cf-diag-a0.01": closed_form("conditional_diagonal", alpha=0.01),
+    "cf-diag-a0.03": closed_form("conditional_diagonal", alpha=0.03),
+    "cf-diag-h64-a0.01": closed_form("conditional_diagonal", alpha=0.01, lr=2e-2, hidden=(64,)),
+    "cf-diag-h64-a0.03": closed_form("conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(64,)),
+    "cf-diag-h64-a0.03-ls-start": closed_form(
+        "conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(64,), estimator=TwoStageStart
+    ),
+    "cf-diag-a0.01-dl": closed_form(
+        "conditional_diagonal", alpha=0.01, validation_loss="decision_loss"
+    ),
+}
+
+
+def normalized_regret(y_pred, y_true):
+    task = ShortestPath(GRID)
+    pred = torch.as_tensor(np.asarray(y_pred, dtype=np.float64)).unsqueeze(1)
+    true = torch.as_tensor(np.asarray(y_true, dtype=np.float64)).unsqueeze(1)
+    return 100 * task.normalized_regret(pred, true)
+
+
+def run_one(name, seed, X_tr, y_tr, X_te, y_te):
+    model = METHODS[name](seed, X_tr.shape[0])
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(X_tr, y_tr)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    pred = model.predict(X_te)
+    figures = {
+        "regret": normalized_regret(pred, y_te),
+        "mse": float(((pred - y_te) ** 2).mean()),
+        "cpu": cpu,
+        "wall": wall,
+    }
+    if hasattr(model, "n_iter_"):
+        figures["iters"] = f"{model.n_iter_} (best {model.best_iteration_})"
+    return figures
+
+
+def summarise(results, methods, degrees):
+    print("\nmean +- std over seeds; regret and MSE on the test set, CPU s of one fit")
+    header = "method            " + "".join(
+        f"| deg {d} regret %   MSE          CPU s     " for d in degrees
+    )
+    print(header)
+    for name in methods:
+        cells = []
+        for d in degrees:
+            runs = results[(name, d)]
+            if not runs:
+                cells.append(" " * 42)
+                continue
+            stat = {
+                k: (np.mean([r[k] for r in runs]), np.std([r[k] for r in runs]))
+                for k in runs[0]
+                if k != "iters"
+            }
+            cells.append(
+                f"| {stat['regret'][0]:5.2f} +- {stat['regret'][1]:4.2f}  "
+                f"{stat['mse'][0]:5.3f} +- {stat['mse'][1]:5.3f}  {stat['cpu'][0]:7.1f}  "
+            )
+        print(f"{name:<18}" + "".join(cells))
+
+
+def timing(methods, degree, seed, n_train, n_test, repeats):
+    """CPU time of each method's fit, ``repeats`` times interleaved: min and median."""
+    X, y = make_shortest_path(n_train + n_test, FEATURES, GRID, degree, NOISE, random_state=seed)
+    X, y = X[:n_train].astype(np.float32), y[:n_train].astype(np.float32)
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name in methods:
+            model = METHODS[name](seed, n_train)
+            cpu = time.process_time()
+            model.fit(X, y)
+            times[name].append(time.process_time() - cpu)
+    print(f"\nfit CPU time, degree {degree} seed {seed}, {repeats} interleaved repeats (s):")
+    reference = min(times["dfl"]) if "dfl" in times else None
+    for name, values in times.items():
+        ratio = f"  ({min(values) / reference:.2f}x dfl)" if reference else ""
+        print(f"  {name:<18} min {min(values):.2f}  median {np.median(values):.2f}{ratio}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--degrees", type=int, nargs="+", default=[1, 6])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in METHODS if m != "tm-before"],
+        choices=list(METHODS),
+    )
+    parser.add_argument(
+        "--timing-repeats",
+        type=int,
+        default=0,
+        help="then time every method again on (last degree, first seed), interleaved",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"shortest path {GRID[0]}x{GRID[1]}, {FEATURES} features, noise {NOISE}, "
+        f"n={args.n_train}/{args.n_test}, degrees {args.degrees}, seeds {args.seeds}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread"
+    )
+    results = {(m, d): [] for m in args.methods for d in args.degrees}
+    for seed in args.seeds:
+        for degree in args.degrees:
+            n = args.n_train + args.n_test
+            X, y = make_shortest_path(n, FEATURES, GRID, degree, NOISE, random_state=seed)
+            X, y = X.astype(np.float32), y.astype(np.float32)
+            split = args.n_train
+            for name in args.methods:
+                figures = run_one(name, seed, X[:split], y[:split], X[split:], y[split:])
+                results[(name, degree)].append(figures)
+                extra = f", iterations {figures['iters']}" if "iters" in figures else ""
+                print(
+                    f"  deg {degree} seed {seed} {name:<18} regret {figures['regret']:6.2f} %  "
+                    f"MSE {figures['mse']:.3f}  CPU {figures['cpu']:6.1f} s  "
+                    f"wall {figures['wall']:6.1f} s{extra}",
+                    flush=True,
+                )
+    summarise(results, args.methods, args.degrees)
+    if args.timing_repeats:
+        last = args.degrees[-1]
+        timing(args.methods, last, args.seeds[0], args.n_train, args.n_test, args.timing_repeats)
+
+
+if __name__ == "__main__":
+    main()
