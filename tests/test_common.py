@@ -19,12 +19,12 @@ import sktaskmet
 
 PUBLIC_MODULES = ["sktaskmet", "sktaskmet.model_selection"]
 
-# Small, fast settings per estimator class name. DFLRegressor, KernelSurrogate and
-# LinearSurrogate are checked with their default parameters. TaskMetRegressor's defaults
-# (500 first inner steps, up to 1000 outer iterations of 100 inner steps and a conjugate
-# gradient solve) are sized for real data: one default fit takes about 18 s on 100 samples,
-# so the checks' ~50 fits would take a quarter of an hour; its checks run the same code with
-# fewer iterations. SCMLRegressor, AgreementScorer and TaskDiscovery: see their settings.
+# Small, fast settings per estimator class name. DFLRegressor, KernelSurrogate,
+# LinearSurrogate and the SCML estimators are checked with their default parameters.
+# TaskMetRegressor and TaskDiscovery also pass every check with defaults, but about 50
+# default fits take 5-7 CPU minutes each (benchmarks/check_estimator_defaults.py runs them,
+# doc/reliability.rst records the result); here they run the same code with fewer
+# iterations, and AgreementScorer with a smaller network.
 CHECK_PARAMS = {
     "TaskMetRegressor": dict(
         max_iter=3,
