@@ -12,7 +12,8 @@ from sklearn.utils._param_validation import Interval, validate_params
 from .._backend import resolve_device, seeded, to_tensor, torch_dtype
 from .._nn import make_mlp
 from ..surrogate._base import _check_unit_interval
-from ..surrogate._linearized import loss_targets, make_loss, trainable_parameters
+from ..surrogate._jacobians import trainable_parameters
+from ..surrogate._losses import loss_targets, make_loss
 
 __all__ = ["make_multitask_digits", "SubsetFineTuner"]
 

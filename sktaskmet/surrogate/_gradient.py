@@ -17,19 +17,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_allocation, fit_guard
 from ._base import _check_unit_interval
+from ._hessians import pretrained_eigenbasis, task_hessians
 from ._influence import task_influence
-from ._linearized import (
-    loss_targets,
-    make_loss,
-    output_jacobians,
-    pretrained_eigenbasis,
-    random_projection,
-    row_space_basis,
-    solve_subsets,
-    target_losses,
-    task_hessians,
-    trainable_parameters,
-)
+from ._jacobians import output_jacobians, trainable_parameters
+from ._linearized import target_losses
+from ._losses import loss_targets, make_loss
+from ._newton import solve_subsets
+from ._projection import random_projection, row_space_basis
 
 __all__ = ["GradientSubsetEstimator"]
 

@@ -12,19 +12,17 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sktaskmet import GradientSubsetEstimator
 from sktaskmet.datasets import SubsetFineTuner
 from sktaskmet.surrogate import evaluate_subsets
-from sktaskmet.surrogate._linearized import (
-    _EigenbasisPreconditioner,
+from sktaskmet.surrogate._conjugate_gradient import EigenbasisPreconditioner
+from sktaskmet.surrogate._hessians import pretrained_eigenbasis, task_hessians
+from sktaskmet.surrogate._jacobians import (
     _linear_layers,
     _vmap_jacobians,
-    make_loss,
     output_jacobians,
-    pretrained_eigenbasis,
-    random_projection,
-    row_space_basis,
-    solve_subsets,
-    task_hessians,
     trainable_parameters,
 )
+from sktaskmet.surrogate._losses import make_loss
+from sktaskmet.surrogate._newton import solve_subsets
+from sktaskmet.surrogate._projection import random_projection, row_space_basis
 
 
 def make_problem(n_per_task=15, n_tasks=3, n_features=4, n_classes=3, seed=0):
@@ -432,7 +430,7 @@ def test_eigenbasis_preconditioner():
     # preconditioner is its exact inverse, and one conjugate-gradient step is the Newton step.
     penalty = 0.3
     share = torch.full((1, 4), 0.25, dtype=torch.float64)
-    precondition = _EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
+    precondition = EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
     exact = torch.linalg.inv(0.25 * H.sum(0) + penalty * torch.eye(5, dtype=torch.float64))
     r = torch.randn(1, 5, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(precondition(r, None), r @ exact)
@@ -440,10 +438,10 @@ def test_eigenbasis_preconditioner():
 
 @pytest.mark.parametrize("preconditioner", ["eigenbasis", "cholesky"])
 def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, preconditioner):
-    import sktaskmet.surrogate._linearized as numerics
+    import sktaskmet.surrogate._newton as numerics
 
     used = []
-    for name in ["_EigenbasisPreconditioner", "_InversePreconditioner"]:
+    for name in ["EigenbasisPreconditioner", "InversePreconditioner"]:
         original = getattr(numerics, name)
         spy = type(
             name,
@@ -458,7 +456,7 @@ def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, precon
         monkeypatch.setattr(numerics, name, spy)
     est = fit_estimator(projection_dim=6, preconditioner=preconditioner)
     est.estimate([[1, 0, 1], [1, 1, 1]])
-    expected = {"eigenbasis": "_EigenbasisPreconditioner", "cholesky": "_InversePreconditioner"}
+    expected = {"eigenbasis": "EigenbasisPreconditioner", "cholesky": "InversePreconditioner"}
     assert used and set(used) == {expected[preconditioner]}
     with pytest.raises(ValueError, match="preconditioner"):
         solve_subsets(
