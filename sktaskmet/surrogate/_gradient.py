@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_allocation, fit_guard
+from ..exceptions import NonFiniteWarning
 from ._base import _check_unit_interval
 from ._hessians import pretrained_eigenbasis, task_hessians
 from ._influence import task_influence
@@ -495,8 +496,8 @@ class GradientSubsetEstimator(BaseEstimator):
         }
 
     def _solve_batch(self, S_batch, device, fitted, loss, eigenbasis):
-        """F-hat of one batch of subsets (numpy in, numpy out)."""
-        solution, n_iter, converged = solve_subsets(
+        """F-hat, Newton iterations, convergence and non-finite flags of a batch (numpy)."""
+        result = solve_subsets(
             fitted["jacobians"],
             fitted["outputs"],
             fitted["y"],
@@ -512,13 +513,14 @@ class GradientSubsetEstimator(BaseEstimator):
             tol=float(self.tol),
         )
         values = target_losses(
-            solution,
+            result.solution,
             fitted["target_jacobians"],
             fitted["target_outputs"],
             fitted["y_target"],
             loss,
         )
-        return to_numpy(values), to_numpy(n_iter), to_numpy(converged)
+        flags = (result.n_iter, result.converged, result.non_finite)
+        return (to_numpy(values), *(to_numpy(flag) for flag in flags))
 
     def estimate(self, S, *, return_n_iter=False):
         """Estimated target loss :math:`\\hat F(s)` of fine-tuning on each subset.
@@ -565,19 +567,40 @@ class GradientSubsetEstimator(BaseEstimator):
                 delayed(self._solve_batch)(batch, device, fitted, loss, eigenbasis)
                 for batch in batches
             )
-        F_hat = np.concatenate([r[0] for r in results])
-        n_iter = np.concatenate([r[1] for r in results])
-        converged = np.concatenate([r[2] for r in results])
-        if not converged.all():
-            warnings.warn(
-                f"{int((~converged).sum())} of {S.shape[0]} subset problems did not converge "
-                f"within max_iter={self.max_iter} Newton iterations; increase max_iter or tol.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        F_hat, n_iter, converged, non_finite = (
+            np.concatenate([r[k] for r in results]) for k in range(4)
+        )
+        self._warn_unsolved(converged, non_finite, "subset problems")
         if return_n_iter:
             return F_hat, n_iter
         return F_hat
+
+    def _warn_unsolved(self, converged, non_finite, what, consequence=None):
+        """Warn about problems that met NaN or infinity, or did not converge.
+
+        A problem whose Newton direction was NaN or infinite kept its last finite iterate
+        (see :func:`~._newton.solve_subsets`): :class:`NonFiniteWarning`. One that ran out
+        of iterations: :class:`~sklearn.exceptions.ConvergenceWarning`.
+        """
+        name, total = type(self).__name__, converged.shape[0]
+        if non_finite.any():
+            warnings.warn(
+                f"{name}: the Newton direction of {int(non_finite.sum())} of {total} {what} "
+                "was NaN or infinite; each kept its last finite iterate (the pretrained "
+                "parameters if none was finite) and stopped there. Check that the loss has "
+                "finite derivatives at the model's outputs.",
+                NonFiniteWarning,
+                stacklevel=3,
+            )
+        unconverged = ~converged & ~non_finite
+        if unconverged.any():
+            consequence = consequence or "increase max_iter or tol"
+            warnings.warn(
+                f"{int(unconverged.sum())} of {total} {what} did not converge within "
+                f"max_iter={self.max_iter} Newton iterations; {consequence}.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def influence(self, base=None, *, damping=0.0):
         """First-order influence of removing each task: the influence-function baseline.
@@ -632,7 +655,7 @@ class GradientSubsetEstimator(BaseEstimator):
         if self.solver == "newton-cg" and self.preconditioner == "eigenbasis":
             eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         base_t = to_tensor(base, device)
-        solution, _, converged = solve_subsets(
+        result = solve_subsets(
             fitted["jacobians"],
             fitted["outputs"],
             fitted["y"],
@@ -647,15 +670,14 @@ class GradientSubsetEstimator(BaseEstimator):
             max_iter=self.max_iter,
             tol=float(self.tol),
         )
-        if not bool(converged.all()):
-            warnings.warn(
-                f"the base set's problem did not converge within max_iter={self.max_iter} "
-                "Newton iterations; the influence is taken at an inexact solution.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        self._warn_unsolved(
+            to_numpy(result.converged),
+            to_numpy(result.non_finite),
+            "base set problem",
+            "the influence is taken at an inexact solution",
+        )
         values = task_influence(
-            fitted, solution[0], base_t, loss, float(self.penalty), float(damping)
+            fitted, result.solution[0], base_t, loss, float(self.penalty), float(damping)
         )
         return to_numpy(values)
 

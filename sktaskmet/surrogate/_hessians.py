@@ -15,6 +15,19 @@ __all__ = [
     "cholesky_with_jitter",
 ]
 
+# Subsets whose (B, n, C, C) output Hessians are formed at once by exact_subset_hessians:
+# bounds that temporary to HESSIAN_CHUNK * n * C * C numbers.
+HESSIAN_CHUNK = 8
+
+# cholesky_with_jitter: the first jitter is sqrt(eps) times the mean absolute diagonal (at
+# least 1, so that a tiny matrix still gets a jitter that fixes rounding), and each failed
+# attempt multiplies it by JITTER_GROWTH, up to JITTER_ATTEMPTS attempts: the last one adds
+# sqrt(eps) * 1e14 times that scale (about 1e6 in float64), far more than the rounding
+# errors of a positive semi-definite Hessian that it is meant to absorb.
+JITTER_ATTEMPTS = 8
+JITTER_GROWTH = 100.0
+JITTER_MIN_SCALE = 1.0
+
 
 def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
     """Per-task sums of :math:`G_i^\\top \\nabla^2 \\ell_i\\, G_i` at the pretrained outputs.
@@ -34,7 +47,7 @@ def task_hessians(jacobians, outputs, y, task_index, n_tasks, loss):
     return 0.5 * (result + result.transpose(1, 2))
 
 
-def exact_subset_hessians(jacobians, out, y, example_weights, loss, chunk=8):
+def exact_subset_hessians(jacobians, out, y, example_weights, loss, chunk=HESSIAN_CHUNK):
     """Hessian of the data term for each subset: ``sum_i a_bi G_i^T H_bi G_i`` (B, d, d)."""
     d = jacobians.shape[-1]
     blocks = []
@@ -53,9 +66,9 @@ def cholesky_with_jitter(matrix):
     if bool((info > 0).any()):
         d = matrix.shape[-1]
         eye = torch.eye(d, dtype=matrix.dtype, device=matrix.device)
-        scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1.0)
+        scale = matrix.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(JITTER_MIN_SCALE)
         jitter = torch.finfo(matrix.dtype).eps ** 0.5
-        for _ in range(8):
+        for _ in range(JITTER_ATTEMPTS):
             bad = info > 0
             if not bool(bad.any()):
                 break
@@ -63,7 +76,7 @@ def cholesky_with_jitter(matrix):
             factor_bad, info_bad = torch.linalg.cholesky_ex(fixed)
             factor[bad] = factor_bad
             info[bad] = info_bad
-            jitter *= 100.0
+            jitter *= JITTER_GROWTH
     return factor
 
 

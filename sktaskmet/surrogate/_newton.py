@@ -1,31 +1,171 @@
 r"""Batched damped Newton solve of the linearised, projected subset problems.
 
-Each subset :math:`b` defines the strongly convex problem (for ``penalty > 0``)
+Each subset :math:`b` defines the problem (strongly convex for the built-in losses when
+``penalty > 0``)
 
 .. math::
 
-    \min_w \sum_i a_{bi}\, \ell\big(f_{\theta_0}(x_i) + G(x_i) w,\ y_i\big)
+    \min_w \mathcal L_b(w) = \sum_i a_{bi}\, \ell\big(f_{\theta_0}(x_i) + G(x_i) w,\ y_i\big)
     + \frac{\lambda}{2} \lVert w \rVert^2 ,
 
 with :math:`a_{bi}` the normalised weight of the task of example :math:`i` in subset
-:math:`b`. All subsets of a batch are solved together by Newton's method (conjugate gradients
-preconditioned by the Hessian at ``w = 0``, or Cholesky solves of ``d x d`` systems), with
-Armijo backtracking per subset; subsets leave the batch as they converge.
+:math:`b` (:class:`~._linearized.LinearizedObjective`). All subsets of a batch are solved
+together by Newton's method: at every iteration each unfinished subset
+
+1. computes its Newton direction :math:`p = -H^{-1} \nabla \mathcal L` (conjugate gradients
+   preconditioned by the Hessian at ``w = 0``, or a Cholesky solve of the formed Hessian);
+2. stops when half its squared Newton decrement :math:`-\nabla \mathcal L^\top p`, the
+   decrease that the quadratic model predicts, is below ``tol`` or below what the working
+   precision can measure;
+3. otherwise takes the longest step :math:`t p`, :math:`t = 1, 1/2, 1/4, \dots`, that
+   decreases the objective by at least a fraction of the predicted decrease (Armijo).
+
+Subsets leave the batch as they finish, so the work of an iteration follows the number of
+unfinished ones. A subset whose direction is NaN or infinite (a loss whose derivatives fail
+where its value does not) stops at its last finite iterate and is reported in
+``non_finite``: the batch holds independent problems, so one failure stops only its own.
 """
 
-import warnings
+from typing import NamedTuple
 
 import torch
 
-from ..exceptions import NonFiniteWarning
-from ._conjugate_gradient import (
-    EigenbasisPreconditioner,
-    InversePreconditioner,
-    preconditioned_cg,
-)
-from ._hessians import cholesky_with_jitter, exact_subset_hessians, pretrained_eigenbasis
+from ._conjugate_gradient import PRECONDITIONERS, make_preconditioner, preconditioned_cg
+from ._hessians import cholesky_with_jitter
+from ._linearized import LinearizedObjective, subset_example_weights
 
-__all__ = ["solve_subsets"]
+__all__ = ["SubsetSolution", "solve_subsets"]
+
+# Armijo's sufficient-decrease fraction: a step t p is accepted when it decreases the
+# objective by at least ARMIJO_FRACTION * t times the decrease predicted by the Newton
+# model (the usual c1 = 1e-4 of line searches; Newton steps near the optimum pass at t = 1).
+ARMIJO_FRACTION = 1e-4
+# Each rejected trial halves the step; after MAX_BACKTRACKS halvings (t = 2^-40, about
+# 1e-12) a step that still decreases nothing has no measurable effect, and the iterate is
+# taken as optimal to working precision.
+BACKTRACK_FACTOR = 0.5
+MAX_BACKTRACKS = 40
+# Inexact Newton: conjugate gradients stop at a relative residual of sqrt(||grad||),
+# clipped to [FORCING_MIN, FORCING_MAX]: loose solves far from the optimum, tight ones near
+# it, which keeps the superlinear convergence of Newton's method at a fraction of the work.
+FORCING_MAX = 0.1
+FORCING_MIN = 1e-6
+# A predicted decrease below STALL_ULPS units in the last place of the objective cannot be
+# measured by comparing objective values: the subset counts as converged.
+STALL_ULPS = 4
+
+
+class SubsetSolution(NamedTuple):
+    """What :func:`solve_subsets` returns, one entry per subset.
+
+    Attributes
+    ----------
+    solution : torch.Tensor of shape (B, d)
+        The minimisers (the last finite iterate of a subset that met NaN or infinity; 0
+        where no finite iterate exists).
+    n_iter : torch.Tensor of shape (B,), int64
+        Newton steps taken.
+    converged : torch.Tensor of shape (B,), bool
+        Whether the stopping rule was met (never for a ``non_finite`` subset).
+    non_finite : torch.Tensor of shape (B,), bool
+        Subsets whose Newton direction, or solution, was NaN or infinite.
+    """
+
+    solution: torch.Tensor
+    n_iter: torch.Tensor
+    converged: torch.Tensor
+    non_finite: torch.Tensor
+
+
+class _ActiveSubsets:
+    """The unfinished subsets of a batch: their rows in it, iterates, values and weights."""
+
+    def __init__(self, rows, w, value, out, weights, precondition):
+        self.rows = rows
+        self.w = w
+        self.value = value
+        self.out = out
+        self.weights = weights
+        self.precondition = precondition
+
+    def select(self, keep):
+        """The subsets ``keep`` (a boolean mask), with their preconditioners."""
+        precondition = self.precondition
+        if precondition is not None:
+            precondition = precondition.select(keep)
+        return _ActiveSubsets(
+            self.rows[keep],
+            self.w[keep],
+            self.value[keep],
+            self.out[keep],
+            self.weights[keep],
+            precondition,
+        )
+
+
+def _newton_direction(objective, active, solver, cg_max_iter):
+    """Gradients and Newton directions of the active subsets, both (b, d)."""
+    grad = objective.gradient(active.w, active.out, active.weights)
+    if solver == "newton":
+        factor = cholesky_with_jitter(objective.hessians(active.out, active.weights))
+        return grad, -torch.cholesky_solve(grad.unsqueeze(-1), factor).squeeze(-1)
+    hvp = objective.hessian_product(active.out, active.weights)
+    grad_norm = float(grad.norm(dim=1).max())
+    rtol = min(FORCING_MAX, max(grad_norm**0.5, FORCING_MIN))
+    return grad, -preconditioned_cg(hvp, grad, active.precondition, cg_max_iter, rtol)
+
+
+def _stopped(decrement, value, tol):
+    """Subsets whose predicted decrease is below ``tol`` or unmeasurable, or not finite."""
+    floor = torch.clamp(STALL_ULPS * torch.finfo(value.dtype).eps * value.abs(), min=tol)
+    return (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
+
+
+def _backtrack(objective, active, step, decrement, finished):
+    """Armijo backtracking, one step length per subset.
+
+    Returns the new iterates, values and outputs (unchanged for finished subsets and for
+    those where no trial step was accepted) and the mask of accepted steps. A trial with a
+    NaN or infinite objective is never accepted.
+    """
+    length = torch.ones_like(active.value)
+    accepted = finished.clone()
+    new_w, new_value, new_out = active.w, active.value, active.out
+    for _ in range(MAX_BACKTRACKS):
+        trial_w = active.w + length.unsqueeze(1) * step
+        trial_value, trial_out = objective.value(trial_w, active.weights)
+        ok = (
+            torch.isfinite(trial_value)
+            & (trial_value <= active.value - ARMIJO_FRACTION * length * decrement)
+            & ~accepted
+        )
+        new_w = torch.where(ok.unsqueeze(1), trial_w, new_w)
+        new_value = torch.where(ok, trial_value, new_value)
+        new_out = torch.where(ok[:, None, None], trial_out, new_out)
+        accepted = accepted | ok
+        if bool(accepted.all()):
+            break
+        length = torch.where(accepted, length, BACKTRACK_FACTOR * length)
+    return new_w, new_value, new_out, accepted
+
+
+def _start(objective, example_weights, precondition):
+    """Every subset active at ``w = 0``."""
+    B = example_weights.shape[0]
+    device = example_weights.device
+    w = torch.zeros(B, objective.dim, dtype=example_weights.dtype, device=device)
+    value, out = objective.value(w, example_weights)
+    rows = torch.arange(B, device=device)
+    return _ActiveSubsets(rows, w, value, out, example_weights, precondition)
+
+
+def _finish(solution, n_iter, converged, non_finite):
+    """Reset solutions that are not finite to 0 (the pretrained model) and flag them."""
+    bad = ~torch.isfinite(solution).all(1)
+    if bool(bad.any()):
+        solution = torch.where(bad.unsqueeze(1), 0.0, solution)
+        non_finite = non_finite | bad
+    return SubsetSolution(solution, n_iter, converged & ~non_finite, non_finite)
 
 
 def solve_subsets(
@@ -69,7 +209,7 @@ def solve_subsets(
         ``pretrained_hessians`` (see ``preconditioner``). ``"newton"``: the Hessian is
         formed and factored at every iteration (``n C d^2`` work per subset and iteration).
     pretrained_hessians : torch.Tensor of shape (n_tasks, d, d)
-        From :func:`task_hessians`; needed for ``solver="newton-cg"``.
+        From :func:`~._hessians.task_hessians`; needed for ``solver="newton-cg"``.
     preconditioner : {"eigenbasis", "cholesky"}
         ``"cholesky"``: the inverse of each subset's Hessian at ``w = 0`` (a ``d^3``
         factorisation per subset; each application reads a ``d x d`` matrix per subset).
@@ -79,7 +219,7 @@ def solve_subsets(
         to build, two ``d x d`` matrix products for the whole batch to apply. Exact when the
         subset's Hessian shares the eigenvectors (e.g. all tasks with equal weights).
     eigenbasis : tuple of torch.Tensor, optional
-        ``(U, diagonals)`` from :func:`pretrained_eigenbasis`, to reuse across batches;
+        ``(U, diagonals)`` from :func:`~._hessians.pretrained_eigenbasis`, to reuse across batches;
         computed from ``pretrained_hessians`` when None.
     max_iter : int
         Newton iterations.
@@ -92,139 +232,47 @@ def solve_subsets(
 
     Returns
     -------
-    solution : torch.Tensor of shape (B, d)
-    n_iter : torch.Tensor of shape (B,), int64
-    converged : torch.Tensor of shape (B,), bool
+    SubsetSolution
+        ``(solution, n_iter, converged, non_finite)``, one entry per subset.
     """
-    B = subset_weights.shape[0]
-    d = jacobians.shape[-1]
-    dtype, device = jacobians.dtype, jacobians.device
-    tiny = torch.finfo(dtype).tiny
-    example_weights = subset_weights[:, task_index]  # (B, n)
-    totals = example_weights.sum(1, keepdim=True)
-    # An empty subset trains on nothing: its data term vanishes and w = 0 is the solution.
-    example_weights = torch.where(totals > 0, example_weights / totals.clamp_min(tiny), 0.0)
-    eye = torch.eye(d, dtype=dtype, device=device)
-
-    n, n_outputs = outputs.shape
-    # Plain matrix products on the (n * C, d) matrix: no layout copies of the results.
-    flat = jacobians.reshape(n * n_outputs, d)
-
-    def apply_jacobians(v):  # (b, d) -> (b, n, C): G_i v for every example
-        return (v @ flat.T).view(v.shape[0], n, n_outputs)
-
-    def apply_transposed(u):  # (b, n, C) -> (b, d): sum_i G_i^T u_i
-        return u.reshape(u.shape[0], n * n_outputs) @ flat
-
-    def objective(w, weights):
-        out = outputs + apply_jacobians(w)
-        data = (weights * loss.value(out, y)).sum(1)
-        return data + 0.5 * penalty * (w * w).sum(1), out
-
-    solution = torch.zeros(B, d, dtype=dtype, device=device)
-    n_iter = torch.zeros(B, dtype=torch.int64, device=device)
-    converged = torch.zeros(B, dtype=torch.bool, device=device)
-
-    if solver == "newton-cg" and preconditioner not in ("eigenbasis", "cholesky"):
+    if solver == "newton-cg" and preconditioner not in PRECONDITIONERS:
         raise ValueError(
             f"preconditioner must be 'eigenbasis' or 'cholesky'; got {preconditioner!r}."
         )
+    B = subset_weights.shape[0]
+    example_weights, task_share = subset_example_weights(subset_weights, task_index)
+    objective = LinearizedObjective(jacobians, outputs, y, loss, penalty)
     precondition = None
     if solver == "newton-cg":
-        task_share = torch.where(totals > 0, subset_weights / totals.clamp_min(tiny), 0.0)
-        if preconditioner == "eigenbasis":
-            if eigenbasis is None:
-                eigenbasis = pretrained_eigenbasis(pretrained_hessians)
-            basis, diagonals = eigenbasis
-            diagonal = task_share @ diagonals + penalty  # (B, d), >= penalty
-            # Guard a zero penalty: directions without curvature get the largest step.
-            floor = torch.finfo(dtype).eps * diagonal.amax(1, keepdim=True).clamp_min(tiny)
-            precondition = EigenbasisPreconditioner(basis, 1.0 / diagonal.clamp_min(floor))
-        else:
-            pretrained = torch.einsum("bk,kde->bde", task_share, pretrained_hessians)
-            precondition = InversePreconditioner(
-                torch.cholesky_inverse(cholesky_with_jitter(pretrained + penalty * eye))
-            )
-
-    # The state of the subsets still being solved; finished ones leave the batch, so that
-    # the work of an iteration follows the number of unfinished subsets.
-    rows = torch.arange(B, device=device)
-    weights = example_weights
-    w = torch.zeros(B, d, dtype=dtype, device=device)
-    value, out = objective(w, weights)
+        precondition = make_preconditioner(
+            preconditioner, task_share, penalty, pretrained_hessians, eigenbasis
+        )
+    active = _start(objective, example_weights, precondition)
+    solution = torch.zeros_like(active.w)
+    n_iter = torch.zeros(B, dtype=torch.int64, device=solution.device)
+    converged = torch.zeros(B, dtype=torch.bool, device=solution.device)
+    non_finite = torch.zeros_like(converged)
 
     for iteration in range(max_iter + 1):
-        grad_out = loss.grad(out, y) * weights.unsqueeze(-1)
-        grad = apply_transposed(grad_out) + penalty * w
-        if solver == "newton":
-            hess = exact_subset_hessians(jacobians, out, y, weights, loss) + penalty * eye
-            step = -torch.cholesky_solve(grad.unsqueeze(-1), cholesky_with_jitter(hess)).squeeze(-1)
-        else:
-            curvature = loss.hessian_operator(out, y)
-
-            def hvp(v, rows, curvature=curvature, weights=weights):
-                u = apply_jacobians(v)
-                if rows is not None:
-                    weights = weights[rows]
-                hu = curvature(u, rows) * weights.unsqueeze(-1)
-                return apply_transposed(hu) + penalty * v
-
-            # Forcing sequence: loose solves far from the optimum, tight ones near it.
-            grad_norm = float(grad.norm(dim=1).max())
-            rtol = min(0.1, max(grad_norm**0.5, 1e-6))
-            step = -preconditioned_cg(hvp, grad, precondition, cg_max_iter, rtol)
+        grad, step = _newton_direction(objective, active, solver, cg_max_iter)
         decrement = -(grad * step).sum(1)  # squared Newton decrement, >= 0
-        # Below a few ulps of the objective no step can be measured: count that as converged.
-        floor = torch.clamp(4 * torch.finfo(dtype).eps * value.abs(), min=tol)
-        finished = (0.5 * decrement <= floor) | ~torch.isfinite(decrement)
-        if iteration < max_iter:
-            # Armijo backtracking, a step length per subset.
-            length = torch.ones_like(value)
-            accepted = finished.clone()
-            new_w, new_value, new_out = w, value, out
-            for _ in range(40):
-                trial_w = w + length.unsqueeze(1) * step
-                trial_value, trial_out = objective(trial_w, weights)
-                ok = (
-                    torch.isfinite(trial_value)
-                    & (trial_value <= value - 1e-4 * length * decrement)
-                    & ~accepted
-                )
-                new_w = torch.where(ok.unsqueeze(1), trial_w, new_w)
-                new_value = torch.where(ok, trial_value, new_value)
-                new_out = torch.where(ok[:, None, None], trial_out, new_out)
-                accepted = accepted | ok
-                if bool(accepted.all()):
-                    break
-                length = torch.where(accepted, length, 0.5 * length)
-            # No step decreases the objective: the iterate is optimal to working precision.
-            stalled = ~accepted
-            n_iter[rows] += (~finished & accepted).to(torch.int64)
-            finished = finished | stalled
-            converged[rows] = finished
-            solution[rows] = torch.where(finished.unsqueeze(1), w, new_w)
-            w, value, out = new_w, new_value, new_out
-        else:
-            converged[rows] = finished
-            solution[rows] = w
+        finished = _stopped(decrement, active.value, tol)
+        non_finite[active.rows] = ~torch.isfinite(decrement)
+        if iteration == max_iter:
+            converged[active.rows] = finished
+            solution[active.rows] = active.w
             break
+        new_w, new_value, new_out, accepted = _backtrack(
+            objective, active, step, decrement, finished
+        )
+        n_iter[active.rows] += (~finished & accepted).to(torch.int64)
+        # No step decreases the objective: the iterate is optimal to working precision.
+        finished = finished | ~accepted
+        converged[active.rows] = finished
+        solution[active.rows] = torch.where(finished.unsqueeze(1), active.w, new_w)
+        active.w, active.value, active.out = new_w, new_value, new_out
         if bool(finished.all()):
             break
         if bool(finished.any()):
-            keep = ~finished
-            rows, w, value, out = rows[keep], w[keep], value[keep], out[keep]
-            weights = weights[keep]
-            if precondition is not None:
-                precondition = precondition.select(keep)
-    w = solution
-
-    bad = ~torch.isfinite(w).all(1)
-    if bool(bad.any()):
-        warnings.warn(
-            f"{int(bad.sum())} subset problem(s) produced non-finite parameters; their "
-            "solution was reset to the pretrained parameters (w = 0).",
-            NonFiniteWarning,
-            stacklevel=3,
-        )
-        w = torch.where(bad.unsqueeze(1), 0.0, w)
-    return w, n_iter, converged
+            active = active.select(~finished)
+    return _finish(solution, n_iter, converged, non_finite)

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from sktaskmet import GradientSubsetEstimator
 from sktaskmet.datasets import SubsetFineTuner
+from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.surrogate import evaluate_subsets
 from sktaskmet.surrogate._conjugate_gradient import EigenbasisPreconditioner
 from sktaskmet.surrogate._hessians import pretrained_eigenbasis, task_hessians
@@ -378,6 +379,56 @@ def test_iterates_stay_finite_with_a_tiny_penalty():
     assert np.all(F_hat > 0)
 
 
+def _squared_error_with_nan_derivatives_beyond(threshold):
+    """Squared error whose derivatives are NaN for outputs above ``threshold``.
+
+    The added term is 0 everywhere, but torch.where differentiates its discarded branch
+    too, and the derivative of ``sqrt`` of a negative number is NaN: a loss that stays
+    finite where its derivatives do not.
+    """
+
+    def loss(outputs, y):
+        data = ((outputs - y) ** 2).sum(-1)
+        total = outputs.sum(-1)
+        return data + torch.where(total < threshold, 0.0 * torch.sqrt(threshold - total), 0.0)
+
+    return loss
+
+
+def test_a_non_finite_newton_direction_keeps_the_last_finite_iterate_and_warns():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    Y = 5.0 + 0.1 * rng.normal(size=(30, 1))
+    tasks = np.repeat([0, 1, 2], 10)
+    model = torch.nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()  # pretrained outputs 0: finite derivatives; after a step, ~5: NaN
+    data = (X, Y, tasks, X[:5], Y[:5])
+    S = [[1, 1, 1], [1, 0, 0]]
+    failing = fit_estimator(
+        model, data=data, projection_dim=None, loss=_squared_error_with_nan_derivatives_beyond(2.5)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # no "did not converge" as well
+        with pytest.warns(
+            NonFiniteWarning,
+            match="GradientSubsetEstimator: the Newton direction of 2 of 2 subset problems "
+            "was NaN or infinite; each kept its last finite iterate",
+        ):
+            F_hat, n_iter = failing.estimate(S, return_n_iter=True)
+    # One step, then the direction at the new iterate failed: the estimate is that of the
+    # first iterate, which the same solve with the plain loss stopped at max_iter=1 gives.
+    assert n_iter.tolist() == [1, 1]
+    one_step = fit_estimator(
+        model, data=data, projection_dim=None, loss="squared_error", max_iter=1
+    )
+    with pytest.warns(ConvergenceWarning, match="of 2 subset problems did not converge"):
+        expected = one_step.estimate(S)
+    np.testing.assert_allclose(F_hat, expected, rtol=1e-10)
+    assert np.all(np.abs(F_hat - failing.pretrained_target_loss_) > 1.0)
+
+
 @pytest.mark.parametrize(
     "solver, preconditioner",
     [("newton", None), ("newton-cg", "eigenbasis"), ("newton-cg", "cholesky")],
@@ -399,11 +450,11 @@ def test_solve_subsets_batched_equals_one_by_one(solver, preconditioner):
     kwargs = dict(loss=loss, penalty=0.2, solver=solver, tol=1e-14, pretrained_hessians=hessians)
     if preconditioner is not None:
         kwargs["preconditioner"] = preconditioner
-    batched, n_iter, converged = solve_subsets(G, f0, y, task, W, **kwargs)
+    batched, n_iter, converged, _ = solve_subsets(G, f0, y, task, W, **kwargs)
     assert bool(converged.all())
     assert n_iter[3] == 0 and len(set(n_iter.tolist())) > 1
     for b in range(W.shape[0]):
-        single, single_iter, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
+        single, single_iter, _, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
         # The solves stop when the objective is within a few ulps of its minimum, which
         # pins w down to about sqrt(ulp / penalty) ~ 1e-7.
         torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-6)
@@ -438,7 +489,7 @@ def test_eigenbasis_preconditioner():
 
 @pytest.mark.parametrize("preconditioner", ["eigenbasis", "cholesky"])
 def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, preconditioner):
-    import sktaskmet.surrogate._newton as numerics
+    import sktaskmet.surrogate._conjugate_gradient as numerics
 
     used = []
     for name in ["EigenbasisPreconditioner", "InversePreconditioner"]:
