@@ -17,8 +17,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_allocation, fit_guard
 from ..exceptions import NonFiniteWarning
-from ._base import _check_unit_interval
 from ._hessians import pretrained_eigenbasis, task_hessians
+from ._indicators import check_subset_weights
 from ._influence import task_influence
 from ._jacobians import output_jacobians, trainable_parameters
 from ._linearized import target_losses
@@ -207,7 +207,7 @@ class GradientSubsetEstimator(BaseEstimator):
     --------
     KernelSurrogate : Fitted on the estimates, models subset performance with interactions.
     sktaskmet.surrogate.evaluate_subsets : Measures subset performance by real retraining.
-    sktaskmet.datasets.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
+    sktaskmet.surrogate.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
 
     References
     ----------
@@ -475,7 +475,7 @@ class GradientSubsetEstimator(BaseEstimator):
                 f"n_tasks_={self.n_tasks_} tasks; give one column per task, in the order "
                 "of tasks_."
             )
-        _check_unit_interval(S, "S")
+        check_subset_weights(S, "S")
         return S
 
     def _fitted_tensors(self, device):

@@ -10,9 +10,8 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from sktaskmet import GradientSubsetEstimator
-from sktaskmet.datasets import SubsetFineTuner
 from sktaskmet.exceptions import NonFiniteWarning
-from sktaskmet.surrogate import evaluate_subsets
+from sktaskmet.surrogate import SubsetFineTuner, evaluate_subsets
 from sktaskmet.surrogate._conjugate_gradient import EigenbasisPreconditioner
 from sktaskmet.surrogate._hessians import pretrained_eigenbasis, task_hessians
 from sktaskmet.surrogate._jacobians import (
