@@ -132,87 +132,29 @@ def make_multitask_digits(
     digits = load_digits()
     X_all = digits.data / 16.0
     y_all = digits.target.astype(np.int64)
-    order = rng.permutation(len(y_all))
-    n_free = n_clean + n_noisy
-    needed = n_pretrain + n_target + n_free * task_size
-    if needed > len(order):
-        raise ValueError(
-            f"The digits data has {len(order)} images, but the requested sizes need at least "
-            f"{needed} (n_pretrain + n_target + (n_clean + n_noisy) * task_size), plus the "
-            "restricted tasks' examples."
-        )
-    pretrain_idx = order[:n_pretrain]
-    target_idx = order[n_pretrain : n_pretrain + n_target]
-    pool = list(order[n_pretrain + n_target :])
-
-    def take(count, allowed=None):
-        chosen = []
-        for position, index in enumerate(pool):
-            if allowed is None or y_all[index] in allowed:
-                chosen.append(position)
-            if len(chosen) == count:
-                break
-        if len(chosen) < count:
-            raise ValueError(
-                "The digits data has too few unused images for the requested tasks; lower "
-                "task_size, n_pretrain or n_target."
-            )
-        picked = [pool[p] for p in chosen]
-        for p in reversed(chosen):
-            del pool[p]
-        return np.asarray(picked)
-
-    X_parts, y_parts, kinds, names = [], [], [], []
-    clean_parts = []
-    for k in range(n_clean):
-        idx = take(task_size)
-        clean_parts.append(idx)
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("clean")
-        names.append(f"clean {k}")
-    for k in range(n_noisy):
-        idx = take(task_size)
-        labels = y_all[idx].copy()
-        flip = rng.uniform(size=task_size) < noise
-        labels[flip] = rng.randint(0, 10, size=int(flip.sum()))
-        X_parts.append(X_all[idx])
-        y_parts.append(labels)
-        kinds.append("noisy")
-        names.append(f"noisy {k} ({noise:.0%} labels redrawn)")
-    for k in range(n_duplicated):
-        idx = clean_parts[k]
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("duplicated")
-        names.append(f"duplicate of clean {k}")
-    for k in range(n_restricted):
-        classes = {(3 * k + j) % 10 for j in range(3)}
-        idx = take(task_size, allowed=classes)
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("restricted")
-        names.append(f"restricted to classes {sorted(classes)}")
-
-    X = np.concatenate(X_parts)
-    y = np.concatenate(y_parts)
-    tasks = np.repeat(np.arange(len(kinds)), [len(part) for part in y_parts])
-
-    with seeded(rng):
-        model = make_mlp(64, tuple(hidden_layer_sizes), 10, activation="tanh").double()
-    X_pre = torch.from_numpy(X_all[pretrain_idx].copy())
-    y_pre = torch.from_numpy(y_all[pretrain_idx].copy())
-    params = list(model.parameters())
-
-    def pretrain_objective():
-        data = torch.nn.functional.cross_entropy(model(X_pre), y_pre)
-        return data + 0.5 * pretrain_penalty * sum((p * p).sum() for p in params)
-
-    minimise_lbfgs(params, pretrain_objective, pretrain_max_iter, 1e-9)
-    model.eval()
-    for p in params:
-        p.grad = None
-
+    pretrain_idx, target_idx, pool = _split_digits(
+        rng, len(y_all), n_pretrain, n_target, (n_clean + n_noisy) * task_size
+    )
+    X, y, tasks, kinds, names = _training_tasks(
+        _DigitPool(pool, y_all),
+        rng,
+        X_all,
+        y_all,
+        n_clean=n_clean,
+        n_noisy=n_noisy,
+        n_duplicated=n_duplicated,
+        n_restricted=n_restricted,
+        task_size=task_size,
+        noise=noise,
+    )
+    model = _pretrained_mlp(
+        rng,
+        X_all[pretrain_idx],
+        y_all[pretrain_idx],
+        hidden_layer_sizes,
+        pretrain_penalty,
+        pretrain_max_iter,
+    )
     return Bunch(
         X=X,
         y=y,
@@ -225,3 +167,107 @@ def make_multitask_digits(
         task_kinds=kinds,
         task_names=names,
     )
+
+
+# -- the steps of make_multitask_digits, in the order they draw from the random state --
+
+
+def _split_digits(rng, n_digits, n_pretrain, n_target, n_task_examples):
+    """Shuffle the digits and cut off the pretraining set and the target task.
+
+    Returns the indices of the pretraining digits, of the target digits and the list of
+    the remaining ones (the pool the training tasks draw from), in shuffled order.
+    """
+    order = rng.permutation(n_digits)
+    needed = n_pretrain + n_target + n_task_examples
+    if needed > len(order):
+        raise ValueError(
+            f"The digits data has {len(order)} images, but the requested sizes need at least "
+            f"{needed} (n_pretrain + n_target + (n_clean + n_noisy) * task_size), plus the "
+            "restricted tasks' examples."
+        )
+    pretrain_idx = order[:n_pretrain]
+    target_idx = order[n_pretrain : n_pretrain + n_target]
+    return pretrain_idx, target_idx, list(order[n_pretrain + n_target :])
+
+
+class _DigitPool:
+    """The unused digits, handed out in shuffled order so that tasks are disjoint."""
+
+    def __init__(self, indices, labels):
+        self.indices = indices
+        self.labels = labels
+
+    def take(self, count, allowed=None):
+        """Remove and return the first ``count`` unused digits (of the ``allowed`` classes)."""
+        chosen = []
+        for position, index in enumerate(self.indices):
+            if allowed is None or self.labels[index] in allowed:
+                chosen.append(position)
+            if len(chosen) == count:
+                break
+        if len(chosen) < count:
+            raise ValueError(
+                "The digits data has too few unused images for the requested tasks; lower "
+                "task_size, n_pretrain or n_target."
+            )
+        picked = [self.indices[p] for p in chosen]
+        for p in reversed(chosen):
+            del self.indices[p]
+        return np.asarray(picked)
+
+
+def _training_tasks(
+    pool, rng, X_all, y_all, *, n_clean, n_noisy, n_duplicated, n_restricted, task_size, noise
+):
+    """The training tasks, clean, noisy, duplicated and restricted in this order.
+
+    Returns ``X``, ``y`` and ``tasks`` of all their examples, and the kind and the name
+    of each task.
+    """
+    parts = []  # (indices, labels, kind, name) of each task
+
+    for k in range(n_clean):
+        idx = pool.take(task_size)
+        parts.append((idx, y_all[idx], "clean", f"clean {k}"))
+    for k in range(n_noisy):
+        idx = pool.take(task_size)
+        labels = y_all[idx].copy()
+        flip = rng.uniform(size=task_size) < noise
+        labels[flip] = rng.randint(0, 10, size=int(flip.sum()))
+        parts.append((idx, labels, "noisy", f"noisy {k} ({noise:.0%} labels redrawn)"))
+    for k in range(n_duplicated):
+        idx = parts[k][0]  # clean task k
+        parts.append((idx, y_all[idx], "duplicated", f"duplicate of clean {k}"))
+    for k in range(n_restricted):
+        classes = {(3 * k + j) % 10 for j in range(3)}
+        idx = pool.take(task_size, allowed=classes)
+        parts.append((idx, y_all[idx], "restricted", f"restricted to classes {sorted(classes)}"))
+
+    X = np.concatenate([X_all[idx] for idx, _, _, _ in parts])
+    y = np.concatenate([labels for _, labels, _, _ in parts])
+    tasks = np.repeat(np.arange(len(parts)), [len(labels) for _, labels, _, _ in parts])
+    return X, y, tasks, [kind for *_, kind, _ in parts], [name for *_, name in parts]
+
+
+def _pretrained_mlp(rng, X_pretrain, y_pretrain, hidden_layer_sizes, penalty, max_iter):
+    r"""A tanh MLP (float64) initialised from ``rng`` and pretrained by full-batch L-BFGS.
+
+    It minimises the cross-entropy on the pretraining digits plus
+    :math:`\frac{\lambda}{2} \|\theta\|^2`, with :math:`\lambda` = ``penalty``.
+    """
+    with seeded(rng):
+        model = make_mlp(64, tuple(hidden_layer_sizes), 10, activation="tanh").double()
+    X_pre = torch.from_numpy(X_pretrain.copy())
+    y_pre = torch.from_numpy(y_pretrain.copy())
+    params = list(model.parameters())
+
+    def pretrain_objective():
+        data = torch.nn.functional.cross_entropy(model(X_pre), y_pre)
+        return data + 0.5 * penalty * sum((p * p).sum() for p in params)
+
+    minimise_lbfgs(params, pretrain_objective, max_iter, 1e-9)
+    model.eval()
+    for p in params:
+        p.grad = None
+    return model
