@@ -15,7 +15,9 @@ draws with) when asked for one, and as one printed line per update with ``verbos
 
 import time
 
-__all__ = ["LoopProgress"]
+from joblib import Parallel
+
+__all__ = ["LoopProgress", "streaming_parallel"]
 
 
 def _rich_progress():
@@ -98,3 +100,16 @@ class LoopProgress:
             self._progress.stop()
             self._progress = None
         return False
+
+
+def streaming_parallel(**parallel_params):
+    """A :class:`joblib.Parallel` that yields results in order as they finish, where it can.
+
+    Progress can then follow each result. Streaming needs joblib >= 1.3 and a backend that
+    supports it (not every process-pool or distributed backend does); elsewhere the returned
+    Parallel gives all results together at the end, and progress jumps there.
+    """
+    try:
+        return Parallel(return_as="generator", **parallel_params)
+    except (TypeError, ValueError):
+        return Parallel(**parallel_params)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from joblib import Memory, Parallel, delayed
 
-from .._progress import LoopProgress
+from .._progress import LoopProgress, streaming_parallel
 
 __all__ = ["SubsetEvaluationError", "SubsetFailure", "evaluate_subsets"]
 
@@ -193,18 +193,6 @@ def _warn_non_finite(values, failures):
 # -- running the missing subsets -------------------------------------------------------
 
 
-def _streaming_parallel(n_jobs, verbose):
-    """A Parallel that yields results in order as they finish, where joblib can.
-
-    Streaming needs joblib >= 1.3 and a backend that supports it (not every distributed or
-    process-pool backend does); elsewhere the results arrive together at the end.
-    """
-    try:
-        return Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")
-    except (TypeError, ValueError):
-        return Parallel(n_jobs=n_jobs, verbose=verbose)
-
-
 def _compute(call, subsets, missing, directory, n_jobs, verbose, progress):
     """``_evaluate_one`` on the rows ``missing``; results in their order.
 
@@ -218,7 +206,7 @@ def _compute(call, subsets, missing, directory, n_jobs, verbose, progress):
     description = "evaluate_subsets" + (f" ({loaded} loaded from the store)" if loaded else "")
     computed = []
     with LoopProgress(len(subsets), description, bar=True, completed=loaded) as bar:
-        for result in _streaming_parallel(n_jobs, verbose)(jobs):
+        for result in streaming_parallel(n_jobs=n_jobs, verbose=verbose)(jobs):
             computed.append(result)
             bar.advance()
     return computed

@@ -7,7 +7,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import delayed
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, column_or_1d, metadata_routing
@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
+from .._progress import LoopProgress, streaming_parallel
 from .._validation import check_allocation, fit_guard
 from ..exceptions import NonFiniteWarning
 from ._hessians import pretrained_eigenbasis, task_hessians
@@ -157,7 +158,9 @@ class GradientSubsetEstimator(BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the random projection.
     verbose : int, default=0
-        Print progress of the Jacobian computation and of the subset batches.
+        Print the time of the Jacobian computation in :meth:`fit` and a line per batch of
+        subsets solved in :meth:`estimate`; :meth:`estimate` draws a bar with
+        ``progress=True``.
 
     ``penalty``, ``solver``, ``preconditioner``, ``max_iter``, ``tol``,
     ``subset_batch_size``, ``n_jobs`` and ``device`` are used by :meth:`estimate` only:
@@ -522,7 +525,7 @@ class GradientSubsetEstimator(BaseEstimator):
         flags = (result.n_iter, result.converged, result.non_finite)
         return (to_numpy(values), *(to_numpy(flag) for flag in flags))
 
-    def estimate(self, S, *, return_n_iter=False):
+    def estimate(self, S, *, return_n_iter=False, progress=False):
         """Estimated target loss :math:`\\hat F(s)` of fine-tuning on each subset.
 
         Parameters
@@ -533,6 +536,9 @@ class GradientSubsetEstimator(BaseEstimator):
             ``tasks_``.
         return_n_iter : bool, default=False
             Also return the number of Newton iterations of each subset.
+        progress : bool, default=False
+            Show a progress bar of the subsets solved, one batch of ``subset_batch_size``
+            at a time (it needs the rich package). ``verbose`` prints a line per batch.
 
         Returns
         -------
@@ -553,20 +559,26 @@ class GradientSubsetEstimator(BaseEstimator):
             # shared by all batches
             eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         if self.n_jobs is None or self.n_jobs == 1:
-            results = []
-            for number, batch in enumerate(batches, 1):
-                results.append(self._solve_batch(batch, device, fitted, loss, eigenbasis))
-                if self.verbose:
-                    done = min(number * size, S.shape[0])
-                    print(
-                        f"[GradientSubsetEstimator] {done}/{S.shape[0]} subsets solved "
-                        f"(at most {int(results[-1][1].max())} Newton iterations)"
-                    )
+            # Lazily, one batch after the other: progress follows each batch.
+            solved = (self._solve_batch(b, device, fitted, loss, eigenbasis) for b in batches)
         else:
-            results = Parallel(n_jobs=self.n_jobs, prefer="threads", verbose=self.verbose)(
+            parallel = streaming_parallel(n_jobs=self.n_jobs, prefer="threads")
+            solved = parallel(
                 delayed(self._solve_batch)(batch, device, fitted, loss, eigenbasis)
                 for batch in batches
             )
+        results = []
+        with LoopProgress(
+            S.shape[0],
+            type(self).__name__,
+            bar=progress,
+            verbose=self.verbose,
+            unit="subsets solved",
+        ) as reporter:
+            for batch, result in zip(batches, solved, strict=True):
+                results.append(result)
+                iterations = int(result[1].max())
+                reporter.advance(len(batch), f", at most {iterations} Newton iterations")
         F_hat, n_iter, converged, non_finite = (
             np.concatenate([r[k] for r in results]) for k in range(4)
         )

@@ -635,6 +635,25 @@ def test_verbose_reports_progress(capsys):
     assert "gradients of 45 training" in out and "2/2 subsets solved" in out
 
 
+def test_estimate_progress_bar_counts_the_subsets_batch_by_batch():
+    rich = pytest.importorskip("rich")
+    est = fit_estimator(projection_dim=4, subset_batch_size=3)
+    S = np.ones((7, 3))
+    with rich.get_console().capture() as capture:
+        with_bar = est.estimate(S, progress=True)
+    out = capture.get()
+    assert "GradientSubsetEstimator" in out and "7/7" in out and "100%" in out
+    np.testing.assert_array_equal(with_bar, est.estimate(S))
+
+
+def test_verbose_reports_each_batch_of_subsets_with_threads_too(capsys):
+    est = fit_estimator(projection_dim=4, subset_batch_size=2, n_jobs=2, verbose=1)
+    capsys.readouterr()
+    est.estimate(np.ones((5, 3)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "subsets solved" in line]
+    assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"]
+
+
 # ---------------------------------------------------------------- bad input
 
 
