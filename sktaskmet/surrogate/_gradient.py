@@ -1,6 +1,7 @@
 """Gradient-based estimation of subset performance without retraining."""
 
 import copy
+import math
 import time
 import warnings
 from numbers import Integral, Real
@@ -16,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
 from .._progress import LoopProgress, streaming_parallel
+from .._training import CallbackSupportMixin, FitCallbacks
 from .._validation import check_allocation, fit_guard
 from ..exceptions import NonFiniteWarning
 from ._hessians import pretrained_eigenbasis, task_hessians
@@ -30,7 +32,7 @@ from ._projection import random_projection, row_space_basis
 __all__ = ["GradientSubsetEstimator"]
 
 
-class GradientSubsetEstimator(BaseEstimator):
+class GradientSubsetEstimator(CallbackSupportMixin, BaseEstimator):
     r"""Estimate the performance of fine-tuning on any subset of tasks, without retraining.
 
     The model is linearised at its pretrained parameters :math:`\theta_0`,
@@ -159,8 +161,10 @@ class GradientSubsetEstimator(BaseEstimator):
         Seeds the random projection.
     verbose : int, default=0
         Print the time of the Jacobian computation in :meth:`fit` and a line per batch of
-        subsets solved in :meth:`estimate`; :meth:`estimate` draws a bar with
-        ``progress=True``.
+        subsets solved in :meth:`estimate`. With scikit-learn >= 1.9, ``set_callbacks``
+        (e.g. :class:`~sklearn.callback.ProgressBar`, also from a
+        :class:`~sklearn.pipeline.Pipeline`) follows :meth:`fit` one batch of examples at
+        a time; :meth:`estimate` draws a bar with ``progress=True``.
 
     ``penalty``, ``solver``, ``preconditioner``, ``max_iter``, ``tol``,
     ``subset_batch_size``, ``n_jobs`` and ``device`` are used by :meth:`estimate` only:
@@ -373,71 +377,20 @@ class GradientSubsetEstimator(BaseEstimator):
         self : GradientSubsetEstimator
             The fitted estimator.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
-        X_target = validate_data(
-            self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
-        )
-        if X_target.shape[1:] != X.shape[1:]:
-            raise ValueError(
-                f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
-            )
-        y = self._check_targets(y, X.shape[0], "y", X.dtype)
-        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
-        tasks = column_or_1d(tasks, warn=True)
-        if tasks.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"tasks has {tasks.shape[0]} entries, but X has {X.shape[0]} rows; give one "
-                "task label per training example."
-            )
-        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
-        self.n_tasks_ = len(self.tasks_)
-        self.task_sizes_ = np.bincount(task_index, minlength=self.n_tasks_)
-        self.task_index_ = task_index.astype(np.int64)
-
+        X, y, X_target, y_target = self._validate_fit_data(X, y, tasks, X_target, y_target)
         device = resolve_device(self.device)
-        model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(X.dtype))
-        model.eval()
-        params = trainable_parameters(model)
-        if not params:
-            raise ValueError("model has no trainable parameters (requires_grad=True).")
-        self.n_params_ = int(sum(p.numel() for p in params.values()))
-
-        X_t = to_tensor(X, device)
-        X_target_t = to_tensor(X_target, device)
-        try:
-            with torch.no_grad():
-                probe = model(X_t[:2])
-        except Exception as exc:  # the model's own error says what did not fit
-            raise ValueError(
-                f"model could not be applied to X of sample shape {X.shape[1:]}: {exc}"
-            ) from exc
-        if not isinstance(probe, torch.Tensor) or probe.shape[0] != min(2, X.shape[0]):
-            raise ValueError(
-                "model must return a tensor with one row per input example; got "
-                f"{type(probe).__name__} of shape {getattr(probe, 'shape', None)}."
-            )
-        self.n_outputs_ = int(probe.reshape(probe.shape[0], -1).shape[1])
+        model, X_t, X_target_t = self._pretrained_model(X, X_target, device)
         self._check_model_outputs(self.n_outputs_, y, "y")
         self._check_model_outputs(self.n_outputs_, y_target, "y_target")
-
-        if self.projection_dim is None:
-            projection = None
-        else:
-            dim, itemsize = int(self.projection_dim), X_t.element_size()
-            check_allocation("projection_dim", (self.n_params_, dim), itemsize)
-            check_allocation("projection_dim", (X.shape[0], self.n_outputs_, dim), itemsize)
-            check_allocation("projection_dim", (self.n_tasks_, dim, dim), itemsize)
-            generator = make_generator(self.random_state, device)
-            projection = random_projection(
-                self.n_params_, self.projection_dim, self.projection, generator, X_t.dtype, device
-            )
-            self.projection_dim_ = int(self.projection_dim)
+        projection = self._random_projection(X_t, device)
 
         start = time.perf_counter()
-        outputs, grads = output_jacobians(model, X_t, projection, self.batch_size)
-        target_outputs, target_grads = output_jacobians(
-            model, X_target_t, projection, self.batch_size
-        )
+        # One callback task per batch of examples (see _projected_jacobians).
+        callbacks = FitCallbacks(self, X, y)
+        size = int(self.batch_size)
+        callbacks.begin_fit(math.ceil(X.shape[0] / size) + math.ceil(X_target.shape[0] / size))
+        train, target = self._projected_jacobians(model, X_t, X_target_t, projection, callbacks)
+        (outputs, grads), (target_outputs, target_grads) = train, target
         if projection is None:
             basis = row_space_basis(grads)
             if basis is not None:
@@ -466,7 +419,107 @@ class GradientSubsetEstimator(BaseEstimator):
         self.pretrained_target_loss_ = float(pretrained)
         self._y = y
         self._y_target = y_target
+        callbacks.end_fit()
         return self
+
+    def _validate_fit_data(self, X, y, tasks, X_target, y_target):
+        """Checked arrays of ``fit``; sets ``tasks_``, ``n_tasks_``, ``task_sizes_``."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
+        X_target = validate_data(
+            self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
+        )
+        if X_target.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
+            )
+        y = self._check_targets(y, X.shape[0], "y", X.dtype)
+        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
+        tasks = column_or_1d(tasks, warn=True)
+        if tasks.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"tasks has {tasks.shape[0]} entries, but X has {X.shape[0]} rows; give one "
+                "task label per training example."
+            )
+        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
+        self.n_tasks_ = len(self.tasks_)
+        self.task_sizes_ = np.bincount(task_index, minlength=self.n_tasks_)
+        self.task_index_ = task_index.astype(np.int64)
+        return X, y, X_target, y_target
+
+    def _pretrained_model(self, X, X_target, device):
+        """A copy of ``model`` on ``device`` in the dtype of X, checked on two examples.
+
+        Returns the model and the inputs as tensors; sets ``n_params_`` and ``n_outputs_``.
+        """
+        model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(X.dtype))
+        model.eval()
+        params = trainable_parameters(model)
+        if not params:
+            raise ValueError("model has no trainable parameters (requires_grad=True).")
+        self.n_params_ = int(sum(p.numel() for p in params.values()))
+
+        X_t = to_tensor(X, device)
+        X_target_t = to_tensor(X_target, device)
+        try:
+            with torch.no_grad():
+                probe = model(X_t[:2])
+        except Exception as exc:  # the model's own error says what did not fit
+            raise ValueError(
+                f"model could not be applied to X of sample shape {X.shape[1:]}: {exc}"
+            ) from exc
+        if not isinstance(probe, torch.Tensor) or probe.shape[0] != min(2, X.shape[0]):
+            raise ValueError(
+                "model must return a tensor with one row per input example; got "
+                f"{type(probe).__name__} of shape {getattr(probe, 'shape', None)}."
+            )
+        self.n_outputs_ = int(probe.reshape(probe.shape[0], -1).shape[1])
+        return model, X_t, X_target_t
+
+    def _random_projection(self, X_t, device):
+        """The projection of the parameters (None with ``projection_dim=None``)."""
+        if self.projection_dim is None:
+            return None
+        dim, itemsize = int(self.projection_dim), X_t.element_size()
+        check_allocation("projection_dim", (self.n_params_, dim), itemsize)
+        check_allocation("projection_dim", (X_t.shape[0], self.n_outputs_, dim), itemsize)
+        check_allocation("projection_dim", (self.n_tasks_, dim, dim), itemsize)
+        generator = make_generator(self.random_state, device)
+        projection = random_projection(
+            self.n_params_, self.projection_dim, self.projection, generator, X_t.dtype, device
+        )
+        self.projection_dim_ = dim
+        return projection
+
+    def _projected_jacobians(self, model, X_t, X_target_t, projection, callbacks):
+        """Outputs and projected Jacobians of the training and the target examples.
+
+        Each batch of ``batch_size`` examples is one step task of the fit opened by
+        ``callbacks`` (:class:`~sktaskmet._training.FitCallbacks`, begun by :meth:`fit`):
+        a :class:`~sklearn.callback.ProgressBar` advances batch by batch. A batch of
+        Jacobians is no fitted model, so its task closes without one (a ``ScoringMonitor``
+        has nothing to score), and a callback cannot stop the fit early: every estimate
+        needs the Jacobians of all examples. NaN or infinity in the outputs or the
+        Jacobians raises: the linearisation is undefined there, and every estimate would
+        inherit it.
+        """
+        size = int(self.batch_size)
+
+        def batch_done():
+            # The task opens and closes once the batch is done: progress follows the
+            # batches, and output_jacobians stays free of callback logic.
+            callbacks.end_step(callbacks.begin_step(), finished=False)
+
+        results = []
+        for name, inputs in (("X", X_t), ("X_target", X_target_t)):
+            outputs, jacobians = output_jacobians(model, inputs, projection, size, batch_done)
+            if not (bool(torch.isfinite(outputs).all()) and bool(torch.isfinite(jacobians).all())):
+                raise ValueError(
+                    f"the model's outputs or their Jacobians on {name} contain NaN or "
+                    "infinity at the pretrained parameters, where the model is linearised; "
+                    "check the model and the scale of the inputs."
+                )
+            results.append((outputs, jacobians))
+        return results
 
     # ------------------------------------------------------------------ estimate
 

@@ -8,6 +8,8 @@ Jacobians have a closed form from the layer inputs and the backpropagated output
 :func:`torch.func.vmap` over :func:`torch.func.jacrev`.
 """
 
+import math
+
 import torch
 from torch.func import functional_call, jacrev, vmap
 
@@ -126,6 +128,8 @@ def _closed_form_holds(layers, inputs, zs, out):
             grad = next(param_grads)
             grad = torch.zeros_like(param) if grad is None else grad
             scale = float(grad.abs().max()) + float(value.abs().max())
+            if not math.isfinite(scale):
+                return False  # NaN or infinity: nothing to compare; torch.func decides
             if not torch.allclose(grad, value, rtol=tol, atol=tol * scale):
                 return False
     return True
@@ -195,7 +199,7 @@ class _BlockedProjection:
             self.blocks[name] = block
 
 
-def output_jacobians(model, X, projection=None, batch_size=256):
+def output_jacobians(model, X, projection=None, batch_size=256, on_batch=None):
     """Outputs and (projected) output Jacobians of every example at the current parameters.
 
     When every trainable parameter is the weight or bias of an ``nn.Linear`` layer called
@@ -214,6 +218,8 @@ def output_jacobians(model, X, projection=None, batch_size=256):
     batch_size : int
         Examples per batch; bounds memory at about ``batch_size * C * n_params`` numbers
         (``batch_size * max(C, out) * d`` for linear layers with a dense projection).
+    on_batch : callable or None
+        Called with no argument after each batch (progress reporting).
 
     Returns
     -------
@@ -240,6 +246,8 @@ def output_jacobians(model, X, projection=None, batch_size=256):
             result = _vmap_jacobians(model, params, xb, projection)
         outputs.append(result[0])
         jacobians.append(result[1])
+        if on_batch is not None:
+            on_batch()
     return torch.cat(outputs, 0), torch.cat(jacobians, 0)
 
 

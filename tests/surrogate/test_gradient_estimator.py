@@ -10,6 +10,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from sktaskmet import GradientSubsetEstimator
+from sktaskmet._training import CALLBACKS_AVAILABLE
 from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.surrogate import SubsetFineTuner, evaluate_subsets
 from sktaskmet.surrogate._conjugate_gradient import EigenbasisPreconditioner
@@ -652,6 +653,80 @@ def test_verbose_reports_each_batch_of_subsets_with_threads_too(capsys):
     est.estimate(np.ones((5, 3)))
     lines = [line for line in capsys.readouterr().out.splitlines() if "subsets solved" in line]
     assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"]
+
+
+needs_callbacks = pytest.mark.skipif(
+    not CALLBACKS_AVAILABLE, reason="scikit-learn < 1.9 has no sklearn.callback"
+)
+
+
+class _CountSteps:
+    """A callback that counts the step tasks of a fit and what they carry."""
+
+    def __init__(self):
+        self.steps = 0
+        self.fitted = []
+
+    def setup(self, estimator, context):
+        pass
+
+    def teardown(self, estimator, context):
+        pass
+
+    def on_fit_task_begin(self, estimator, context):
+        pass
+
+    def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
+        if context.task_name == "iteration":
+            self.steps += 1
+            self.fitted.append(fitted_estimator)
+
+
+@needs_callbacks
+def test_callbacks_follow_the_batches_of_examples_and_change_nothing():
+    counter = _CountSteps()
+    X, y, tasks, X_target, y_target = make_problem()  # 45 training, 20 target examples
+    est = GradientSubsetEstimator(
+        make_model(), projection_dim=6, batch_size=10, penalty=0.1, device="cpu", random_state=0
+    )
+    est.set_callbacks(counter).fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    assert counter.steps == 5 + 2  # ceil(45 / 10) + ceil(20 / 10)
+    assert counter.fitted == [None] * 7  # a batch of gradients is no fitted model
+    plain = fit_estimator(projection_dim=6, batch_size=10)
+    S = np.array([[1, 1, 1], [1, 0, 1.0]])
+    np.testing.assert_array_equal(est.estimate(S), plain.estimate(S))
+
+
+@needs_callbacks
+def test_progress_bar_nests_under_a_pipeline(capsys):
+    pytest.importorskip("rich")
+    from sklearn.callback import ProgressBar
+    from sklearn.pipeline import Pipeline
+
+    X, y, tasks, X_target, y_target = make_problem()
+    est = GradientSubsetEstimator(make_model(), projection_dim=6, batch_size=10, random_state=0)
+    pipe = Pipeline([("gradients", est)])
+    pipe.set_callbacks(ProgressBar(max_propagation_depth=None))
+    pipe.fit(
+        X, y, gradients__tasks=tasks, gradients__X_target=X_target, gradients__y_target=y_target
+    )
+    out = capsys.readouterr().out
+    bars = [line for line in out.splitlines() if "GradientSubsetEstimator - fit" in line]
+    assert len(bars) == 1
+    assert "Pipeline - fit-final-estimator | GradientSubsetEstimator - fit" in bars[0]
+    assert "100%" in bars[0]
+    assert pipe[-1].estimate([[1, 1, 1]]).shape == (1,)
+
+
+def test_non_finite_model_outputs_raise_in_fit():
+    X, y, tasks, X_target, y_target = make_problem()
+    model = make_model()
+    with torch.no_grad():
+        model[2].weight[0, 0] = torch.nan  # e.g. a pretraining that diverged
+    est = GradientSubsetEstimator(model, projection_dim=4, device="cpu")
+    with pytest.raises(ValueError, match="Jacobians on X contain NaN or infinity"):
+        est.fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    assert not hasattr(est, "train_gradients_")
 
 
 # ---------------------------------------------------------------- bad input
