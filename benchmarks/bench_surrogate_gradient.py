@@ -35,8 +35,8 @@ import torch
 from scipy.stats import spearmanr
 
 from sktaskmet import GradientSubsetEstimator, KernelSurrogate, LinearSurrogate
-from sktaskmet.datasets import SubsetFineTuner, make_multitask_digits
-from sktaskmet.surrogate import evaluate_subsets, sample_subsets
+from sktaskmet.datasets import make_multitask_digits
+from sktaskmet.surrogate import SubsetFineTuner, evaluate_subsets, sample_subsets
 
 
 class Linearised(torch.nn.Module):

@@ -34,8 +34,13 @@ import numpy as np
 import torch
 
 from sktaskmet import GradientSubsetEstimator, KernelSurrogate, LinearSurrogate
-from sktaskmet.datasets import SubsetFineTuner, make_multitask_digits
-from sktaskmet.surrogate import evaluate_subsets, loo_correlation, sample_subsets
+from sktaskmet.datasets import make_multitask_digits
+from sktaskmet.surrogate import (
+    SubsetFineTuner,
+    evaluate_subsets,
+    loo_correlation,
+    sample_subsets,
+)
 
 
 def leave_one_out_sets(n_tasks):

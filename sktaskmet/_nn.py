@@ -1,10 +1,12 @@
-"""Small torch building blocks shared by the estimators, and the check of their widths."""
+"""Small torch building blocks shared by the estimators, the check of their widths, and the
+full-batch L-BFGS that pretrains and fine-tunes the task-attribution models."""
 
 from numbers import Integral
 
+import torch
 from torch import nn
 
-__all__ = ["make_mlp", "check_hidden_layer_sizes", "ACTIVATIONS"]
+__all__ = ["make_mlp", "check_hidden_layer_sizes", "minimise_lbfgs", "ACTIVATIONS"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
 
@@ -77,3 +79,42 @@ def check_hidden_layer_sizes(hidden_layer_sizes, name="hidden_layer_sizes"):
             f"layers); got {hidden_layer_sizes!r}."
         )
     return tuple(int(width) for width in hidden_layer_sizes)
+
+
+# L-BFGS settings of every fine-tuning and pretraining: curvature pairs kept, and the
+# relative change of the objective below which it stops (at float64 resolution).
+LBFGS_HISTORY = 50
+LBFGS_TOLERANCE_CHANGE = 1e-14
+
+
+def minimise_lbfgs(params, closure_value, max_iter, tol):
+    """Minimise ``closure_value()`` over ``params`` by full-batch L-BFGS (strong Wolfe search).
+
+    Parameters
+    ----------
+    params : list of torch.Tensor
+        The tensors to optimise, in place.
+    closure_value : callable
+        ``() -> scalar tensor``: the objective at the current ``params``.
+    max_iter : int
+        L-BFGS iterations.
+    tol : float
+        Stop when the largest entry of the gradient is below ``tol``.
+    """
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=LBFGS_HISTORY,
+        tolerance_grad=tol,
+        tolerance_change=LBFGS_TOLERANCE_CHANGE,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        value = closure_value()
+        value.backward()
+        return value
+
+    optimizer.step(closure)

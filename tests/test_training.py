@@ -483,3 +483,43 @@ def test_task_discovery_scoring_monitor_sees_the_tasks_of_every_iteration():
     np.testing.assert_array_equal(plain.tasks_, monitored.tasks_)
     for key, value in plain.encoder_state_.items():
         np.testing.assert_array_equal(monitored.encoder_state_[key], value)
+
+
+# --------------------------------------------------------------------------------------
+# Task attribution: GradientSubsetEstimator reports its batches of examples through the core
+# --------------------------------------------------------------------------------------
+
+_NO_CALLBACKS_GRADIENT_SCRIPT = textwrap.dedent(
+    """
+    import sys, types
+    import numpy as np, torch
+    import sktaskmet  # noqa: F401
+    for name in [name for name in sys.modules if name.split(".")[0] == "sktaskmet"]:
+        del sys.modules[name]
+    sys.modules["sklearn.callback"] = types.ModuleType("sklearn.callback")
+    from sktaskmet import GradientSubsetEstimator
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 4)); y = (X[:, 0] > 0).astype(int)
+    est = GradientSubsetEstimator(torch.nn.Linear(4, 2).double(), projection_dim=4,
+                                  device="cpu", random_state=0)
+    assert not hasattr(est, "set_callbacks")
+    est.fit(X, y, tasks=np.repeat([0, 1, 2], 10), X_target=X[:5], y_target=y[:5])
+    assert np.isfinite(est.estimate([[1, 1, 1], [1, 0, 0]])).all()
+    print("ok")
+    """
+)
+
+
+def test_without_sklearn_callback_the_gradient_estimator_fits_with_no_callbacks():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_CALLBACKS_GRADIENT_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

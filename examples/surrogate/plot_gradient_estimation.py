@@ -14,7 +14,7 @@ Here the tasks are groups of handwritten digits
 (:func:`~sktaskmet.datasets.make_multitask_digits`): clean groups, groups with noisy labels,
 duplicated groups and groups restricted to three classes; the target is a held-out set of
 digits. We fine-tune a pretrained MLP for real on a few random subsets
-(:class:`~sktaskmet.datasets.SubsetFineTuner` through
+(:class:`~sktaskmet.surrogate.SubsetFineTuner` through
 :func:`~sktaskmet.surrogate.evaluate_subsets`) and compare the measured target loss with
 the estimate, and the time each takes. The full-size comparison is in
 ``benchmarks/bench_surrogate_gradient.py``.
@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sktaskmet import GradientSubsetEstimator
-from sktaskmet.datasets import SubsetFineTuner, make_multitask_digits
-from sktaskmet.surrogate import evaluate_subsets, sample_subsets
+from sktaskmet.datasets import make_multitask_digits
+from sktaskmet.surrogate import SubsetFineTuner, evaluate_subsets, sample_subsets
 
 data = make_multitask_digits(random_state=0)
 n_tasks = len(data.task_kinds)

@@ -1,5 +1,8 @@
 """Generators of the problems that the examples and benchmarks reproduce."""
 
+# SubsetFineTuner is fine-tuning, not data: it lives in sktaskmet.surrogate. Importing it from
+# here keeps working for code written against earlier versions; it is not in __all__.
+from ..surrogate import SubsetFineTuner  # noqa: F401
 from ._decision import make_knapsack, make_shortest_path
 from ._discovery import (
     load_digits_images,
@@ -8,7 +11,7 @@ from ._discovery import (
     to_image_arrays,
 )
 from ._icl import load_icl_coin_flip
-from ._multitask import SubsetFineTuner, make_multitask_digits
+from ._multitask import make_multitask_digits
 from ._surrogate import make_task_interactions
 from ._taskmet import (
     make_budget_allocation,
@@ -29,7 +32,6 @@ __all__ = [
     # Task attribution
     "make_task_interactions",
     "make_multitask_digits",
-    "SubsetFineTuner",
     "load_icl_coin_flip",
     # Agreement score and task discovery
     "make_class_split_tasks",

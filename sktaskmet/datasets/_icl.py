@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
-from ..surrogate._indicators import ids_to_indicators
+from ..surrogate import ids_to_indicators
 
 __all__ = ["load_icl_coin_flip"]
 

@@ -1,6 +1,5 @@
-"""A small multi-task problem built from scikit-learn's bundled digits, and real fine-tuning."""
+"""A small multi-task problem built from scikit-learn's bundled digits, with a pretrained MLP."""
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,33 +8,10 @@ from sklearn.datasets import load_digits
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
-from .._backend import resolve_device, seeded, to_tensor, torch_dtype
-from .._nn import make_mlp
-from ..surrogate._base import _check_unit_interval
-from ..surrogate._linearized import loss_targets, make_loss, trainable_parameters
+from .._backend import seeded
+from .._nn import make_mlp, minimise_lbfgs
 
-__all__ = ["make_multitask_digits", "SubsetFineTuner"]
-
-
-def _minimise_lbfgs(params, closure_value, max_iter, tol):
-    """Full-batch L-BFGS with strong Wolfe line search on ``closure_value()``."""
-    optimizer = torch.optim.LBFGS(
-        params,
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=50,
-        tolerance_grad=tol,
-        tolerance_change=1e-14,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        optimizer.zero_grad()
-        value = closure_value()
-        value.backward()
-        return value
-
-    optimizer.step(closure)
+__all__ = ["make_multitask_digits"]
 
 
 @validate_params(
@@ -156,87 +132,29 @@ def make_multitask_digits(
     digits = load_digits()
     X_all = digits.data / 16.0
     y_all = digits.target.astype(np.int64)
-    order = rng.permutation(len(y_all))
-    n_free = n_clean + n_noisy
-    needed = n_pretrain + n_target + n_free * task_size
-    if needed > len(order):
-        raise ValueError(
-            f"The digits data has {len(order)} images, but the requested sizes need at least "
-            f"{needed} (n_pretrain + n_target + (n_clean + n_noisy) * task_size), plus the "
-            "restricted tasks' examples."
-        )
-    pretrain_idx = order[:n_pretrain]
-    target_idx = order[n_pretrain : n_pretrain + n_target]
-    pool = list(order[n_pretrain + n_target :])
-
-    def take(count, allowed=None):
-        chosen = []
-        for position, index in enumerate(pool):
-            if allowed is None or y_all[index] in allowed:
-                chosen.append(position)
-            if len(chosen) == count:
-                break
-        if len(chosen) < count:
-            raise ValueError(
-                "The digits data has too few unused images for the requested tasks; lower "
-                "task_size, n_pretrain or n_target."
-            )
-        picked = [pool[p] for p in chosen]
-        for p in reversed(chosen):
-            del pool[p]
-        return np.asarray(picked)
-
-    X_parts, y_parts, kinds, names = [], [], [], []
-    clean_parts = []
-    for k in range(n_clean):
-        idx = take(task_size)
-        clean_parts.append(idx)
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("clean")
-        names.append(f"clean {k}")
-    for k in range(n_noisy):
-        idx = take(task_size)
-        labels = y_all[idx].copy()
-        flip = rng.uniform(size=task_size) < noise
-        labels[flip] = rng.randint(0, 10, size=int(flip.sum()))
-        X_parts.append(X_all[idx])
-        y_parts.append(labels)
-        kinds.append("noisy")
-        names.append(f"noisy {k} ({noise:.0%} labels redrawn)")
-    for k in range(n_duplicated):
-        idx = clean_parts[k]
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("duplicated")
-        names.append(f"duplicate of clean {k}")
-    for k in range(n_restricted):
-        classes = {(3 * k + j) % 10 for j in range(3)}
-        idx = take(task_size, allowed=classes)
-        X_parts.append(X_all[idx])
-        y_parts.append(y_all[idx])
-        kinds.append("restricted")
-        names.append(f"restricted to classes {sorted(classes)}")
-
-    X = np.concatenate(X_parts)
-    y = np.concatenate(y_parts)
-    tasks = np.repeat(np.arange(len(kinds)), [len(part) for part in y_parts])
-
-    with seeded(rng):
-        model = make_mlp(64, tuple(hidden_layer_sizes), 10, activation="tanh").double()
-    X_pre = torch.from_numpy(X_all[pretrain_idx].copy())
-    y_pre = torch.from_numpy(y_all[pretrain_idx].copy())
-    params = list(model.parameters())
-
-    def pretrain_objective():
-        data = torch.nn.functional.cross_entropy(model(X_pre), y_pre)
-        return data + 0.5 * pretrain_penalty * sum((p * p).sum() for p in params)
-
-    _minimise_lbfgs(params, pretrain_objective, pretrain_max_iter, 1e-9)
-    model.eval()
-    for p in params:
-        p.grad = None
-
+    pretrain_idx, target_idx, pool = _split_digits(
+        rng, len(y_all), n_pretrain, n_target, (n_clean + n_noisy) * task_size
+    )
+    X, y, tasks, kinds, names = _training_tasks(
+        _DigitPool(pool, y_all),
+        rng,
+        X_all,
+        y_all,
+        n_clean=n_clean,
+        n_noisy=n_noisy,
+        n_duplicated=n_duplicated,
+        n_restricted=n_restricted,
+        task_size=task_size,
+        noise=noise,
+    )
+    model = _pretrained_mlp(
+        rng,
+        X_all[pretrain_idx],
+        y_all[pretrain_idx],
+        hidden_layer_sizes,
+        pretrain_penalty,
+        pretrain_max_iter,
+    )
     return Bunch(
         X=X,
         y=y,
@@ -251,116 +169,105 @@ def make_multitask_digits(
     )
 
 
-class SubsetFineTuner:
-    r"""Fine-tune a pretrained model on a subset of tasks and return its target loss.
+# -- the steps of make_multitask_digits, in the order they draw from the random state --
 
-    A picklable callable ``F(s)``, meant for
-    :func:`~sktaskmet.surrogate.evaluate_subsets`: for the task weights ``s`` (one per task,
-    0/1 or in [0, 1], columns in the order of ``numpy.unique(tasks)``) it copies the model
-    and minimises, over all trainable parameters, by full-batch L-BFGS,
 
-    .. math::
+def _split_digits(rng, n_digits, n_pretrain, n_target, n_task_examples):
+    """Shuffle the digits and cut off the pretraining set and the target task.
 
-        \frac{\sum_i s_{t_i}\,\ell(f_\theta(x_i), y_i)}{\sum_i s_{t_i}}
-        + \frac{\lambda}{2}\lVert \theta - \theta_0 \rVert^2 ,
-
-    starting from the pretrained parameters :math:`\theta_0`. It returns the mean target
-    loss of the fine-tuned model: the ground truth that
-    :class:`~sktaskmet.GradientSubsetEstimator` estimates with the same ``loss`` and
-    ``penalty``. An empty subset returns the pretrained target loss.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The pretrained model (left unchanged).
-    X, y, tasks : array-like
-        Training inputs, targets and task labels, as in
-        :meth:`~sktaskmet.GradientSubsetEstimator.fit`.
-    X_target, y_target : array-like
-        The target task.
-    loss : {"cross_entropy", "squared_error"} or callable, default="cross_entropy"
-        As in :class:`~sktaskmet.GradientSubsetEstimator`.
-    penalty : float, default=1e-3
-        :math:`\lambda`.
-    max_iter : int, default=500
-        L-BFGS iterations.
-    tol : float, default=1e-9
-        L-BFGS tolerance on the gradient's largest entry.
-    device : str or torch.device, default="cpu"
-        Where the fine-tuning runs. The model is run in the dtype of ``X``.
-
-    Examples
-    --------
-    >>> from sktaskmet.datasets import make_multitask_digits, SubsetFineTuner
-    >>> data = make_multitask_digits(random_state=0)
-    >>> tuner = SubsetFineTuner(data.model, data.X, data.y, data.tasks,
-    ...                         data.X_target, data.y_target, penalty=1e-2)
-    >>> loss = tuner([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    Returns the indices of the pretraining digits, of the target digits and the list of
+    the remaining ones (the pool the training tasks draw from), in shuffled order.
     """
+    order = rng.permutation(n_digits)
+    needed = n_pretrain + n_target + n_task_examples
+    if needed > len(order):
+        raise ValueError(
+            f"The digits data has {len(order)} images, but the requested sizes need at least "
+            f"{needed} (n_pretrain + n_target + (n_clean + n_noisy) * task_size), plus the "
+            "restricted tasks' examples."
+        )
+    pretrain_idx = order[:n_pretrain]
+    target_idx = order[n_pretrain : n_pretrain + n_target]
+    return pretrain_idx, target_idx, list(order[n_pretrain + n_target :])
 
-    def __init__(
-        self,
-        model,
-        X,
-        y,
-        tasks,
-        X_target,
-        y_target,
-        *,
-        loss="cross_entropy",
-        penalty=1e-3,
-        max_iter=500,
-        tol=1e-9,
-        device="cpu",
-    ):
-        self.model = model
-        self.X = np.asarray(X)
-        self.y = np.asarray(y)
-        self.X_target = np.asarray(X_target)
-        self.y_target = np.asarray(y_target)
-        self.tasks_, self.task_index_ = np.unique(np.asarray(tasks), return_inverse=True)
-        if self.task_index_.shape[0] != self.X.shape[0]:
+
+class _DigitPool:
+    """The unused digits, handed out in shuffled order so that tasks are disjoint."""
+
+    def __init__(self, indices, labels):
+        self.indices = indices
+        self.labels = labels
+
+    def take(self, count, allowed=None):
+        """Remove and return the first ``count`` unused digits (of the ``allowed`` classes)."""
+        chosen = []
+        for position, index in enumerate(self.indices):
+            if allowed is None or self.labels[index] in allowed:
+                chosen.append(position)
+            if len(chosen) == count:
+                break
+        if len(chosen) < count:
             raise ValueError(
-                f"tasks has {self.task_index_.shape[0]} entries, but X has {self.X.shape[0]} rows."
+                "The digits data has too few unused images for the requested tasks; lower "
+                "task_size, n_pretrain or n_target."
             )
-        self.loss = loss
-        self.penalty = penalty
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
+        picked = [self.indices[p] for p in chosen]
+        for p in reversed(chosen):
+            del self.indices[p]
+        return np.asarray(picked)
 
-    def __call__(self, subset):
-        """Target loss after fine-tuning on ``subset`` (a vector of task weights)."""
-        subset = np.asarray(subset, dtype=self.X.dtype).reshape(-1)
-        if subset.shape[0] != len(self.tasks_):
-            raise ValueError(
-                f"subset has {subset.shape[0]} entries, but there are {len(self.tasks_)} tasks."
-            )
-        _check_unit_interval(subset, "subset")
-        device = resolve_device(self.device)
-        loss = make_loss(self.loss)
-        model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(self.X.dtype))
-        model.eval()
-        X_target = to_tensor(self.X_target, device)
-        y_target = loss_targets(to_tensor(self.y_target, device), self.loss)
 
-        weights = subset[self.task_index_]
-        total = weights.sum()
-        if total > 0:
-            keep = weights > 0
-            X = to_tensor(self.X[keep], device)
-            y = loss_targets(to_tensor(self.y[keep], device), self.loss)
-            a = to_tensor(weights[keep] / total, device)
-            params = list(trainable_parameters(model).values())
-            start = [p.detach().clone() for p in params]
+def _training_tasks(
+    pool, rng, X_all, y_all, *, n_clean, n_noisy, n_duplicated, n_restricted, task_size, noise
+):
+    """The training tasks, clean, noisy, duplicated and restricted in this order.
 
-            def objective():
-                out = model(X).reshape(X.shape[0], -1)
-                data = (a * loss.value(out, y)).sum()
-                shift = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
-                return data + 0.5 * self.penalty * shift
+    Returns ``X``, ``y`` and ``tasks`` of all their examples, and the kind and the name
+    of each task.
+    """
+    parts = []  # (indices, labels, kind, name) of each task
 
-            _minimise_lbfgs(params, objective, self.max_iter, self.tol)
-        with torch.no_grad():
-            out = model(X_target).reshape(X_target.shape[0], -1)
-            return float(loss.value(out, y_target).mean())
+    for k in range(n_clean):
+        idx = pool.take(task_size)
+        parts.append((idx, y_all[idx], "clean", f"clean {k}"))
+    for k in range(n_noisy):
+        idx = pool.take(task_size)
+        labels = y_all[idx].copy()
+        flip = rng.uniform(size=task_size) < noise
+        labels[flip] = rng.randint(0, 10, size=int(flip.sum()))
+        parts.append((idx, labels, "noisy", f"noisy {k} ({noise:.0%} labels redrawn)"))
+    for k in range(n_duplicated):
+        idx = parts[k][0]  # clean task k
+        parts.append((idx, y_all[idx], "duplicated", f"duplicate of clean {k}"))
+    for k in range(n_restricted):
+        classes = {(3 * k + j) % 10 for j in range(3)}
+        idx = pool.take(task_size, allowed=classes)
+        parts.append((idx, y_all[idx], "restricted", f"restricted to classes {sorted(classes)}"))
+
+    X = np.concatenate([X_all[idx] for idx, _, _, _ in parts])
+    y = np.concatenate([labels for _, labels, _, _ in parts])
+    tasks = np.repeat(np.arange(len(parts)), [len(labels) for _, labels, _, _ in parts])
+    return X, y, tasks, [kind for *_, kind, _ in parts], [name for *_, name in parts]
+
+
+def _pretrained_mlp(rng, X_pretrain, y_pretrain, hidden_layer_sizes, penalty, max_iter):
+    r"""A tanh MLP (float64) initialised from ``rng`` and pretrained by full-batch L-BFGS.
+
+    It minimises the cross-entropy on the pretraining digits plus
+    :math:`\frac{\lambda}{2} \|\theta\|^2`, with :math:`\lambda` = ``penalty``.
+    """
+    with seeded(rng):
+        model = make_mlp(64, tuple(hidden_layer_sizes), 10, activation="tanh").double()
+    X_pre = torch.from_numpy(X_pretrain.copy())
+    y_pre = torch.from_numpy(y_pretrain.copy())
+    params = list(model.parameters())
+
+    def pretrain_objective():
+        data = torch.nn.functional.cross_entropy(model(X_pre), y_pre)
+        return data + 0.5 * penalty * sum((p * p).sum() for p in params)
+
+    minimise_lbfgs(params, pretrain_objective, max_iter, 1e-9)
+    model.eval()
+    for p in params:
+        p.grad = None
+    return model

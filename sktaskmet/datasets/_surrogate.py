@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ..surrogate._sampling import sample_subsets
+from ..surrogate import sample_subsets
 
 __all__ = ["make_task_interactions", "TaskInteractionFunction"]
 

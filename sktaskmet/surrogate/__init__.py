@@ -2,6 +2,7 @@
 
 from ._distance import ExtrapolationWarning
 from ._evaluation import SubsetEvaluationError, SubsetFailure
+from ._fine_tuning import SubsetFineTuner
 from ._gradient import GradientSubsetEstimator
 from ._indicators import ids_to_indicators, indicators_to_ids
 from ._kernel import KernelSurrogate
@@ -22,6 +23,7 @@ __all__ = [
     "evaluate_subsets",
     "SubsetEvaluationError",
     "SubsetFailure",
+    "SubsetFineTuner",
     "sample_subsets",
     "GradientSubsetEstimator",
     "mean_spearman_score",

@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._distance import nearest_distance, training_spread, warn_if_far
+from ._indicators import check_subset_weights
 
 __all__ = ["BaseSurrogate"]
 
@@ -29,15 +30,6 @@ _MAX_EXHAUSTIVE = 2**16
 # `select(method="exhaustive")` refuses more candidates than this (all subsets of 24
 # tasks): at about a microsecond per prediction, more would run for hours.
 MAX_EXHAUSTIVE_CANDIDATES = 2**24
-
-
-def _check_unit_interval(S, name):
-    """Raise a ValueError naming ``name`` when an entry of S lies outside [0, 1]."""
-    if S.size and (S.min() < 0.0 or S.max() > 1.0):
-        raise ValueError(
-            f"{name} must hold task indicators (0/1) or task weights in [0, 1]; got values "
-            f"in [{S.min():.4g}, {S.max():.4g}]."
-        )
 
 
 class BaseSurrogate(RegressorMixin, BaseEstimator):
@@ -55,7 +47,7 @@ class BaseSurrogate(RegressorMixin, BaseEstimator):
             y_numeric=True,
             ensure_min_samples=2,
         )
-        _check_unit_interval(S, "S")
+        check_subset_weights(S, "S")
         y = np.asarray(y, dtype=S.dtype)
         self._single_output = y.ndim == 1
         y = y.reshape(len(y), -1)
@@ -69,7 +61,7 @@ class BaseSurrogate(RegressorMixin, BaseEstimator):
     def _validate_subsets(self, S, name="S"):
         check_is_fitted(self)
         S = validate_data(self, S, reset=False, dtype=[np.float64, np.float32])
-        _check_unit_interval(S, name)
+        check_subset_weights(S, name)
         return S
 
     def _format_output(self, values):
@@ -89,7 +81,7 @@ class BaseSurrogate(RegressorMixin, BaseEstimator):
             )
         if not np.all(np.isfinite(base)):
             raise ValueError("base must be finite.")
-        _check_unit_interval(base, "base")
+        check_subset_weights(base, "base")
         return base
 
     # ------------------------------------------------------------------ prediction

@@ -10,6 +10,9 @@
   traceback; the other subsets run to the end, and the failures are reported together;
 * results are **checked**: a result that is not a number (``None``, a string) counts as a
   failure of its subset, and a NaN or infinite result is kept but reported with a warning.
+
+With ``progress=True`` a rich progress bar counts the subsets as their results arrive
+(:class:`~sktaskmet._progress.LoopProgress`, the progress of long loops outside ``fit``).
 """
 
 import hashlib
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from joblib import Memory, Parallel, delayed
+
+from .._progress import LoopProgress, streaming_parallel
 
 __all__ = ["SubsetEvaluationError", "SubsetFailure", "evaluate_subsets"]
 
@@ -185,10 +190,34 @@ def _warn_non_finite(values, failures):
         )
 
 
+# -- running the missing subsets -------------------------------------------------------
+
+
+def _compute(call, subsets, missing, directory, n_jobs, verbose, progress):
+    """``_evaluate_one`` on the rows ``missing``; results in their order.
+
+    With ``progress``, a bar over all subsets starts at the number loaded from the store
+    and advances as each result arrives.
+    """
+    jobs = (delayed(_evaluate_one)(call, subsets[i], i, directory) for i in missing)
+    if not progress:
+        return Parallel(n_jobs=n_jobs, verbose=verbose)(jobs)
+    loaded = len(subsets) - len(missing)
+    description = "evaluate_subsets" + (f" ({loaded} loaded from the store)" if loaded else "")
+    computed = []
+    with LoopProgress(len(subsets), description, bar=True, completed=loaded) as bar:
+        for result in streaming_parallel(n_jobs=n_jobs, verbose=verbose)(jobs):
+            computed.append(result)
+            bar.advance()
+    return computed
+
+
 # -- the public function ---------------------------------------------------------------
 
 
-def evaluate_subsets(func, subsets, n_jobs=None, verbose=0, *, store=None, errors="raise"):
+def evaluate_subsets(
+    func, subsets, n_jobs=None, verbose=0, *, store=None, errors="raise", progress=False
+):
     """Evaluate a set function on every subset, in parallel, losing no finished result.
 
     ``func`` is typically "train a model on the tasks in ``s`` and return its loss on the
@@ -234,6 +263,12 @@ def evaluate_subsets(func, subsets, n_jobs=None, verbose=0, *, store=None, error
         (and stored). ``"raise"``: raise a :class:`SubsetEvaluationError` listing each failed
         subset with its index and traceback (its ``values`` attribute holds the other
         results). ``"collect"``: return ``(values, failures)``, NaN in the failed rows.
+    progress : bool, default=False
+        Show a progress bar of the subsets evaluated (it needs the rich package). It starts
+        at the number of results loaded from ``store`` and advances as results arrive, in
+        the order of ``subsets`` (with joblib >= 1.3 and a backend that streams results;
+        otherwise it fills at the end). In a terminal it updates live; in a log or a
+        notebook's captured output its final state is written once.
 
     Returns
     -------
@@ -273,9 +308,7 @@ def evaluate_subsets(func, subsets, n_jobs=None, verbose=0, *, store=None, error
     missing = [i for i, result in enumerate(results) if result is None]
     if verbose and directory is not None:
         print(f"[evaluate_subsets] {len(subsets) - len(missing)} results loaded from {store}.")
-    computed = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_evaluate_one)(call, subsets[i], i, directory) for i in missing
-    )
+    computed = _compute(call, subsets, missing, directory, n_jobs, verbose, progress)
     failures = [r for r in computed if isinstance(r, SubsetFailure)]
     for i, result in zip(missing, computed, strict=True):
         results[i] = None if isinstance(result, SubsetFailure) else result

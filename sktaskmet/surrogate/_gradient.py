@@ -1,13 +1,14 @@
 """Gradient-based estimation of subset performance without retraining."""
 
 import copy
+import math
 import time
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import delayed
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, column_or_1d, metadata_routing
@@ -15,26 +16,23 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import make_generator, resolve_device, to_numpy, to_tensor, torch_dtype
+from .._progress import LoopProgress, streaming_parallel
+from .._training import CallbackSupportMixin, FitCallbacks
 from .._validation import check_allocation, fit_guard
-from ._base import _check_unit_interval
+from ..exceptions import NonFiniteWarning
+from ._hessians import pretrained_eigenbasis, task_hessians
+from ._indicators import check_subset_weights
 from ._influence import task_influence
-from ._linearized import (
-    loss_targets,
-    make_loss,
-    output_jacobians,
-    pretrained_eigenbasis,
-    random_projection,
-    row_space_basis,
-    solve_subsets,
-    target_losses,
-    task_hessians,
-    trainable_parameters,
-)
+from ._jacobians import output_jacobians, trainable_parameters
+from ._linearized import target_losses
+from ._losses import loss_targets, make_loss
+from ._newton import solve_subsets
+from ._projection import random_projection, row_space_basis
 
 __all__ = ["GradientSubsetEstimator"]
 
 
-class GradientSubsetEstimator(BaseEstimator):
+class GradientSubsetEstimator(CallbackSupportMixin, BaseEstimator):
     r"""Estimate the performance of fine-tuning on any subset of tasks, without retraining.
 
     The model is linearised at its pretrained parameters :math:`\theta_0`,
@@ -162,7 +160,11 @@ class GradientSubsetEstimator(BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the random projection.
     verbose : int, default=0
-        Print progress of the Jacobian computation and of the subset batches.
+        Print the time of the Jacobian computation in :meth:`fit` and a line per batch of
+        subsets solved in :meth:`estimate`. With scikit-learn >= 1.9, ``set_callbacks``
+        (e.g. :class:`~sklearn.callback.ProgressBar`, also from a
+        :class:`~sklearn.pipeline.Pipeline`) follows :meth:`fit` one batch of examples at
+        a time; :meth:`estimate` draws a bar with ``progress=True``.
 
     ``penalty``, ``solver``, ``preconditioner``, ``max_iter``, ``tol``,
     ``subset_batch_size``, ``n_jobs`` and ``device`` are used by :meth:`estimate` only:
@@ -212,7 +214,7 @@ class GradientSubsetEstimator(BaseEstimator):
     --------
     KernelSurrogate : Fitted on the estimates, models subset performance with interactions.
     sktaskmet.surrogate.evaluate_subsets : Measures subset performance by real retraining.
-    sktaskmet.datasets.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
+    sktaskmet.surrogate.SubsetFineTuner : The fine-tuning whose outcome is estimated here.
 
     References
     ----------
@@ -375,71 +377,20 @@ class GradientSubsetEstimator(BaseEstimator):
         self : GradientSubsetEstimator
             The fitted estimator.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
-        X_target = validate_data(
-            self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
-        )
-        if X_target.shape[1:] != X.shape[1:]:
-            raise ValueError(
-                f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
-            )
-        y = self._check_targets(y, X.shape[0], "y", X.dtype)
-        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
-        tasks = column_or_1d(tasks, warn=True)
-        if tasks.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"tasks has {tasks.shape[0]} entries, but X has {X.shape[0]} rows; give one "
-                "task label per training example."
-            )
-        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
-        self.n_tasks_ = len(self.tasks_)
-        self.task_sizes_ = np.bincount(task_index, minlength=self.n_tasks_)
-        self.task_index_ = task_index.astype(np.int64)
-
+        X, y, X_target, y_target = self._validate_fit_data(X, y, tasks, X_target, y_target)
         device = resolve_device(self.device)
-        model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(X.dtype))
-        model.eval()
-        params = trainable_parameters(model)
-        if not params:
-            raise ValueError("model has no trainable parameters (requires_grad=True).")
-        self.n_params_ = int(sum(p.numel() for p in params.values()))
-
-        X_t = to_tensor(X, device)
-        X_target_t = to_tensor(X_target, device)
-        try:
-            with torch.no_grad():
-                probe = model(X_t[:2])
-        except Exception as exc:  # the model's own error says what did not fit
-            raise ValueError(
-                f"model could not be applied to X of sample shape {X.shape[1:]}: {exc}"
-            ) from exc
-        if not isinstance(probe, torch.Tensor) or probe.shape[0] != min(2, X.shape[0]):
-            raise ValueError(
-                "model must return a tensor with one row per input example; got "
-                f"{type(probe).__name__} of shape {getattr(probe, 'shape', None)}."
-            )
-        self.n_outputs_ = int(probe.reshape(probe.shape[0], -1).shape[1])
+        model, X_t, X_target_t = self._pretrained_model(X, X_target, device)
         self._check_model_outputs(self.n_outputs_, y, "y")
         self._check_model_outputs(self.n_outputs_, y_target, "y_target")
-
-        if self.projection_dim is None:
-            projection = None
-        else:
-            dim, itemsize = int(self.projection_dim), X_t.element_size()
-            check_allocation("projection_dim", (self.n_params_, dim), itemsize)
-            check_allocation("projection_dim", (X.shape[0], self.n_outputs_, dim), itemsize)
-            check_allocation("projection_dim", (self.n_tasks_, dim, dim), itemsize)
-            generator = make_generator(self.random_state, device)
-            projection = random_projection(
-                self.n_params_, self.projection_dim, self.projection, generator, X_t.dtype, device
-            )
-            self.projection_dim_ = int(self.projection_dim)
+        projection = self._random_projection(X_t, device)
 
         start = time.perf_counter()
-        outputs, grads = output_jacobians(model, X_t, projection, self.batch_size)
-        target_outputs, target_grads = output_jacobians(
-            model, X_target_t, projection, self.batch_size
-        )
+        # One callback task per batch of examples (see _projected_jacobians).
+        callbacks = FitCallbacks(self, X, y)
+        size = int(self.batch_size)
+        callbacks.begin_fit(math.ceil(X.shape[0] / size) + math.ceil(X_target.shape[0] / size))
+        train, target = self._projected_jacobians(model, X_t, X_target_t, projection, callbacks)
+        (outputs, grads), (target_outputs, target_grads) = train, target
         if projection is None:
             basis = row_space_basis(grads)
             if basis is not None:
@@ -468,7 +419,107 @@ class GradientSubsetEstimator(BaseEstimator):
         self.pretrained_target_loss_ = float(pretrained)
         self._y = y
         self._y_target = y_target
+        callbacks.end_fit()
         return self
+
+    def _validate_fit_data(self, X, y, tasks, X_target, y_target):
+        """Checked arrays of ``fit``; sets ``tasks_``, ``n_tasks_``, ``task_sizes_``."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32], allow_nd=True, reset=True)
+        X_target = validate_data(
+            self, X_target, dtype=X.dtype, allow_nd=True, reset=False, ensure_min_samples=1
+        )
+        if X_target.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"X_target has sample shape {X_target.shape[1:]}, but X has {X.shape[1:]}."
+            )
+        y = self._check_targets(y, X.shape[0], "y", X.dtype)
+        y_target = self._check_targets(y_target, X_target.shape[0], "y_target", X.dtype)
+        tasks = column_or_1d(tasks, warn=True)
+        if tasks.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"tasks has {tasks.shape[0]} entries, but X has {X.shape[0]} rows; give one "
+                "task label per training example."
+            )
+        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
+        self.n_tasks_ = len(self.tasks_)
+        self.task_sizes_ = np.bincount(task_index, minlength=self.n_tasks_)
+        self.task_index_ = task_index.astype(np.int64)
+        return X, y, X_target, y_target
+
+    def _pretrained_model(self, X, X_target, device):
+        """A copy of ``model`` on ``device`` in the dtype of X, checked on two examples.
+
+        Returns the model and the inputs as tensors; sets ``n_params_`` and ``n_outputs_``.
+        """
+        model = copy.deepcopy(self.model).to(device=device, dtype=torch_dtype(X.dtype))
+        model.eval()
+        params = trainable_parameters(model)
+        if not params:
+            raise ValueError("model has no trainable parameters (requires_grad=True).")
+        self.n_params_ = int(sum(p.numel() for p in params.values()))
+
+        X_t = to_tensor(X, device)
+        X_target_t = to_tensor(X_target, device)
+        try:
+            with torch.no_grad():
+                probe = model(X_t[:2])
+        except Exception as exc:  # the model's own error says what did not fit
+            raise ValueError(
+                f"model could not be applied to X of sample shape {X.shape[1:]}: {exc}"
+            ) from exc
+        if not isinstance(probe, torch.Tensor) or probe.shape[0] != min(2, X.shape[0]):
+            raise ValueError(
+                "model must return a tensor with one row per input example; got "
+                f"{type(probe).__name__} of shape {getattr(probe, 'shape', None)}."
+            )
+        self.n_outputs_ = int(probe.reshape(probe.shape[0], -1).shape[1])
+        return model, X_t, X_target_t
+
+    def _random_projection(self, X_t, device):
+        """The projection of the parameters (None with ``projection_dim=None``)."""
+        if self.projection_dim is None:
+            return None
+        dim, itemsize = int(self.projection_dim), X_t.element_size()
+        check_allocation("projection_dim", (self.n_params_, dim), itemsize)
+        check_allocation("projection_dim", (X_t.shape[0], self.n_outputs_, dim), itemsize)
+        check_allocation("projection_dim", (self.n_tasks_, dim, dim), itemsize)
+        generator = make_generator(self.random_state, device)
+        projection = random_projection(
+            self.n_params_, self.projection_dim, self.projection, generator, X_t.dtype, device
+        )
+        self.projection_dim_ = dim
+        return projection
+
+    def _projected_jacobians(self, model, X_t, X_target_t, projection, callbacks):
+        """Outputs and projected Jacobians of the training and the target examples.
+
+        Each batch of ``batch_size`` examples is one step task of the fit opened by
+        ``callbacks`` (:class:`~sktaskmet._training.FitCallbacks`, begun by :meth:`fit`):
+        a :class:`~sklearn.callback.ProgressBar` advances batch by batch. A batch of
+        Jacobians is no fitted model, so its task closes without one (a ``ScoringMonitor``
+        has nothing to score), and a callback cannot stop the fit early: every estimate
+        needs the Jacobians of all examples. NaN or infinity in the outputs or the
+        Jacobians raises: the linearisation is undefined there, and every estimate would
+        inherit it.
+        """
+        size = int(self.batch_size)
+
+        def batch_done():
+            # The task opens and closes once the batch is done: progress follows the
+            # batches, and output_jacobians stays free of callback logic.
+            callbacks.end_step(callbacks.begin_step(), finished=False)
+
+        results = []
+        for name, inputs in (("X", X_t), ("X_target", X_target_t)):
+            outputs, jacobians = output_jacobians(model, inputs, projection, size, batch_done)
+            if not (bool(torch.isfinite(outputs).all()) and bool(torch.isfinite(jacobians).all())):
+                raise ValueError(
+                    f"the model's outputs or their Jacobians on {name} contain NaN or "
+                    "infinity at the pretrained parameters, where the model is linearised; "
+                    "check the model and the scale of the inputs."
+                )
+            results.append((outputs, jacobians))
+        return results
 
     # ------------------------------------------------------------------ estimate
 
@@ -480,7 +531,7 @@ class GradientSubsetEstimator(BaseEstimator):
                 f"n_tasks_={self.n_tasks_} tasks; give one column per task, in the order "
                 "of tasks_."
             )
-        _check_unit_interval(S, "S")
+        check_subset_weights(S, "S")
         return S
 
     def _fitted_tensors(self, device):
@@ -501,8 +552,8 @@ class GradientSubsetEstimator(BaseEstimator):
         }
 
     def _solve_batch(self, S_batch, device, fitted, loss, eigenbasis):
-        """F-hat of one batch of subsets (numpy in, numpy out)."""
-        solution, n_iter, converged = solve_subsets(
+        """F-hat, Newton iterations, convergence and non-finite flags of a batch (numpy)."""
+        result = solve_subsets(
             fitted["jacobians"],
             fitted["outputs"],
             fitted["y"],
@@ -518,15 +569,16 @@ class GradientSubsetEstimator(BaseEstimator):
             tol=float(self.tol),
         )
         values = target_losses(
-            solution,
+            result.solution,
             fitted["target_jacobians"],
             fitted["target_outputs"],
             fitted["y_target"],
             loss,
         )
-        return to_numpy(values), to_numpy(n_iter), to_numpy(converged)
+        flags = (result.n_iter, result.converged, result.non_finite)
+        return (to_numpy(values), *(to_numpy(flag) for flag in flags))
 
-    def estimate(self, S, *, return_n_iter=False):
+    def estimate(self, S, *, return_n_iter=False, progress=False):
         """Estimated target loss :math:`\\hat F(s)` of fine-tuning on each subset.
 
         Parameters
@@ -537,6 +589,9 @@ class GradientSubsetEstimator(BaseEstimator):
             ``tasks_``.
         return_n_iter : bool, default=False
             Also return the number of Newton iterations of each subset.
+        progress : bool, default=False
+            Show a progress bar of the subsets solved, one batch of ``subset_batch_size``
+            at a time (it needs the rich package). ``verbose`` prints a line per batch.
 
         Returns
         -------
@@ -557,33 +612,60 @@ class GradientSubsetEstimator(BaseEstimator):
             # shared by all batches
             eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         if self.n_jobs is None or self.n_jobs == 1:
-            results = []
-            for number, batch in enumerate(batches, 1):
-                results.append(self._solve_batch(batch, device, fitted, loss, eigenbasis))
-                if self.verbose:
-                    done = min(number * size, S.shape[0])
-                    print(
-                        f"[GradientSubsetEstimator] {done}/{S.shape[0]} subsets solved "
-                        f"(at most {int(results[-1][1].max())} Newton iterations)"
-                    )
+            # Lazily, one batch after the other: progress follows each batch.
+            solved = (self._solve_batch(b, device, fitted, loss, eigenbasis) for b in batches)
         else:
-            results = Parallel(n_jobs=self.n_jobs, prefer="threads", verbose=self.verbose)(
+            parallel = streaming_parallel(n_jobs=self.n_jobs, prefer="threads")
+            solved = parallel(
                 delayed(self._solve_batch)(batch, device, fitted, loss, eigenbasis)
                 for batch in batches
             )
-        F_hat = np.concatenate([r[0] for r in results])
-        n_iter = np.concatenate([r[1] for r in results])
-        converged = np.concatenate([r[2] for r in results])
-        if not converged.all():
-            warnings.warn(
-                f"{int((~converged).sum())} of {S.shape[0]} subset problems did not converge "
-                f"within max_iter={self.max_iter} Newton iterations; increase max_iter or tol.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        results = []
+        with LoopProgress(
+            S.shape[0],
+            type(self).__name__,
+            bar=progress,
+            verbose=self.verbose,
+            unit="subsets solved",
+        ) as reporter:
+            for batch, result in zip(batches, solved, strict=True):
+                results.append(result)
+                iterations = int(result[1].max())
+                reporter.advance(len(batch), f", at most {iterations} Newton iterations")
+        F_hat, n_iter, converged, non_finite = (
+            np.concatenate([r[k] for r in results]) for k in range(4)
+        )
+        self._warn_unsolved(converged, non_finite, "subset problems")
         if return_n_iter:
             return F_hat, n_iter
         return F_hat
+
+    def _warn_unsolved(self, converged, non_finite, what, consequence=None):
+        """Warn about problems that met NaN or infinity, or did not converge.
+
+        A problem whose Newton direction was NaN or infinite kept its last finite iterate
+        (see :func:`~._newton.solve_subsets`): :class:`NonFiniteWarning`. One that ran out
+        of iterations: :class:`~sklearn.exceptions.ConvergenceWarning`.
+        """
+        name, total = type(self).__name__, converged.shape[0]
+        if non_finite.any():
+            warnings.warn(
+                f"{name}: the Newton direction of {int(non_finite.sum())} of {total} {what} "
+                "was NaN or infinite; each kept its last finite iterate (the pretrained "
+                "parameters if none was finite) and stopped there. Check that the loss has "
+                "finite derivatives at the model's outputs.",
+                NonFiniteWarning,
+                stacklevel=3,
+            )
+        unconverged = ~converged & ~non_finite
+        if unconverged.any():
+            consequence = consequence or "increase max_iter or tol"
+            warnings.warn(
+                f"{int(unconverged.sum())} of {total} {what} did not converge within "
+                f"max_iter={self.max_iter} Newton iterations; {consequence}.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def influence(self, base=None, *, damping=0.0):
         """First-order influence of removing each task: the influence-function baseline.
@@ -638,7 +720,7 @@ class GradientSubsetEstimator(BaseEstimator):
         if self.solver == "newton-cg" and self.preconditioner == "eigenbasis":
             eigenbasis = pretrained_eigenbasis(fitted["pretrained_hessians"])
         base_t = to_tensor(base, device)
-        solution, _, converged = solve_subsets(
+        result = solve_subsets(
             fitted["jacobians"],
             fitted["outputs"],
             fitted["y"],
@@ -653,15 +735,14 @@ class GradientSubsetEstimator(BaseEstimator):
             max_iter=self.max_iter,
             tol=float(self.tol),
         )
-        if not bool(converged.all()):
-            warnings.warn(
-                f"the base set's problem did not converge within max_iter={self.max_iter} "
-                "Newton iterations; the influence is taken at an inexact solution.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        self._warn_unsolved(
+            to_numpy(result.converged),
+            to_numpy(result.non_finite),
+            "base set problem",
+            "the influence is taken at an inexact solution",
+        )
         values = task_influence(
-            fitted, solution[0], base_t, loss, float(self.penalty), float(damping)
+            fitted, result.solution[0], base_t, loss, float(self.penalty), float(damping)
         )
         return to_numpy(values)
 

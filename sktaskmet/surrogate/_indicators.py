@@ -1,11 +1,29 @@
-"""Between the lists of chosen task ids that experiments log and the indicator matrix."""
+"""Indicator vectors of task subsets: from and to the lists of chosen task ids that
+experiments log, and the check that a subset holds indicators or task weights."""
 
 from numbers import Integral
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
-__all__ = ["ids_to_indicators", "indicators_to_ids"]
+__all__ = ["ids_to_indicators", "indicators_to_ids", "check_subset_weights"]
+
+
+def check_subset_weights(S, name):
+    """Raise a ValueError naming ``name`` when an entry of S lies outside [0, 1].
+
+    Parameters
+    ----------
+    S : ndarray
+        Subsets as task indicators (0/1) or task weights, already a numeric array.
+    name : str
+        The name of the argument in the message.
+    """
+    if S.size and (S.min() < 0.0 or S.max() > 1.0):
+        raise ValueError(
+            f"{name} must hold task indicators (0/1) or task weights in [0, 1]; got values "
+            f"in [{S.min():.4g}, {S.max():.4g}]."
+        )
 
 
 @validate_params(

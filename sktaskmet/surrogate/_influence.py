@@ -53,7 +53,7 @@ def task_influence(fitted, solution, base, loss, penalty, damping):
         :math:`\\hat w_b`, the solution of the base set's problem.
     base : Tensor of shape (n_tasks,)
         Task weights of the base set (not all zero).
-    loss : loss object of ``_linearized.make_loss``
+    loss : loss object of ``_losses.make_loss``
     penalty : float
         :math:`\\lambda`.
     damping : float

@@ -6,13 +6,13 @@ from numbers import Real
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import resolve_device, to_numpy, to_tensor
 from .._validation import fit_guard
 from . import _krr
 from ._base import BaseSurrogate
+from ._cv import check_grid, partition_folds
 
 __all__ = ["KernelSurrogate"]
 
@@ -248,14 +248,14 @@ class KernelSurrogate(BaseSurrogate):
         that the final fit reuses it.
         """
         device = X.device
-        alphas = _check_grid(self.alphas, "alphas")
+        alphas = check_grid(self.alphas, "alphas")
         if not uses_gamma:
             gammas = np.array([np.nan])
         elif self.gammas is None:
             gammas = default_gamma * np.asarray(_GAMMA_FACTORS)
         else:
-            gammas = _check_grid(self.gammas, "gammas")
-        folds = None if isinstance(self.cv, str) else _partition_folds(self.cv, S, y, device)
+            gammas = check_grid(self.gammas, "gammas")
+        folds = None if isinstance(self.cv, str) else partition_folds(self.cv, S, y, device)
         mse = np.empty((len(gammas), len(alphas)) + ((Y.shape[1],) if per_target else ()))
         alphas_t = to_tensor(alphas, device, dtype=S.dtype)
         spectra = []
@@ -365,24 +365,3 @@ class KernelSurrogate(BaseSurrogate):
                 X, X_fit, dual[:, cols], self.kernel, gamma, self.degree, self.coef0
             )
         return to_numpy(grad)
-
-
-def _check_grid(values, name):
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"{name} must be a non-empty sequence of positive floats; got {values}.")
-    return values
-
-
-def _partition_folds(cv, S, y, device):
-    """Held-out index tensors of the folds of ``cv``, checked to partition the subsets."""
-    splitter = check_cv(cv, classifier=False)
-    folds = [test for _, test in splitter.split(S, y)]
-    covered = np.sort(np.concatenate(folds))
-    if not np.array_equal(covered, np.arange(len(S))):
-        raise ValueError(
-            "cv must split the subsets into held-out folds that partition them (KFold, "
-            "GroupKFold, ...): the closed-form fold residuals assume each model is trained "
-            "on all subsets outside its fold. Use cv=int, 'loo' or a KFold-like splitter."
-        )
-    return [torch.as_tensor(fold, device=device, dtype=torch.long) for fold in folds]

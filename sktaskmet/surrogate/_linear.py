@@ -13,7 +13,7 @@ from .._backend import resolve_device, to_numpy, to_tensor
 from .._validation import fit_guard
 from . import _krr
 from ._base import BaseSurrogate
-from ._kernel import _check_grid, _partition_folds
+from ._cv import check_grid, partition_folds
 
 __all__ = ["LinearSurrogate"]
 
@@ -179,8 +179,8 @@ class LinearSurrogate(BaseSurrogate):
         X, Y = to_tensor(S, device), to_tensor(y, device)
         alpha = float(self.alpha)
         if self.cv is not None:
-            alphas = _check_grid(self.alphas, "alphas")
-            folds = None if isinstance(self.cv, str) else _partition_folds(self.cv, S, y, device)
+            alphas = check_grid(self.alphas, "alphas")
+            folds = None if isinstance(self.cv, str) else partition_folds(self.cv, S, y, device)
             U, eigvals = _krr.design_spectrum(X, self.fit_intercept)
             mse = to_numpy(
                 _krr.spectral_cv_mse(
@@ -205,7 +205,7 @@ class LinearSurrogate(BaseSurrogate):
             return coef, np.atleast_1d(model.intercept_).astype(S.dtype)
         if isinstance(self.cv, str):
             raise ValueError("cv='loo' is available for penalty='l2' only; use cv=int.")
-        alphas = _check_grid(self.alphas, "alphas")
+        alphas = check_grid(self.alphas, "alphas")
         splitter = check_cv(self.cv, classifier=False)
         # LassoCV is single-target: one path per target, each with its own alpha.
         models = [

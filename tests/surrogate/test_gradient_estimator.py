@@ -10,21 +10,20 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from sktaskmet import GradientSubsetEstimator
-from sktaskmet.datasets import SubsetFineTuner
-from sktaskmet.surrogate import evaluate_subsets
-from sktaskmet.surrogate._linearized import (
-    _EigenbasisPreconditioner,
+from sktaskmet._training import CALLBACKS_AVAILABLE
+from sktaskmet.exceptions import NonFiniteWarning
+from sktaskmet.surrogate import SubsetFineTuner, evaluate_subsets
+from sktaskmet.surrogate._conjugate_gradient import EigenbasisPreconditioner
+from sktaskmet.surrogate._hessians import pretrained_eigenbasis, task_hessians
+from sktaskmet.surrogate._jacobians import (
     _linear_layers,
     _vmap_jacobians,
-    make_loss,
     output_jacobians,
-    pretrained_eigenbasis,
-    random_projection,
-    row_space_basis,
-    solve_subsets,
-    task_hessians,
     trainable_parameters,
 )
+from sktaskmet.surrogate._losses import make_loss
+from sktaskmet.surrogate._newton import solve_subsets
+from sktaskmet.surrogate._projection import random_projection, row_space_basis
 
 
 def make_problem(n_per_task=15, n_tasks=3, n_features=4, n_classes=3, seed=0):
@@ -380,6 +379,56 @@ def test_iterates_stay_finite_with_a_tiny_penalty():
     assert np.all(F_hat > 0)
 
 
+def _squared_error_with_nan_derivatives_beyond(threshold):
+    """Squared error whose derivatives are NaN for outputs above ``threshold``.
+
+    The added term is 0 everywhere, but torch.where differentiates its discarded branch
+    too, and the derivative of ``sqrt`` of a negative number is NaN: a loss that stays
+    finite where its derivatives do not.
+    """
+
+    def loss(outputs, y):
+        data = ((outputs - y) ** 2).sum(-1)
+        total = outputs.sum(-1)
+        return data + torch.where(total < threshold, 0.0 * torch.sqrt(threshold - total), 0.0)
+
+    return loss
+
+
+def test_a_non_finite_newton_direction_keeps_the_last_finite_iterate_and_warns():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    Y = 5.0 + 0.1 * rng.normal(size=(30, 1))
+    tasks = np.repeat([0, 1, 2], 10)
+    model = torch.nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()  # pretrained outputs 0: finite derivatives; after a step, ~5: NaN
+    data = (X, Y, tasks, X[:5], Y[:5])
+    S = [[1, 1, 1], [1, 0, 0]]
+    failing = fit_estimator(
+        model, data=data, projection_dim=None, loss=_squared_error_with_nan_derivatives_beyond(2.5)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # no "did not converge" as well
+        with pytest.warns(
+            NonFiniteWarning,
+            match="GradientSubsetEstimator: the Newton direction of 2 of 2 subset problems "
+            "was NaN or infinite; each kept its last finite iterate",
+        ):
+            F_hat, n_iter = failing.estimate(S, return_n_iter=True)
+    # One step, then the direction at the new iterate failed: the estimate is that of the
+    # first iterate, which the same solve with the plain loss stopped at max_iter=1 gives.
+    assert n_iter.tolist() == [1, 1]
+    one_step = fit_estimator(
+        model, data=data, projection_dim=None, loss="squared_error", max_iter=1
+    )
+    with pytest.warns(ConvergenceWarning, match="of 2 subset problems did not converge"):
+        expected = one_step.estimate(S)
+    np.testing.assert_allclose(F_hat, expected, rtol=1e-10)
+    assert np.all(np.abs(F_hat - failing.pretrained_target_loss_) > 1.0)
+
+
 @pytest.mark.parametrize(
     "solver, preconditioner",
     [("newton", None), ("newton-cg", "eigenbasis"), ("newton-cg", "cholesky")],
@@ -401,11 +450,11 @@ def test_solve_subsets_batched_equals_one_by_one(solver, preconditioner):
     kwargs = dict(loss=loss, penalty=0.2, solver=solver, tol=1e-14, pretrained_hessians=hessians)
     if preconditioner is not None:
         kwargs["preconditioner"] = preconditioner
-    batched, n_iter, converged = solve_subsets(G, f0, y, task, W, **kwargs)
+    batched, n_iter, converged, _ = solve_subsets(G, f0, y, task, W, **kwargs)
     assert bool(converged.all())
     assert n_iter[3] == 0 and len(set(n_iter.tolist())) > 1
     for b in range(W.shape[0]):
-        single, single_iter, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
+        single, single_iter, _, _ = solve_subsets(G, f0, y, task, W[b : b + 1], **kwargs)
         # The solves stop when the objective is within a few ulps of its minimum, which
         # pins w down to about sqrt(ulp / penalty) ~ 1e-7.
         torch.testing.assert_close(batched[b], single[0], rtol=1e-5, atol=1e-6)
@@ -432,7 +481,7 @@ def test_eigenbasis_preconditioner():
     # preconditioner is its exact inverse, and one conjugate-gradient step is the Newton step.
     penalty = 0.3
     share = torch.full((1, 4), 0.25, dtype=torch.float64)
-    precondition = _EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
+    precondition = EigenbasisPreconditioner(basis, 1.0 / (share @ diagonals + penalty))
     exact = torch.linalg.inv(0.25 * H.sum(0) + penalty * torch.eye(5, dtype=torch.float64))
     r = torch.randn(1, 5, generator=generator, dtype=torch.float64)
     torch.testing.assert_close(precondition(r, None), r @ exact)
@@ -440,10 +489,10 @@ def test_eigenbasis_preconditioner():
 
 @pytest.mark.parametrize("preconditioner", ["eigenbasis", "cholesky"])
 def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, preconditioner):
-    import sktaskmet.surrogate._linearized as numerics
+    import sktaskmet.surrogate._conjugate_gradient as numerics
 
     used = []
-    for name in ["_EigenbasisPreconditioner", "_InversePreconditioner"]:
+    for name in ["EigenbasisPreconditioner", "InversePreconditioner"]:
         original = getattr(numerics, name)
         spy = type(
             name,
@@ -458,7 +507,7 @@ def test_preconditioner_parameter_selects_the_preconditioner(monkeypatch, precon
         monkeypatch.setattr(numerics, name, spy)
     est = fit_estimator(projection_dim=6, preconditioner=preconditioner)
     est.estimate([[1, 0, 1], [1, 1, 1]])
-    expected = {"eigenbasis": "_EigenbasisPreconditioner", "cholesky": "_InversePreconditioner"}
+    expected = {"eigenbasis": "EigenbasisPreconditioner", "cholesky": "InversePreconditioner"}
     assert used and set(used) == {expected[preconditioner]}
     with pytest.raises(ValueError, match="preconditioner"):
         solve_subsets(
@@ -585,6 +634,99 @@ def test_verbose_reports_progress(capsys):
     fit_estimator(projection_dim=4, verbose=1).estimate(np.ones((2, 3)))
     out = capsys.readouterr().out
     assert "gradients of 45 training" in out and "2/2 subsets solved" in out
+
+
+def test_estimate_progress_bar_counts_the_subsets_batch_by_batch():
+    rich = pytest.importorskip("rich")
+    est = fit_estimator(projection_dim=4, subset_batch_size=3)
+    S = np.ones((7, 3))
+    with rich.get_console().capture() as capture:
+        with_bar = est.estimate(S, progress=True)
+    out = capture.get()
+    assert "GradientSubsetEstimator" in out and "7/7" in out and "100%" in out
+    np.testing.assert_array_equal(with_bar, est.estimate(S))
+
+
+def test_verbose_reports_each_batch_of_subsets_with_threads_too(capsys):
+    est = fit_estimator(projection_dim=4, subset_batch_size=2, n_jobs=2, verbose=1)
+    capsys.readouterr()
+    est.estimate(np.ones((5, 3)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "subsets solved" in line]
+    assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"]
+
+
+needs_callbacks = pytest.mark.skipif(
+    not CALLBACKS_AVAILABLE, reason="scikit-learn < 1.9 has no sklearn.callback"
+)
+
+
+class _CountSteps:
+    """A callback that counts the step tasks of a fit and what they carry."""
+
+    def __init__(self):
+        self.steps = 0
+        self.fitted = []
+
+    def setup(self, estimator, context):
+        pass
+
+    def teardown(self, estimator, context):
+        pass
+
+    def on_fit_task_begin(self, estimator, context):
+        pass
+
+    def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
+        if context.task_name == "iteration":
+            self.steps += 1
+            self.fitted.append(fitted_estimator)
+
+
+@needs_callbacks
+def test_callbacks_follow_the_batches_of_examples_and_change_nothing():
+    counter = _CountSteps()
+    X, y, tasks, X_target, y_target = make_problem()  # 45 training, 20 target examples
+    est = GradientSubsetEstimator(
+        make_model(), projection_dim=6, batch_size=10, penalty=0.1, device="cpu", random_state=0
+    )
+    est.set_callbacks(counter).fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    assert counter.steps == 5 + 2  # ceil(45 / 10) + ceil(20 / 10)
+    assert counter.fitted == [None] * 7  # a batch of gradients is no fitted model
+    plain = fit_estimator(projection_dim=6, batch_size=10)
+    S = np.array([[1, 1, 1], [1, 0, 1.0]])
+    np.testing.assert_array_equal(est.estimate(S), plain.estimate(S))
+
+
+@needs_callbacks
+def test_progress_bar_nests_under_a_pipeline(capsys):
+    pytest.importorskip("rich")
+    from sklearn.callback import ProgressBar
+    from sklearn.pipeline import Pipeline
+
+    X, y, tasks, X_target, y_target = make_problem()
+    est = GradientSubsetEstimator(make_model(), projection_dim=6, batch_size=10, random_state=0)
+    pipe = Pipeline([("gradients", est)])
+    pipe.set_callbacks(ProgressBar(max_propagation_depth=None))
+    pipe.fit(
+        X, y, gradients__tasks=tasks, gradients__X_target=X_target, gradients__y_target=y_target
+    )
+    out = capsys.readouterr().out
+    bars = [line for line in out.splitlines() if "GradientSubsetEstimator - fit" in line]
+    assert len(bars) == 1
+    assert "Pipeline - fit-final-estimator | GradientSubsetEstimator - fit" in bars[0]
+    assert "100%" in bars[0]
+    assert pipe[-1].estimate([[1, 1, 1]]).shape == (1,)
+
+
+def test_non_finite_model_outputs_raise_in_fit():
+    X, y, tasks, X_target, y_target = make_problem()
+    model = make_model()
+    with torch.no_grad():
+        model[2].weight[0, 0] = torch.nan  # e.g. a pretraining that diverged
+    est = GradientSubsetEstimator(model, projection_dim=4, device="cpu")
+    with pytest.raises(ValueError, match="Jacobians on X contain NaN or infinity"):
+        est.fit(X, y, tasks=tasks, X_target=X_target, y_target=y_target)
+    assert not hasattr(est, "train_gradients_")
 
 
 # ---------------------------------------------------------------- bad input

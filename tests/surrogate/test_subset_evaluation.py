@@ -226,3 +226,56 @@ def test_any_subsets_array_is_evaluated_or_refused_by_name(subsets):
     else:
         with pytest.raises(ValueError, match=r"subsets\[\d+, \d+\] = "):
             evaluate_subsets(np.sum, subsets)
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+def test_progress_bar_counts_every_subset_from_the_stored_ones(tmp_path, calls):
+    rich = pytest.importorskip("rich")
+    S = all_subsets(3)
+    func = functools.partial(weighted_sum, calls_dir=calls)
+    evaluate_subsets(func, S[:3], store=tmp_path / "store")
+    with rich.get_console().capture() as capture:
+        values = evaluate_subsets(func, S, store=tmp_path / "store", progress=True)
+    out = capture.get()
+    assert "evaluate_subsets (3 loaded from the store)" in out
+    assert "8/8" in out and "100%" in out
+    assert count_calls(calls) == len(S)
+    np.testing.assert_allclose(values, S @ WEIGHTS[:3])
+    with rich.get_console().capture() as capture:
+        evaluate_subsets(func, S, store=tmp_path / "store")
+    assert capture.get() == ""  # no bar unless asked for
+
+
+def test_progress_advances_as_each_result_arrives(monkeypatch):
+    pytest.importorskip("rich")
+    from sktaskmet._progress import LoopProgress
+
+    done, seen = [], []
+
+    def func(s):
+        done.append(1)
+        return float(s.sum())
+
+    advance = LoopProgress.advance
+
+    def spy(self, count=1, detail=""):
+        seen.append(len(done))
+        advance(self, count, detail)
+
+    monkeypatch.setattr(LoopProgress, "advance", spy)
+    evaluate_subsets(func, all_subsets(3), progress=True)
+    # Each result is counted when it is computed, not all of them at the end.
+    assert seen == list(range(1, 9))
+
+
+def test_progress_with_a_backend_that_cannot_stream_results(calls):
+    rich = pytest.importorskip("rich")
+    S = all_subsets(3)
+    func = functools.partial(weighted_sum, calls_dir=calls)
+    with rich.get_console().capture() as capture:
+        with parallel_backend("multiprocessing", n_jobs=2):
+            values = evaluate_subsets(func, S, n_jobs=2, progress=True)
+    np.testing.assert_allclose(values, S @ WEIGHTS[:3])
+    assert "8/8" in capture.get()
