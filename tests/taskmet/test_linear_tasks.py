@@ -15,6 +15,7 @@ from sktaskmet.taskmet._lp_solvers import (
     grid_arcs,
     grid_paths,
     integer_scale,
+    knapsack_rows,
     solve_grid_shortest_path,
     solve_knapsack_dp,
 )
@@ -86,6 +87,61 @@ def test_knapsack_dp_matches_brute_force(device):
     np.testing.assert_allclose(
         (solutions * values.cpu().numpy()).sum(1), (values.cpu().numpy() @ subsets.T).max(1)
     )
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_knapsack_dp_backends_match_brute_force_on_random_instances(backend):
+    # zero weights, items heavier than the capacity, common divisors, integer values
+    # (ties), float32 and float64, batches of one
+    rng = np.random.RandomState(5)
+    for trial in range(120):
+        n_items = rng.randint(1, 10)
+        capacity = int(rng.randint(0, 30))
+        weights = rng.randint(0, 14, size=n_items) * (1 + trial % 3)
+        capacity *= 1 + trial % 3
+        values = rng.normal(size=(rng.randint(1, 9), n_items))
+        if trial % 2:
+            values = np.round(values)  # ties between solutions
+        dtype = torch.float32 if trial % 4 == 3 else torch.float64
+        values = torch.as_tensor(values, dtype=dtype)
+        solutions = solve_knapsack_dp(values, weights, capacity, chunk_size=4, backend=backend)
+        assert solutions.dtype == dtype and solutions.shape == values.shape
+        chosen = solutions.double().numpy()
+        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
+        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
+        best = (values.double().numpy() @ subsets.T).max(1)
+        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+
+
+def test_knapsack_dp_backends_agree_and_break_ties_alike():
+    # the numpy (CPU) and torch (accelerator) tables take the same items, ties included
+    rng = np.random.RandomState(6)
+    weights = rng.randint(300, 800, size=24)
+    values = torch.as_tensor(np.round(rng.normal(size=(40, 24)) * 2), dtype=torch.float32)
+    by_numpy = solve_knapsack_dp(values, weights, 2000, backend="numpy")
+    by_torch = solve_knapsack_dp(values, weights, 2000, backend="torch")
+    torch.testing.assert_close(by_numpy, by_torch)
+    assert solve_knapsack_dp(values[:0], weights, 2000).shape == (0, 24)
+    with pytest.raises(ValueError, match="backend"):
+        solve_knapsack_dp(values, weights, 2000, backend="gpu")
+
+
+def test_knapsack_rows_skip_only_unread_capacities():
+    # item 0: above its weight the table is constant; item 1: rows below 10 - 5 are never
+    # read again, above 3 + 4 constant; the last item: only the capacity itself is read
+    assert knapsack_rows([3, 4, 5], 10) == [(3, 3), (5, 7), (10, 10)]
+    assert knapsack_rows([2, 2], 3) == [(2, 2), (3, 3)]
+
+
+def test_knapsack_without_integer_weights_uses_highs():
+    # weights without a power-of-ten scale take the MILP path; same optimum as brute force
+    weights = np.array([[1 / 3, 2 / 7, 0.55, 1 / 9, 0.8]])
+    assert integer_scale(weights[0], 1.0) is None
+    task = Knapsack(weights[0], 1.0)
+    values = np.random.RandomState(7).normal(size=(6, 5))
+    solutions = task.decide(_batch(values)).numpy()
+    subsets = _feasible_subsets(weights, np.array([1.0]))
+    np.testing.assert_allclose((solutions * values).sum(1), (values @ subsets.T).max(1))
 
 
 @pytest.mark.parametrize("dim", [1, 2])
@@ -303,6 +359,46 @@ def test_nce_value_and_gradient_and_pool():
     expected = (pred * w_true).sum(1) - (pred @ pool.T).mean(1)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, w_true - pool.mean(0).expand_as(w_true))
+
+
+@pytest.mark.parametrize("problem", ["path", "knapsack"])
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "nce", "mse"])
+def test_closed_form_gradients_match_autograd(surrogate, problem):
+    # same values, same random draws and pool updates, same gradients as loss + autograd
+    if problem == "path":
+        _, y = make_shortest_path(n_samples=12, degree=2, noise_width=0.5, random_state=0)
+        make_task = lambda: ShortestPath(surrogate=surrogate, n_samples=4, solve_ratio=0.7)  # noqa: E731
+    else:
+        _, y, weights = make_knapsack(n_samples=12, n_items=10, random_state=0)
+        make_task = lambda: Knapsack(weights[0], 9.0, surrogate=surrogate, n_samples=4)  # noqa: E731
+    true = torch.as_tensor(y).unsqueeze(1)
+    pred = true + torch.randn(
+        true.shape, generator=torch.Generator().manual_seed(1), dtype=true.dtype
+    )
+    by_autograd, by_formula = make_task(), make_task()
+    targets_a, targets_f = by_autograd.prepare_targets(true), by_formula.prepare_targets(true)
+    assert by_formula.has_loss_gradient()
+    for _ in range(2):  # the second call sees the grown pool and the next random draws
+        pred_req = pred.clone().requires_grad_(True)
+        loss = by_autograd.loss(pred_req, targets_a)
+        (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+        value, gradient = by_formula.loss_and_gradient(pred, targets_f)
+        torch.testing.assert_close(value, loss.detach())
+        torch.testing.assert_close(gradient, grad)
+        pred = pred + 0.5
+
+
+def test_closed_form_gradient_only_where_it_exists():
+    y = torch.rand(3, 1, 40, dtype=torch.float64)
+    for surrogate in ("dpo", "dbb"):
+        task = ShortestPath(surrogate=surrogate)
+        assert not task.has_loss_gradient()
+        with pytest.raises(ValueError, match="no closed-form gradient"):
+            task.loss_and_gradient(y, y)
+    pred = y.clone()
+    pred[1, 0, 5] = torch.inf
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isnan(value).all() and torch.isnan(gradient).all()
 
 
 def test_mse_surrogate():

@@ -55,6 +55,32 @@ def test_dfl_learns_shortest_paths_from_cost_vectors(paths_data, surrogate):
     assert trained.task_score(X_test, y_test) > 0.5
 
 
+class _AutogradOnlyPath(ShortestPath):
+    """ShortestPath whose training gradients go through autograd (no closed form)."""
+
+    def has_loss_gradient(self):
+        return False
+
+
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl"])
+def test_dfl_closed_form_steps_match_autograd_steps(paths_data, surrogate):
+    # the closed-form training step is a faster route to the same fit (with the MSE term)
+    alpha = 0.5
+    X, y, X_test, _ = paths_data
+    fits = [
+        _dfl(cls(surrogate=surrogate, n_samples=3), 40, predictor=predictor)
+        .set_params(alpha=alpha, hidden_layer_sizes=(8,))
+        .fit(X, y)
+        for cls in (ShortestPath, _AutogradOnlyPath)
+        for predictor in ("linear", "mlp")
+    ]
+    for fast, slow in ((fits[0], fits[2]), (fits[1], fits[3])):
+        np.testing.assert_allclose(fast.predict(X_test), slow.predict(X_test), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            fast.history_["train_task_loss"], slow.history_["train_task_loss"], rtol=1e-9
+        )
+
+
 def test_taskmet_accepts_linear_tasks(paths_data):
     X, y, X_test, y_test = paths_data
     model = TaskMetRegressor(
