@@ -33,6 +33,11 @@ def _dot(a, b):
     return (a * b).sum(-1)
 
 
+def _signed(sense, value):
+    # sense is +1 or -1: a multiplication by +1 would be an operation for nothing
+    return value if sense == 1 else -value
+
+
 def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense, with_gradient=False):
     r"""SPO+ (Elmachtoub and Grigas, 2022), a convex upper bound of the regret.
 
@@ -46,7 +51,7 @@ def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense, with_
     shifted = 2 * pred - true
     solution = solve(shifted.detach())
     # Danskin: the solution is constant in pred, so the graph gives 2 s (w*(c) - w*(2p - c))
-    value = sense * (2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
+    value = _signed(sense, 2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
     if not with_gradient:
         return value
     return value, (2 * sense) * (true_solution - solution)
@@ -73,8 +78,8 @@ def perturbed_fenchel_young_loss(
     noise_term = sigma * torch.einsum("bnd,bnd->bn", noise, solutions).mean(dim=1)
     # F = pred . mean_solution + noise_term; the graph carries only pred . (w* - mean_sol).
     difference = true_solution - mean_solution
-    value = sense * (_dot(pred, difference) - noise_term)
-    return (value, sense * difference) if with_gradient else value
+    value = _signed(sense, _dot(pred, difference) - noise_term)
+    return (value, _signed(sense, difference)) if with_gradient else value
 
 
 class _PerturbedMean(torch.autograd.Function):
@@ -157,10 +162,10 @@ def noise_contrastive_loss(pred, true_solution, pool, sense, with_gradient=False
     training costs, grown with solutions of predicted costs). No solve in the loss itself.
     Gradient: :math:`s\,(w^\star(c) - \bar w_\Gamma)`, :math:`\bar w_\Gamma` the pool's mean.
     """
-    value = sense * (_dot(pred, true_solution) - (pred @ pool.T).mean(dim=-1))
+    value = _signed(sense, _dot(pred, true_solution) - (pred @ pool.T).mean(dim=-1))
     if not with_gradient:
         return value
-    return value, sense * (true_solution - pool.mean(dim=0))
+    return value, _signed(sense, true_solution - pool.mean(dim=0))
 
 
 def squared_error_loss(pred, true, with_gradient=False):

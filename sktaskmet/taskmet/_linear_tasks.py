@@ -342,7 +342,9 @@ class LinearDecisionTask(Task):
         context = y_true.context
         # One plain view: every operation on the subclass goes through __torch_function__.
         pred, true = self._pair_costs(y_pred, y_true.as_subclass(torch.Tensor), context.n_costs)
-        if not bool(torch.isfinite(pred.detach()).all()):
+        # pred * 0 is 0 where pred is finite and NaN elsewhere, so the sum is 0 exactly when
+        # every prediction is finite: two operations instead of isfinite's five.
+        if not float((pred.detach() * 0).sum()) == 0:
             return None
         solutions = y_true.solutions.to(pred.dtype)
         objectives = y_true.objectives.to(pred.dtype)

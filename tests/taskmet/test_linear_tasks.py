@@ -224,12 +224,20 @@ def test_bad_costs_and_surrogate_names_raise():
         task.check_targets(np.zeros((10, 1, 7)))
 
 
-def test_nan_predictions_give_nan_losses():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_predictions_give_nan_losses(bad, dtype):
     # the training loop's non-finite guard then restores the last good state and warns
-    y = torch.rand(3, 1, 40, dtype=torch.float64)
+    y = torch.rand(3, 1, 40, dtype=dtype)
     pred = y.clone()
-    pred[0, 0, 0] = torch.nan
+    pred[2, 0, 7] = bad
     assert torch.isnan(ShortestPath().loss(pred, y)).all()
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isnan(value).all() and torch.isnan(gradient).all()
+    # huge but finite predictions are not mistaken for non-finite ones
+    pred[2, 0, 7] = 1e30
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isfinite(value).all() and torch.isfinite(gradient).all()
 
 
 # ---------------------------------------------------------------------- surrogate losses

@@ -10,6 +10,7 @@ from sklearn.model_selection import cross_val_score
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.tasks import (
     DecisionQualityScorer,
     Knapsack,
@@ -79,6 +80,28 @@ def test_dfl_closed_form_steps_match_autograd_steps(paths_data, surrogate):
         np.testing.assert_allclose(
             fast.history_["train_task_loss"], slow.history_["train_task_loss"], rtol=1e-9
         )
+
+
+class _GradientTurnsInfinite(ShortestPath):
+    """ShortestPath whose closed-form gradient is infinite from the third step on."""
+
+    def loss_and_gradient(self, y_pred, y_true):
+        self.calls_ = getattr(self, "calls_", 0) + 1
+        value, gradient = super().loss_and_gradient(y_pred, y_true)
+        if self.calls_ >= 3:
+            gradient[0, 0, 0] = torch.inf
+        return value, gradient
+
+
+def test_dfl_closed_form_step_with_infinite_gradient_stops_and_warns(paths_data):
+    # the closed-form step checks the objective and the gradient before updating: the
+    # fit keeps the state of the last good step instead of taking a step to NaN
+    X, y, X_test, _ = paths_data
+    with pytest.warns(NonFiniteWarning, match="iteration 3"):
+        model = _dfl(_GradientTurnsInfinite(), 10).fit(X, y)
+    assert model.n_iter_ == 2
+    reference = _dfl(ShortestPath(), 2).fit(X, y)
+    np.testing.assert_array_equal(model.predict(X_test), reference.predict(X_test))
 
 
 def test_taskmet_accepts_linear_tasks(paths_data):
