@@ -10,8 +10,8 @@ from ._linear_tasks import LinearDecisionTask
 from ._lp_solvers import (
     grid_arcs,
     integer_scale,
+    knapsack_solver,
     solve_grid_shortest_path,
-    solve_knapsack_dp,
     solve_milp_batch,
 )
 
@@ -266,7 +266,9 @@ class Knapsack(_SurrogateParams, LinearDecisionTask):
     with item values :math:`c` (the predicted costs), weights :math:`A` (``dim`` x m)
     and capacities :math:`b`. With one capacity and weights that are integers after
     scaling by a power of ten (PyEPO's have two decimals), the whole batch is solved
-    exactly by dynamic programming over capacities in torch
+    exactly in torch: by meeting in the middle when each half of the items has few
+    subsets that fit (:func:`~sktaskmet.taskmet._lp_solvers.solve_knapsack_split`),
+    otherwise by dynamic programming over capacities
     (:func:`~sktaskmet.taskmet._lp_solvers.solve_knapsack_dp`); otherwise each instance
     is solved as a MILP with scipy's HiGHS. Regret is :math:`z^\star(c) - c^\top
     w^\star(\hat c)`.
@@ -328,7 +330,7 @@ class Knapsack(_SurrogateParams, LinearDecisionTask):
         if scale is not None:
             integer_weights = np.round(weights[0] * scale).astype(np.int64)
             capacity = int(np.round(capacities[0] * scale))
-            return lambda costs: solve_knapsack_dp(costs.detach(), integer_weights, capacity)
+            return knapsack_solver(integer_weights, capacity)
         program = {
             "A_ub": weights,
             "b_ub": capacities,

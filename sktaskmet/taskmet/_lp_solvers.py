@@ -13,6 +13,9 @@ gradients.
 * :func:`integer_scale` and :func:`solve_knapsack_dp` -- the 0-1 knapsack with one
   capacity and weights that are integers after scaling: the classic dynamic programme
   over capacities, batched over cost vectors in torch.
+* :func:`knapsack_split_plan` and :func:`solve_knapsack_split` -- the same knapsack by
+  meeting in the middle, when each half of the items has few subsets that fit: a few
+  matrix products and a running maximum per batch instead of the table.
 * :func:`solve_milp_batch` -- any linear or mixed-integer program with scipy's HiGHS, one
   instance at a time, spread over ``n_jobs`` joblib workers.
 """
@@ -32,6 +35,9 @@ __all__ = [
     "integer_scale",
     "knapsack_rows",
     "solve_knapsack_dp",
+    "knapsack_split_plan",
+    "solve_knapsack_split",
+    "knapsack_solver",
     "solve_milp_batch",
 ]
 
@@ -365,6 +371,141 @@ def _knapsack_chunk_torch(values, weights, capacity, rows):
         solution[:, j] = take
         remaining = remaining - take.long() * int(weights[j])
     return solution
+
+
+def _fitting_subsets(weights, capacity, limit):
+    """Subsets of the items whose weight is at most ``capacity``, or None past ``limit``.
+
+    Grown item by item (each subset so far, with and without the next item), so only
+    subsets that fit are ever built. Returns 0/1 masks (k, n) and weights (k,).
+    """
+    masks = np.zeros((1, len(weights)), dtype=bool)
+    totals = np.zeros(1, dtype=np.int64)
+    for j, a in enumerate(weights):
+        fits = totals + a <= capacity
+        grown = masks[fits]
+        grown[:, j] = True
+        masks, totals = np.concatenate([masks, grown]), np.concatenate([totals, totals[fits] + a])
+        if len(totals) > limit:
+            return None
+    return masks, totals
+
+
+def knapsack_split_plan(weights, capacity, max_subsets=None):
+    r"""The subsets that :func:`solve_knapsack_split` scores, or None when there are too many.
+
+    The items are split into two halves A and B; each half's subsets that fit within the
+    capacity are listed once (they depend on the weights only), B's sorted by weight.
+    For each subset :math:`S_A` the plan keeps the last position of B's list whose weight
+    fits beside it, :math:`p(S_A) = \max\{k : a(S_B^{(k)}) \le C - a(S_A)\}`.
+
+    Parameters
+    ----------
+    weights : sequence of int
+        Non-negative integer weights.
+    capacity : int
+    max_subsets : int or None, default=None
+        Give up (return None) when a half has more fitting subsets than this; ``None``:
+        an eighth of the cells of the dynamic programme's table, the point past which
+        the table is the cheaper of the two (measured on PyEPO's knapsack).
+
+    Returns
+    -------
+    tuple (n_first, masks_a, masks_b, positions) of ndarrays, or None
+    """
+    weights = np.asarray([int(a) for a in weights], dtype=np.int64)
+    capacity = int(capacity)
+    if max_subsets is None:
+        rows = knapsack_rows(np.minimum(weights, capacity), capacity)
+        max_subsets = max(sum(high + 1 - low for low, high in rows) // 8, 1)
+    half = len(weights) // 2
+    first = _fitting_subsets(weights[:half], capacity, max_subsets)
+    second = _fitting_subsets(weights[half:], capacity, max_subsets)
+    if first is None or second is None:
+        return None
+    order = np.argsort(second[1], kind="stable")
+    masks_b, weights_b = second[0][order], second[1][order]
+    # the empty subset (weight 0) always fits, so every position is at least 0
+    positions = np.searchsorted(weights_b, capacity - first[1], side="right") - 1
+    return half, first[0], masks_b, positions
+
+
+@torch.no_grad()
+def solve_knapsack_split(values, plan):
+    r"""Optimal 0-1 knapsacks by meeting in the middle, for a whole batch at once.
+
+    With the halves' fitting subsets from :func:`knapsack_split_plan`, the values of all
+    of them are two matrix products; a running maximum over B's list (sorted by weight)
+    gives, at each position, the best B subset up to that weight, and the optimum is
+
+    .. math::
+        \max_{S_A}\; v(S_A) + \max_{k \le p(S_A)} v(S_B^{(k)}),
+
+    exact since every feasible knapsack is one A subset and one B subset that fit
+    together. The cost is the number of fitting subsets, not the capacity: with
+    PyEPO's knapsack (32 items of 3 to 8, capacity 20) about 1500 subsets per half
+    against 1.3 million cells of the table for a batch of 32. Ties go to the first
+    A subset in the plan's order.
+
+    Parameters
+    ----------
+    values : Tensor of shape (batch, n_items)
+    plan : tuple
+        From :func:`knapsack_split_plan` for these items' weights and capacity.
+
+    Returns
+    -------
+    Tensor of shape (batch, n_items)
+        0/1 indicator of the items taken, dtype and device of ``values``.
+    """
+    half, masks_a, masks_b, positions = _split_plan_tensors(plan, values.dtype, values.device)
+    value_a = values[:, :half] @ masks_a.T
+    best_b, where_b = torch.cummax(values[:, half:] @ masks_b.T, dim=1)
+    chosen_a = (value_a + best_b[:, positions]).argmax(dim=1)
+    chosen_b = where_b.gather(1, positions[chosen_a].unsqueeze(1)).squeeze(1)
+    return torch.cat([masks_a[chosen_a], masks_b[chosen_b]], dim=1)
+
+
+def _split_plan_tensors(plan, dtype, device):
+    # Converted once per dtype and device and kept with the plan: a fit solves hundreds
+    # of batches with the same one.
+    cache = plan[-1] if isinstance(plan[-1], dict) else None
+    key = (dtype, device)
+    if cache is not None and key in cache:
+        return cache[key]
+    half, masks_a, masks_b, positions = plan[:4]
+    tensors = (
+        half,
+        torch.as_tensor(masks_a, dtype=dtype, device=device),
+        torch.as_tensor(masks_b, dtype=dtype, device=device),
+        torch.as_tensor(positions, device=device),
+    )
+    if cache is not None:
+        cache[key] = tensors
+    return tensors
+
+
+def knapsack_solver(weights, capacity):
+    """The exact batch solver of one knapsack: split when it is cheaper, else the table.
+
+    Parameters
+    ----------
+    weights : sequence of int
+        Non-negative integer weights.
+    capacity : int
+
+    Returns
+    -------
+    callable
+        ``values (batch, n_items) -> solutions (batch, n_items)``, no graph.
+    """
+    weights = np.asarray([int(a) for a in weights], dtype=np.int64)
+    capacity = int(capacity)
+    plan = knapsack_split_plan(weights, capacity) if int(weights.sum()) > capacity else None
+    if plan is None:
+        return lambda values: solve_knapsack_dp(values.detach(), weights, capacity)
+    plan = (*plan, {})  # with its cache of tensors per dtype and device
+    return lambda values: solve_knapsack_split(values.detach(), plan)
 
 
 # --------------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from sktaskmet.taskmet._lp_solvers import (
     grid_paths,
     integer_scale,
     knapsack_rows,
+    knapsack_solver,
+    knapsack_split_plan,
     solve_grid_shortest_path,
     solve_knapsack_dp,
+    solve_knapsack_split,
 )
 from sktaskmet.tasks import (
     Knapsack,
@@ -126,6 +129,49 @@ def test_knapsack_dp_backends_agree_and_break_ties_alike():
         solve_knapsack_dp(values, weights, 2000, backend="gpu")
 
 
+def test_knapsack_split_matches_brute_force_on_random_instances():
+    # zero weights, items heavier than the capacity, negative values, integer values
+    # (ties), float32 and float64, batches of one, halves of zero or one item
+    rng = np.random.RandomState(8)
+    for trial in range(120):
+        n_items = rng.randint(1, 11)
+        capacity = int(rng.randint(0, 30))
+        weights = rng.randint(0, 14, size=n_items)
+        values = rng.normal(size=(rng.randint(1, 9), n_items))
+        if trial % 2:
+            values = np.round(values)
+        dtype = torch.float32 if trial % 4 == 3 else torch.float64
+        values = torch.as_tensor(values, dtype=dtype)
+        plan = knapsack_split_plan(weights, capacity, max_subsets=2**n_items)
+        solutions = solve_knapsack_split(values, plan)
+        assert solutions.dtype == dtype and solutions.shape == values.shape
+        chosen = solutions.double().numpy()
+        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
+        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
+        best = (values.double().numpy() @ subsets.T).max(1)
+        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+
+
+def test_knapsack_solver_splits_when_few_subsets_fit():
+    # PyEPO's knapsack (32 items of 3 to 8, capacity 20): few subsets fit, the split is
+    # chosen and reaches the table's optimum; light items under a large capacity: the table
+    _, values, weights = make_knapsack(n_samples=64, n_items=32, random_state=3)
+    integer = np.round(weights[0] * 100).astype(np.int64)
+    assert knapsack_split_plan(integer, 2000) is not None
+    costs = torch.as_tensor(values, dtype=torch.float32) - 2.0  # some values negative
+    by_split = knapsack_solver(integer, 2000)(costs)
+    by_table = solve_knapsack_dp(costs, integer, 2000)
+    assert np.all(by_split.numpy() @ integer <= 2000)
+    torch.testing.assert_close((by_split * costs).sum(1), (by_table * costs).sum(1))
+    light = np.arange(1, 21)
+    assert knapsack_split_plan(light, 150) is None
+    assert knapsack_split_plan(light, 150, max_subsets=2**10) is not None
+    small = torch.as_tensor(np.random.RandomState(9).normal(size=(5, 20)))
+    torch.testing.assert_close(
+        knapsack_solver(light, 150)(small), solve_knapsack_dp(small, light, 150)
+    )
+
+
 def test_knapsack_rows_skip_only_unread_capacities():
     # item 0: above its weight the table is constant; item 1: rows below 10 - 5 are never
     # read again, above 3 + 4 constant; the last item: only the capacity itself is read
@@ -146,7 +192,8 @@ def test_knapsack_without_integer_weights_uses_highs():
 
 @pytest.mark.parametrize("dim", [1, 2])
 def test_knapsack_task_matches_brute_force(dim):
-    # PyEPO's two-decimal weights: the one-dimensional case takes the DP, dim 2 the MILP
+    # PyEPO's two-decimal weights: the one-dimensional case is solved exactly in torch,
+    # dim 2 takes the MILP
     _, values, weights = make_knapsack(n_samples=10, n_items=9, dim=dim, random_state=0)
     capacities = [14.5] * dim
     subsets = _feasible_subsets(weights, np.array(capacities))
