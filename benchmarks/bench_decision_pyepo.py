@@ -198,10 +198,9 @@ def pyepo_backends(grb_factory, ort_factory):
     return models
 
 
-def solver_throughput(task, y, label):
-    """The exact solver alone on batches of 32, and what the hardware would allow."""
+def solver_throughput(solve, y, label):
+    """An exact solver alone on batches of 32 (CPU time per batch)."""
     costs = torch.as_tensor(y[:BATCH], dtype=torch.float32)
-    solve = task._exact_solver()
     solve(costs)
     n, start = 0, time.process_time()
     while time.process_time() - start < 1.0:
@@ -212,14 +211,29 @@ def solver_throughput(task, y, label):
     return seconds
 
 
-def knapsack_dp_cells(weights, capacity, batch):
-    """Table cells the DP updates for ``batch`` cost vectors (after the row trimming)."""
-    from sktaskmet.taskmet._lp_solvers import integer_scale, knapsack_rows
+def knapsack_solvers(weights, capacity, y):
+    """The task's knapsack solver (split when few subsets fit) against the DP table."""
+    from sktaskmet.taskmet._lp_solvers import (
+        integer_scale,
+        knapsack_rows,
+        knapsack_split_plan,
+        solve_knapsack_dp,
+    )
 
     scale = integer_scale(weights, capacity)
     integer = np.round(np.asarray(weights) * scale).astype(np.int64)
-    rows = knapsack_rows(integer, int(round(capacity * scale)))
-    return batch * sum(high + 1 - low for low, high in rows)
+    scaled = int(round(capacity * scale))
+    plan = knapsack_split_plan(integer, scaled)
+    method = "table" if plan is None else f"split, {len(plan[1])} + {len(plan[2])} subsets"
+    task = Knapsack(weights, capacity)
+    solver_throughput(task._exact_solver(), y, f"knapsack 32 items, task's solver ({method})")
+    label = "knapsack 32 items, DP table"
+    seconds = solver_throughput(lambda c: solve_knapsack_dp(c, integer, scaled), y, label)
+    cells = BATCH * sum(high + 1 - low for low, high in knapsack_rows(integer, scaled))
+    print(
+        f"knapsack 32 items: DP table of {cells / 1e6:.2f} M cells per batch "
+        f"(add, compare, max each): {1e9 * seconds / cells:.2f} ns per cell"
+    )
 
 
 def speed(epochs, repeats):
@@ -234,7 +248,8 @@ def speed(epochs, repeats):
 
     models = pyepo_backends(lambda: GrbPath((5, 5)), lambda: OrtPath((5, 5)))
     speed_problem("shortest path 5x5", ShortestPath(), models, X, y, epochs, repeats)
-    seconds = solver_throughput(ShortestPath(), y, "shortest path 5x5")
+    solve = ShortestPath()._exact_solver()
+    seconds = solver_throughput(solve, y, "shortest path 5x5")
     flops = 2 * BATCH * 40 * 70  # costs @ paths.T: 70 paths of 40 arcs
     print(f"shortest path 5x5: {flops / seconds / 1e9:.3f} GFLOP/s in the path product")
 
@@ -247,13 +262,8 @@ def speed(epochs, repeats):
     )
     task = Knapsack(weights[0], 20.0)
     speed_problem("knapsack 32 items", task, models, X, y, epochs, repeats)
-    seconds = solver_throughput(task, y, "knapsack 32 items")
-    cells = knapsack_dp_cells(weights[0], 20.0, BATCH)
-    print(
-        f"knapsack 32 items: DP table of {cells / 1e6:.2f} M cells per batch "
-        f"(add, compare, max each): {1e9 * seconds / cells:.2f} ns per cell; "
-        f"{steps + N_TRAIN / BATCH:.0f} batches per fit"
-    )
+    knapsack_solvers(weights[0], 20.0, y)
+    print(f"{steps + N_TRAIN / BATCH:.0f} batches solved per fit")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
