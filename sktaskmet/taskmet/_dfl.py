@@ -199,7 +199,8 @@ def _all_finite(total, grad):
     against seven for ``isfinite(total) & isfinite(grad).all()``, at every step.
     """
     # total carries its graph on the autograd path: read it detached
-    return math.isfinite(float(total.detach())) and float((grad * 0).sum()) == 0
+    total = total.detach() if total.requires_grad else total
+    return math.isfinite(float(total)) and float((grad * 0).sum()) == 0
 
 
 def _closed_form_objective(model, theta, X, Y, task, alpha):

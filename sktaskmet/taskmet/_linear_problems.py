@@ -250,7 +250,8 @@ class ShortestPath(_SurrogateParams, LinearDecisionTask):
 
     def _exact_solver(self):
         grid = self._grid()
-        return lambda costs: solve_grid_shortest_path(costs.detach(), grid)
+        # the solver runs without a graph and only reads the costs: no detach needed
+        return lambda costs: solve_grid_shortest_path(costs, grid)
 
 
 ShortestPath.__doc__ = ShortestPath.__doc__ % _SURROGATE_DOC

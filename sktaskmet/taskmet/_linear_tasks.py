@@ -23,6 +23,7 @@ from ._dfl_losses import (
     perturbed_optimizer_loss,
     spo_plus_loss,
     squared_error_loss,
+    without_graph,
 )
 from ._tasks import Task, _check_positive_float, _check_positive_int
 
@@ -328,7 +329,7 @@ class LinearDecisionTask(Task):
                 f"{type(self).__name__}: the {self.surrogate!r} surrogate has no closed-form "
                 "gradient; use loss() with autograd."
             )
-        inputs = self._loss_inputs(y_pred.detach(), y_true)
+        inputs = self._loss_inputs(without_graph(y_pred), y_true)
         if inputs is None:
             return torch.full_like(y_pred[:, 0, 0], torch.nan), torch.full_like(y_pred, torch.nan)
         value, gradient = self._surrogate(*inputs, with_gradient=True)
@@ -344,10 +345,11 @@ class LinearDecisionTask(Task):
         pred, true = self._pair_costs(y_pred, y_true.as_subclass(torch.Tensor), context.n_costs)
         # pred * 0 is 0 where pred is finite and NaN elsewhere, so the sum is 0 exactly when
         # every prediction is finite: two operations instead of isfinite's five.
-        if not float((pred.detach() * 0).sum()) == 0:
+        if not float((without_graph(pred) * 0).sum()) == 0:
             return None
-        solutions = y_true.solutions.to(pred.dtype)
-        objectives = y_true.objectives.to(pred.dtype)
+        solutions, objectives = y_true.solutions, y_true.objectives
+        if solutions.dtype != pred.dtype:  # a call fewer per step when they agree
+            solutions, objectives = solutions.to(pred.dtype), objectives.to(pred.dtype)
         return pred, true, solutions, objectives, context, self._solver(context)
 
     def _pair_costs(self, y_pred, y_true, n_costs):
@@ -366,7 +368,10 @@ class LinearDecisionTask(Task):
                 f"{type(self).__name__}: y_pred holds cost vectors of length {m * d}, "
                 f"expected {n_costs} (shape {tuple(y_pred.shape)})."
             )
-        return y_pred.reshape(batch, m * d), y_true.reshape(batch, m * d).to(y_pred.dtype)
+        true = y_true.reshape(batch, m * d)
+        if true.dtype != y_pred.dtype:
+            true = true.to(y_pred.dtype)
+        return y_pred.reshape(batch, m * d), true
 
     def _noise(self, pred, context, n_samples):
         shape = (pred.shape[0], n_samples, pred.shape[1])

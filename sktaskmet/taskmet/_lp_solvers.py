@@ -123,7 +123,6 @@ def _grid_plan(grid):
 MAX_ENUMERATED_PATHS = 5000
 
 
-@torch.no_grad()
 def solve_grid_shortest_path(costs, grid, method="auto"):
     r"""Shortest north-west to south-east paths of a batch of cost vectors.
 
@@ -149,6 +148,9 @@ def solve_grid_shortest_path(costs, grid, method="auto"):
         0/1 indicator of the arcs on an optimal path, dtype and device of ``costs``.
     """
     h, w = grid
+    # Without a graph, nothing below records one: cheaper than entering no_grad at each of
+    # the hundreds of solves of a fit.
+    costs = costs.detach() if costs.requires_grad else costs
     if costs.shape[0] == 0:
         return torch.zeros_like(costs)
     if method == "enumerate" or (
@@ -430,7 +432,6 @@ def knapsack_split_plan(weights, capacity, max_subsets=None):
     return half, first[0], masks_b, positions
 
 
-@torch.no_grad()
 def solve_knapsack_split(values, plan):
     r"""Optimal 0-1 knapsacks by meeting in the middle, for a whole batch at once.
 
@@ -458,6 +459,7 @@ def solve_knapsack_split(values, plan):
     Tensor of shape (batch, n_items)
         0/1 indicator of the items taken, dtype and device of ``values``.
     """
+    values = values.detach() if values.requires_grad else values  # then no graph below
     half, masks_a, masks_b, positions = _split_plan_tensors(plan, values.dtype, values.device)
     value_a = values[:, :half] @ masks_a.T
     best_b, where_b = torch.cummax(values[:, half:] @ masks_b.T, dim=1)
@@ -505,7 +507,7 @@ def knapsack_solver(weights, capacity):
     if plan is None:
         return lambda values: solve_knapsack_dp(values.detach(), weights, capacity)
     plan = (*plan, {})  # with its cache of tensors per dtype and device
-    return lambda values: solve_knapsack_split(values.detach(), plan)
+    return lambda values: solve_knapsack_split(values, plan)
 
 
 # --------------------------------------------------------------------------------------

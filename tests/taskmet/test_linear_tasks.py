@@ -172,6 +172,19 @@ def test_knapsack_solver_splits_when_few_subsets_fit():
     )
 
 
+def test_solvers_take_costs_with_a_graph_and_return_none():
+    # the batch solvers detach what carries a graph instead of entering no_grad
+    costs = torch.rand(4, 40, dtype=torch.float64, requires_grad=True)
+    for method in ("enumerate", "dp"):
+        solution = solve_grid_shortest_path(costs, (5, 5), method=method)
+        assert not solution.requires_grad and solution.grad_fn is None
+    values = torch.randn(4, 6, requires_grad=True)
+    plan = knapsack_split_plan([3, 4, 5, 2, 6, 1], 9, max_subsets=64)
+    for solve in (knapsack_solver([3, 4, 5, 2, 6, 1], 9), lambda v: solve_knapsack_split(v, plan)):
+        assert solve(values).grad_fn is None
+    assert solve_knapsack_dp(values, [3, 4, 5, 2, 6, 1], 9).grad_fn is None
+
+
 def test_knapsack_rows_skip_only_unread_capacities():
     # item 0: above its weight the table is constant; item 1: rows below 10 - 5 are never
     # read again, above 3 + 4 constant; the last item: only the capacity itself is read
