@@ -460,10 +460,12 @@ def solve_knapsack_split(values, plan):
         0/1 indicator of the items taken, dtype and device of ``values``.
     """
     values = values.detach() if values.requires_grad else values  # then no graph below
-    half, masks_a, masks_b, positions = _split_plan_tensors(plan, values.dtype, values.device)
-    value_a = values[:, :half] @ masks_a.T
-    best_b, where_b = torch.cummax(values[:, half:] @ masks_b.T, dim=1)
-    chosen_a = (value_a + best_b[:, positions]).argmax(dim=1)
+    tensors = _split_plan_tensors(plan, values.dtype, values.device)
+    half, masks_a, masks_b, positions, columns_a, columns_b = tensors
+    value_a = values[:, :half] @ columns_a
+    best_b, where_b = torch.cummax(values[:, half:] @ columns_b, dim=1)
+    # index_select along the columns is several times cheaper than best_b[:, positions]
+    chosen_a = (value_a + best_b.index_select(1, positions)).argmax(dim=1)
     chosen_b = where_b.gather(1, positions[chosen_a].unsqueeze(1)).squeeze(1)
     return torch.cat([masks_a[chosen_a], masks_b[chosen_b]], dim=1)
 
@@ -476,12 +478,12 @@ def _split_plan_tensors(plan, dtype, device):
     if cache is not None and key in cache:
         return cache[key]
     half, masks_a, masks_b, positions = plan[:4]
-    tensors = (
-        half,
-        torch.as_tensor(masks_a, dtype=dtype, device=device),
-        torch.as_tensor(masks_b, dtype=dtype, device=device),
-        torch.as_tensor(positions, device=device),
-    )
+    masks_a = torch.as_tensor(masks_a, dtype=dtype, device=device)
+    masks_b = torch.as_tensor(masks_b, dtype=dtype, device=device)
+    # the masks transposed and contiguous too, the right operand of the value products
+    columns_a, columns_b = masks_a.T.contiguous(), masks_b.T.contiguous()
+    positions = torch.as_tensor(positions, device=device)
+    tensors = (half, masks_a, masks_b, positions, columns_a, columns_b)
     if cache is not None:
         cache[key] = tensors
     return tensors
