@@ -17,10 +17,11 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     The figure is PyEPO's normalised regret on the test set, in %.
 
 ``speed``
-    Wall time of training with SPO+ for the same number of epochs, data preparation
-    (solving the training targets) included: ``DFLRegressor`` against PyEPO's training loop
-    with Gurobi (size-limited pip licence) and with OR-Tools, on the shortest path and on
-    PyEPO's knapsack (32 items, one capacity of 20, two-decimal weights).
+    CPU time (and wall time) of training with SPO+ for the same number of epochs, data
+    preparation (solving the training targets) included: ``DFLRegressor`` against PyEPO's
+    training loop with Gurobi (size-limited pip licence; default threads and one thread)
+    and with OR-Tools, on the shortest path and on PyEPO's knapsack (32 items, one
+    capacity of 20, two-decimal weights); then the exact solvers alone.
 
 Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
