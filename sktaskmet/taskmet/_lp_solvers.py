@@ -408,8 +408,9 @@ def knapsack_split_plan(weights, capacity, max_subsets=None):
     capacity : int
     max_subsets : int or None, default=None
         Give up (return None) when a half has more fitting subsets than this; ``None``:
-        an eighth of the cells of the dynamic programme's table, the point past which
-        the table is the cheaper of the two (measured on PyEPO's knapsack).
+        an eighth of the cells of the dynamic programme's table per cost vector, a
+        conservative rule of thumb: on PyEPO's knapsack, with subsets about a fourteenth
+        of the cells, the split is 4.5 times faster than the table.
 
     Returns
     -------
