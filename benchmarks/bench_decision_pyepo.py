@@ -17,10 +17,11 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     The figure is PyEPO's normalised regret on the test set, in %.
 
 ``speed``
-    Wall time of training with SPO+ for the same number of epochs, data preparation
-    (solving the training targets) included: ``DFLRegressor`` against PyEPO's training loop
-    with Gurobi (size-limited pip licence) and with OR-Tools, on the shortest path and on
-    PyEPO's knapsack (32 items, one capacity of 20, two-decimal weights).
+    CPU time (and wall time) of training with SPO+ for the same number of epochs, data
+    preparation (solving the training targets) included: ``DFLRegressor`` against PyEPO's
+    training loop with Gurobi (size-limited pip licence; default threads and one thread)
+    and with OR-Tools, on the shortest path and on PyEPO's knapsack (32 items, one
+    capacity of 20, two-decimal weights); then the exact solvers alone.
 
 Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
@@ -30,6 +31,8 @@ Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
 import argparse
 import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # PyEPO's optDataset progress bars (read at import)
 import sys
 import time
 
@@ -154,54 +157,115 @@ def timed(fn):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def speed_problem(label, ours_task, pyepo_models, X, y, epochs):
-    # Interleaved repeats, best of two each: the machine is shared, so the CPU time (which
-    # other processes do not inflate) is the figure to compare; wall time is printed too.
+def speed_problem(label, ours_task, pyepo_models, X, y, epochs, repeats):
+    # Interleaved repeats, best of each: the CPU time (which other processes do not
+    # inflate) is the figure to compare; wall time is printed too.
     runs = {"sktaskmet": [], **{backend: [] for backend, _ in pyepo_models}}
-    for _ in range(2):
+    for _ in range(repeats):
         runs["sktaskmet"].append(timed(lambda: fit_ours(ours_task, X, y, epochs, 0)))
         for backend, model in pyepo_models:
             runs[backend].append(timed(lambda m=model: fit_pyepo(m, X, y, "spo+", epochs, 0)))
     best = {name: (min(w for w, _ in r), min(c for _, c in r)) for name, r in runs.items()}
+    steps = epochs * int(np.ceil(len(X) / BATCH))
     wall, cpu = best["sktaskmet"]
     print(
-        f"{label}: sktaskmet DFLRegressor SPO+ {epochs} epochs: CPU {cpu:.2f} s, wall {wall:.2f} s"
+        f"{label}: sktaskmet DFLRegressor SPO+ {epochs} epochs: CPU {cpu:.3f} s "
+        f"({1e3 * cpu / steps:.2f} ms per step), wall {wall:.3f} s"
     )
     for backend, _ in pyepo_models:
         their_wall, their_cpu = best[backend]
         print(
-            f"{label}: PyEPO SPOPlus on {backend}: CPU {their_cpu:.2f} s ({their_cpu / cpu:.1f}x), "
-            f"wall {their_wall:.2f} s ({their_wall / wall:.1f}x)"
+            f"{label}: PyEPO SPOPlus on {backend}: CPU {their_cpu:.3f} s ({their_cpu / cpu:.1f}x), "
+            f"wall {their_wall:.3f} s ({their_wall / wall:.1f}x)"
         )
+    fastest = min(c for name, (_, c) in best.items() if name != "sktaskmet")
+    print(f"{label}: against PyEPO's fastest backend here: {fastest / cpu:.1f}x on CPU time")
 
 
-def speed(epochs):
-    print(f"speed: SPO+ training, n={N_TRAIN}, batch {BATCH}, {epochs} epochs, 1 CPU thread")
-    X, y = make_shortest_path(N_TRAIN, 5, (5, 5), 4, NOISE, random_state=0)
+def _single_threaded(model):
+    model._model.Params.Threads = 1  # the protocol's one thread; Gurobi's default is all
+    return model
+
+
+def pyepo_backends(grb_factory, ort_factory):
+    """PyEPO's backends here: Gurobi with its default threads and with one, OR-Tools."""
     models = []
     try:
-        from pyepo.model.grb import shortestPathModel as GrbPath
-
-        models.append(("gurobi", GrbPath((5, 5))))
+        models.append(("gurobi", grb_factory()))
+        models.append(("gurobi Threads=1", _single_threaded(grb_factory())))
     except Exception as exc:  # pragma: no cover - depends on the environment
         print(f"(no Gurobi: {exc})")
+    models.append(("ortools", ort_factory()))
+    return models
+
+
+def solver_throughput(solve, y, label):
+    """An exact solver alone on batches of 32 (CPU time per batch)."""
+    costs = torch.as_tensor(y[:BATCH], dtype=torch.float32)
+    solve(costs)
+    n, start = 0, time.process_time()
+    while time.process_time() - start < 1.0:
+        solve(costs)
+        n += 1
+    seconds = (time.process_time() - start) / n
+    print(f"{label}: exact solve of a batch of {BATCH}: {1e3 * seconds:.3f} ms (CPU)")
+    return seconds
+
+
+def knapsack_solvers(weights, capacity, y):
+    """The task's knapsack solver (split when few subsets fit) against the DP table."""
+    from sktaskmet.taskmet._lp_solvers import (
+        integer_scale,
+        knapsack_rows,
+        knapsack_split_plan,
+        solve_knapsack_dp,
+    )
+
+    scale = integer_scale(weights, capacity)
+    integer = np.round(np.asarray(weights) * scale).astype(np.int64)
+    scaled = int(round(capacity * scale))
+    plan = knapsack_split_plan(integer, scaled)
+    method = "table" if plan is None else f"split, {len(plan[1])} + {len(plan[2])} subsets"
+    task = Knapsack(weights, capacity)
+    solver_throughput(task._exact_solver(), y, f"knapsack 32 items, task's solver ({method})")
+    label = "knapsack 32 items, DP table"
+    seconds = solver_throughput(lambda c: solve_knapsack_dp(c, integer, scaled), y, label)
+    cells = BATCH * sum(high + 1 - low for low, high in knapsack_rows(integer, scaled))
+    print(
+        f"knapsack 32 items: DP table of {cells / 1e6:.2f} M cells per batch "
+        f"(add, compare, max each): {1e9 * seconds / cells:.2f} ns per cell"
+    )
+
+
+def speed(epochs, repeats):
+    steps = epochs * int(np.ceil(N_TRAIN / BATCH))
+    print(
+        f"speed: SPO+ training, n={N_TRAIN}, batch {BATCH}, {epochs} epochs ({steps} steps), "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}"
+    )
+    X, y = make_shortest_path(N_TRAIN, 5, (5, 5), 4, NOISE, random_state=0)
+    from pyepo.model.grb import shortestPathModel as GrbPath
     from pyepo.model.ort import shortestPathModel as OrtPath
 
-    models.append(("ortools", OrtPath((5, 5))))
-    speed_problem("shortest path 5x5", ShortestPath(), models, X, y, epochs)
+    models = pyepo_backends(lambda: GrbPath((5, 5)), lambda: OrtPath((5, 5)))
+    speed_problem("shortest path 5x5", ShortestPath(), models, X, y, epochs, repeats)
+    solve = ShortestPath()._exact_solver()
+    seconds = solver_throughput(solve, y, "shortest path 5x5")
+    flops = 2 * BATCH * 40 * 70  # costs @ paths.T: 70 paths of 40 arcs
+    print(f"shortest path 5x5: {flops / seconds / 1e9:.3f} GFLOP/s in the path product")
 
     X, y, weights = make_knapsack(N_TRAIN, 5, 32, 1, 4, NOISE, random_state=0)
-    models = []
-    try:
-        from pyepo.model.grb import knapsackModel as GrbKnapsack
-
-        models.append(("gurobi", GrbKnapsack(weights, [20.0])))
-    except Exception as exc:  # pragma: no cover
-        print(f"(no Gurobi: {exc})")
+    from pyepo.model.grb import knapsackModel as GrbKnapsack
     from pyepo.model.ort import knapsackModel as OrtKnapsack
 
-    models.append(("ortools", OrtKnapsack(weights, [20.0])))
-    speed_problem("knapsack 32 items", Knapsack(weights[0], 20.0), models, X, y, epochs)
+    models = pyepo_backends(
+        lambda: GrbKnapsack(weights, [20.0]), lambda: OrtKnapsack(weights, [20.0])
+    )
+    task = Knapsack(weights[0], 20.0)
+    speed_problem("knapsack 32 items", task, models, X, y, epochs, repeats)
+    knapsack_solvers(weights[0], 20.0, y)
+    print(f"{steps + N_TRAIN / BATCH:.0f} batches solved per fit")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 def main():
@@ -210,15 +274,17 @@ def main():
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     import pyepo
 
-    print(f"torch {torch.__version__}, pyepo {pyepo.__version__}")
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"torch {torch.__version__}, pyepo {pyepo.__version__}, {date}")
     if args.part == "parity":
         parity(args.degrees, args.seeds)
     else:
-        speed(args.epochs)
+        speed(args.epochs, args.repeats)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ class FlatModule:
         self.numels = [p.numel() for _, p in named]
         self.n_params = int(sum(self.numels))
         self._plan = _sequential_plan(module)
+        self._views = None  # (flat vector, its views) of the last manual gradient
 
     def flatten(self):
         """The module's current parameters as one detached flat vector (a copy)."""
@@ -160,7 +161,7 @@ class FlatModule:
             out = self(flat, X)
             (grad,) = torch.autograd.grad(out, flat, output_gradient(out.detach()))
             return grad
-        tensors = self.unflatten(flat)
+        tensors = self._views_of(flat)
         saved = []
         grad = output_gradient(self._chain(tensors, X, saved))
         grads = [None] * len(tensors)
@@ -177,6 +178,13 @@ class FlatModule:
             if position < len(saved) - 1:
                 grad = grad @ tensors[index]
         return torch.cat([g.reshape(-1) for g in grads])
+
+    def _views_of(self, flat):
+        # A training loop updates one flat vector in place at every step, so its views
+        # stay valid: made once for that vector instead of three calls per step.
+        if self._views is None or self._views[0] is not flat:
+            self._views = (flat, self.unflatten(flat))
+        return self._views[1]
 
     def _chain(self, tensors, X, saved=None):
         """Forward pass of the ``Sequential`` plan on parameter ``tensors``.

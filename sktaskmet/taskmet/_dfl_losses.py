@@ -7,8 +7,11 @@ w^\star(c)`. The decision is piecewise constant in the predicted costs :math:`\h
 its derivative is zero almost everywhere; each loss below replaces it with a surrogate
 that has informative gradients. All take batches of cost vectors of shape (batch, d), a
 ``solve`` callable returning optimal solutions (batch, d) without a graph, and return one
-loss per instance, shape (batch,). The formulas and their signs for maximisation follow
-PyEPO (Tang and Khalil, 2022), so values and gradients agree with it number for number.
+loss per instance, shape (batch,). SPO+, PFYL, NCE and MSE also give, with
+``with_gradient=True``, the gradient of each instance's loss in its predicted costs from
+the closed form, shape (batch, d): training steps then need no autograd graph. The
+formulas and their signs for maximisation follow PyEPO (Tang and Khalil, 2022), so values
+and gradients agree with it number for number.
 """
 
 import torch
@@ -30,7 +33,21 @@ def _dot(a, b):
     return (a * b).sum(-1)
 
 
-def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense):
+def without_graph(tensor):
+    """``tensor.detach()`` when it carries a graph, else ``tensor`` itself.
+
+    Closed-form training steps call the surrogates and solvers with tensors that have no
+    graph; skipping the detach there saves a dispatched operation per call.
+    """
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
+def _signed(sense, value):
+    # sense is +1 or -1: a multiplication by +1 would be an operation for nothing
+    return value if sense == 1 else -value
+
+
+def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense, with_gradient=False):
     r"""SPO+ (Elmachtoub and Grigas, 2022), a convex upper bound of the regret.
 
     .. math::
@@ -41,12 +58,17 @@ def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense):
     One solve per instance, of the perturbed cost :math:`2\hat c - c`.
     """
     shifted = 2 * pred - true
-    solution = solve(shifted.detach())
+    solution = solve(without_graph(shifted))
     # Danskin: the solution is constant in pred, so the graph gives 2 s (w*(c) - w*(2p - c))
-    return sense * (2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
+    value = _signed(sense, 2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
+    if not with_gradient:
+        return value
+    return value, (2 * sense) * (true_solution - solution)
 
 
-def perturbed_fenchel_young_loss(pred, true_solution, noise, sigma, solve, sense):
+def perturbed_fenchel_young_loss(
+    pred, true_solution, noise, sigma, solve, sense, with_gradient=False
+):
     r"""Perturbed Fenchel-Young loss (Berthet et al., 2020), additive Gaussian noise.
 
     With :math:`\xi_1, \dots, \xi_n \sim N(0, I)` and :math:`w_k = w^\star(\hat c + \sigma
@@ -64,7 +86,9 @@ def perturbed_fenchel_young_loss(pred, true_solution, noise, sigma, solve, sense
     mean_solution = solutions.mean(dim=1)
     noise_term = sigma * torch.einsum("bnd,bnd->bn", noise, solutions).mean(dim=1)
     # F = pred . mean_solution + noise_term; the graph carries only pred . (w* - mean_sol).
-    return sense * (_dot(pred, true_solution - mean_solution) - noise_term)
+    difference = true_solution - mean_solution
+    value = _signed(sense, _dot(pred, difference) - noise_term)
+    return (value, _signed(sense, difference)) if with_gradient else value
 
 
 class _PerturbedMean(torch.autograd.Function):
@@ -136,7 +160,7 @@ def blackbox_loss(pred, true, true_objective, step, solve, sense):
     return (_dot(decision, true) - true_objective).abs()
 
 
-def noise_contrastive_loss(pred, true_solution, pool, sense):
+def noise_contrastive_loss(pred, true_solution, pool, sense, with_gradient=False):
     r"""Noise-contrastive estimation (Mulamba et al., 2021) against a solution pool.
 
     .. math::
@@ -145,10 +169,18 @@ def noise_contrastive_loss(pred, true_solution, pool, sense):
 
     over the pool :math:`\Gamma` of known feasible solutions (the optimal solutions of the
     training costs, grown with solutions of predicted costs). No solve in the loss itself.
+    Gradient: :math:`s\,(w^\star(c) - \bar w_\Gamma)`, :math:`\bar w_\Gamma` the pool's mean.
     """
-    return sense * (_dot(pred, true_solution) - (pred @ pool.T).mean(dim=-1))
+    value = _signed(sense, _dot(pred, true_solution) - (pred @ pool.T).mean(dim=-1))
+    if not with_gradient:
+        return value
+    return value, _signed(sense, true_solution - pool.mean(dim=0))
 
 
-def squared_error_loss(pred, true):
-    """Mean squared error of the costs, :math:`\\frac1d \\lVert \\hat c - c \\rVert^2`."""
-    return ((pred - true) ** 2).mean(-1)
+def squared_error_loss(pred, true, with_gradient=False):
+    """Mean squared error of the costs, :math:`\\frac1d \\lVert \\hat c - c \\rVert^2`.
+
+    Gradient: :math:`\\frac2d (\\hat c - c)`.
+    """
+    value = ((pred - true) ** 2).mean(-1)
+    return (value, (2.0 / pred.shape[-1]) * (pred - true)) if with_gradient else value

@@ -10,8 +10,8 @@ from ._linear_tasks import LinearDecisionTask
 from ._lp_solvers import (
     grid_arcs,
     integer_scale,
+    knapsack_solver,
     solve_grid_shortest_path,
-    solve_knapsack_dp,
     solve_milp_batch,
 )
 
@@ -162,10 +162,17 @@ class LinearProgram(_SurrogateParams, LinearDecisionTask):
         return program
 
     def _solve_exact(self, costs):
-        sign = self._sign
-        array = costs.detach().cpu().numpy()
-        solutions = solve_milp_batch(array, self._program(), sense=sign, n_jobs=self.n_jobs)
-        return torch.as_tensor(solutions).to(device=costs.device, dtype=costs.dtype)
+        return self._exact_solver()(costs)
+
+    def _exact_solver(self):
+        sign, program, n_jobs = self._sign, self._program(), self.n_jobs
+
+        def solve(costs):
+            array = costs.detach().cpu().numpy()
+            solutions = solve_milp_batch(array, program, sense=sign, n_jobs=n_jobs)
+            return torch.as_tensor(solutions).to(device=costs.device, dtype=costs.dtype)
+
+        return solve
 
 
 LinearProgram.__doc__ = LinearProgram.__doc__ % _SURROGATE_DOC
@@ -241,6 +248,11 @@ class ShortestPath(_SurrogateParams, LinearDecisionTask):
     def _solve_exact(self, costs):
         return solve_grid_shortest_path(costs.detach(), self._grid())
 
+    def _exact_solver(self):
+        grid = self._grid()
+        # the solver runs without a graph and only reads the costs: no detach needed
+        return lambda costs: solve_grid_shortest_path(costs, grid)
+
 
 ShortestPath.__doc__ = ShortestPath.__doc__ % _SURROGATE_DOC
 
@@ -255,7 +267,9 @@ class Knapsack(_SurrogateParams, LinearDecisionTask):
     with item values :math:`c` (the predicted costs), weights :math:`A` (``dim`` x m)
     and capacities :math:`b`. With one capacity and weights that are integers after
     scaling by a power of ten (PyEPO's have two decimals), the whole batch is solved
-    exactly by dynamic programming over capacities in torch
+    exactly in torch: by meeting in the middle when each half of the items has few
+    subsets that fit (:func:`~sktaskmet.taskmet._lp_solvers.solve_knapsack_split`),
+    otherwise by dynamic programming over capacities
     (:func:`~sktaskmet.taskmet._lp_solvers.solve_knapsack_dp`); otherwise each instance
     is solved as a MILP with scipy's HiGHS. Regret is :math:`z^\star(c) - c^\top
     w^\star(\hat c)`.
@@ -308,12 +322,16 @@ class Knapsack(_SurrogateParams, LinearDecisionTask):
         return self._problem()[0].shape[1]
 
     def _solve_exact(self, costs):
+        return self._exact_solver()(costs)
+
+    def _exact_solver(self):
+        """The DP with integer weights when they exist, else HiGHS; converted once."""
         weights, capacities = self._problem()
         scale = integer_scale(weights[0], capacities[0]) if len(capacities) == 1 else None
         if scale is not None:
             integer_weights = np.round(weights[0] * scale).astype(np.int64)
             capacity = int(np.round(capacities[0] * scale))
-            return solve_knapsack_dp(costs.detach(), integer_weights, capacity)
+            return knapsack_solver(integer_weights, capacity)
         program = {
             "A_ub": weights,
             "b_ub": capacities,
@@ -322,8 +340,12 @@ class Knapsack(_SurrogateParams, LinearDecisionTask):
             "bounds": (0, 1),
             "integrality": np.ones(weights.shape[1]),
         }
-        solutions = solve_milp_batch(costs.detach().cpu().numpy(), program, sense=-1)
-        return torch.as_tensor(np.round(solutions)).to(device=costs.device, dtype=costs.dtype)
+
+        def solve(costs):
+            solutions = solve_milp_batch(costs.detach().cpu().numpy(), program, sense=-1)
+            return torch.as_tensor(np.round(solutions)).to(device=costs.device, dtype=costs.dtype)
+
+        return solve
 
 
 Knapsack.__doc__ = Knapsack.__doc__ % _SURROGATE_DOC

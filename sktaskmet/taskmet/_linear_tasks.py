@@ -23,12 +23,15 @@ from ._dfl_losses import (
     perturbed_optimizer_loss,
     spo_plus_loss,
     squared_error_loss,
+    without_graph,
 )
 from ._tasks import Task, _check_positive_float, _check_positive_int
 
 __all__ = ["DecisionTargets", "LinearDecisionTask", "SURROGATE_LOSSES"]
 
 SURROGATE_LOSSES = ("spo+", "pfyl", "dpo", "dbb", "nce", "mse")
+# Surrogates whose gradient in the predicted costs is a difference of solutions.
+_CLOSED_FORM_GRADIENTS = ("spo+", "pfyl", "nce", "mse")
 
 
 class DecisionTargets(torch.Tensor):
@@ -73,14 +76,18 @@ class DecisionTargets(torch.Tensor):
 
 
 class _FitContext:
-    """What a fit shares across steps: random streams and the optional solution pool."""
+    """What a fit shares across steps: random streams, the optional solution pool, and the
+    task's checked settings and exact solver (checked once per fit, not at every step)."""
 
-    def __init__(self, random_state, device, solve_ratio, pool):
+    def __init__(self, random_state, device, settings, pool, solve_exact, n_costs):
         rng = check_random_state(random_state)
         self.branch_rng = np.random.RandomState(rng.randint(0, 2**31 - 1))
         self.generator = make_generator(rng, device)
-        self.solve_ratio = solve_ratio
+        self.settings = settings
+        self.solve_ratio = settings["solve_ratio"]
         self.pool = pool
+        self.solve_exact = solve_exact
+        self.n_costs = n_costs
 
     def add_to_pool(self, solutions):
         if self.pool is None:
@@ -139,6 +146,14 @@ class LinearDecisionTask(Task):
         """Optimal solutions (batch, d) of cost vectors (batch, d), no graph."""
         raise NotImplementedError
 
+    def _exact_solver(self):
+        """``_solve_exact`` with the task's parameters checked and converted once.
+
+        A fit calls the solver at every step; subclasses whose parameters take work to
+        check or convert (weights to integers, a grid to a plan) return a closure here.
+        """
+        return self._solve_exact
+
     # -- checks -------------------------------------------------------------------------
     def _settings(self):
         if self.surrogate not in SURROGATE_LOSSES:
@@ -150,6 +165,7 @@ class LinearDecisionTask(Task):
         if ratio > 1:
             raise ValueError(f"solve_ratio must be in (0, 1]; got {self.solve_ratio!r}.")
         return {
+            "surrogate": self.surrogate,
             "n_samples": _check_positive_int(self.n_samples, "n_samples"),
             "sigma": _check_positive_float(self.sigma, "sigma"),
             "dbb_lambda": _check_positive_float(self.dbb_lambda, "dbb_lambda"),
@@ -232,22 +248,27 @@ class LinearDecisionTask(Task):
         settings = self._settings()
         costs = self._costs(y, "y").detach()
         self._check_finite(costs, "y")
-        solutions, objectives = self.solve(costs)
         if isinstance(like, DecisionTargets):
             context = like.context
+            solutions = context.solve_exact(costs)
         else:
+            solve_exact = self._exact_solver()
+            solutions = solve_exact(costs)
             wants_pool = self.surrogate == "nce" or settings["solve_ratio"] < 1
             pool = torch.unique(solutions, dim=0) if wants_pool else None
-            context = _FitContext(self.random_state, y.device, settings["solve_ratio"], pool)
+            context = _FitContext(
+                self.random_state, y.device, settings, pool, solve_exact, costs.shape[1]
+            )
+        objectives = (solutions * costs).sum(-1)
         return DecisionTargets(y.detach(), solutions, objectives, context)
 
     def _solver(self, context):
-        if context is None or context.pool is None:
-            return self._solve_exact
+        if context.pool is None:
+            return context.solve_exact
 
         def solve(costs):
             if context.branch_rng.uniform() <= context.solve_ratio:
-                solutions = self._solve_exact(costs)
+                solutions = context.solve_exact(costs)
                 context.add_to_pool(solutions)
                 return solutions
             return context.best_in_pool(costs, self._sign)
@@ -270,22 +291,68 @@ class LinearDecisionTask(Task):
         -------
         Tensor of shape (batch,)
         """
+        inputs = self._loss_inputs(y_pred, y_true)
+        if inputs is None:
+            # NaN predictions give NaN losses: the training loop restores and warns.
+            return torch.full_like(y_pred[:, 0, 0], torch.nan)
+        return self._surrogate(*inputs)
+
+    def has_loss_gradient(self):
+        """Whether :meth:`loss_and_gradient` has a closed form for the chosen surrogate.
+
+        True for SPO+, PFYL, NCE and MSE, whose gradients are differences of solutions
+        (see :mod:`sktaskmet.taskmet._dfl_losses`); DPO and DBB need their backward pass.
+        """
+        return self.surrogate in _CLOSED_FORM_GRADIENTS
+
+    def loss_and_gradient(self, y_pred, y_true):
+        r"""Surrogate losses per instance and their gradients, without autograd.
+
+        The same values, random draws and solves as :meth:`loss`; the gradient
+        :math:`\partial \ell_i / \partial \hat c_i` of each instance's loss comes from its
+        closed form (e.g. :math:`2 s (w^\star(c) - w^\star(2\hat c - c))` for SPO+) instead
+        of recording and replaying a graph: a training step of a linear model then costs
+        a handful of tensor operations. Only when :meth:`has_loss_gradient`.
+
+        Parameters
+        ----------
+        y_pred, y_true : Tensor of shape (batch, m, d)
+
+        Returns
+        -------
+        loss : Tensor of shape (batch,)
+        gradient : Tensor of shape (batch, m, d)
+            NaN where the predictions are not finite.
+        """
+        if not self.has_loss_gradient():
+            raise ValueError(
+                f"{type(self).__name__}: the {self.surrogate!r} surrogate has no closed-form "
+                "gradient; use loss() with autograd."
+            )
+        inputs = self._loss_inputs(without_graph(y_pred), y_true)
+        if inputs is None:
+            return torch.full_like(y_pred[:, 0, 0], torch.nan), torch.full_like(y_pred, torch.nan)
+        value, gradient = self._surrogate(*inputs, with_gradient=True)
+        return value, gradient.reshape(y_pred.shape)
+
+    def _loss_inputs(self, y_pred, y_true):
+        """What the surrogates take, checked; None when the predictions are not finite."""
         if not isinstance(y_true, DecisionTargets):
             self._check_batch(y_true, "y_true")
             y_true = self.prepare_targets(y_true)
-        # One plain view: every operation on the subclass goes through __torch_function__.
-        pred, true = self._pair_costs(y_pred, y_true.as_subclass(torch.Tensor))
-        settings = self._settings()
-        if not bool(torch.isfinite(pred.detach()).all()):
-            # NaN predictions give NaN losses: the training loop restores and warns.
-            return torch.full_like(pred[:, 0], torch.nan)
         context = y_true.context
-        solve = self._solver(context)
-        solutions = y_true.solutions.to(pred.dtype)
-        objectives = y_true.objectives.to(pred.dtype)
-        return self._surrogate(pred, true, solutions, objectives, context, solve, settings)
+        # One plain view: every operation on the subclass goes through __torch_function__.
+        pred, true = self._pair_costs(y_pred, y_true.as_subclass(torch.Tensor), context.n_costs)
+        # pred * 0 is 0 where pred is finite and NaN elsewhere, so the sum is 0 exactly when
+        # every prediction is finite: two operations instead of isfinite's five.
+        if not float((without_graph(pred) * 0).sum()) == 0:
+            return None
+        solutions, objectives = y_true.solutions, y_true.objectives
+        if solutions.dtype != pred.dtype:  # a call fewer per step when they agree
+            solutions, objectives = solutions.to(pred.dtype), objectives.to(pred.dtype)
+        return pred, true, solutions, objectives, context, self._solver(context)
 
-    def _pair_costs(self, y_pred, y_true):
+    def _pair_costs(self, y_pred, y_true, n_costs):
         """Checked (batch, m, d) predictions and targets as (batch, m * d) cost vectors."""
         for name, y in (("y_pred", y_pred), ("y_true", y_true)):
             if not isinstance(y, torch.Tensor) or y.dim() != 3 or not y.is_floating_point():
@@ -296,12 +363,15 @@ class LinearDecisionTask(Task):
                 f"{tuple(y_true.shape)}."
             )
         batch, m, d = y_pred.shape
-        if m * d != self.n_costs:
+        if m * d != n_costs:
             raise ValueError(
                 f"{type(self).__name__}: y_pred holds cost vectors of length {m * d}, "
-                f"expected {self.n_costs} (shape {tuple(y_pred.shape)})."
+                f"expected {n_costs} (shape {tuple(y_pred.shape)})."
             )
-        return y_pred.reshape(batch, m * d), y_true.reshape(batch, m * d).to(y_pred.dtype)
+        true = y_true.reshape(batch, m * d)
+        if true.dtype != y_pred.dtype:
+            true = true.to(y_pred.dtype)
+        return y_pred.reshape(batch, m * d), true
 
     def _noise(self, pred, context, n_samples):
         shape = (pred.shape[0], n_samples, pred.shape[1])
@@ -312,24 +382,27 @@ class LinearDecisionTask(Task):
             )
         return torch.randn(shape, generator=generator, dtype=pred.dtype, device=pred.device)
 
-    def _surrogate(self, pred, true, solutions, objectives, context, solve, settings):
-        sense, name = self._sign, self.surrogate
+    def _surrogate(self, pred, true, solutions, objectives, context, solve, with_gradient=False):
+        """The chosen surrogate's losses, and with ``with_gradient`` their gradients."""
+        sense, settings = self._sign, context.settings
+        name, grad = settings["surrogate"], {"with_gradient": with_gradient}
         if name == "spo+":
-            return spo_plus_loss(pred, true, solutions, objectives, solve, sense)
+            return spo_plus_loss(pred, true, solutions, objectives, solve, sense, **grad)
         if name in ("pfyl", "dpo"):
             noise = self._noise(pred, context, settings["n_samples"])
             if name == "pfyl":
                 return perturbed_fenchel_young_loss(
-                    pred, solutions, noise, settings["sigma"], solve, sense
+                    pred, solutions, noise, settings["sigma"], solve, sense, **grad
                 )
             return perturbed_optimizer_loss(pred, solutions, noise, settings["sigma"], solve)
         if name == "dbb":
             return blackbox_loss(pred, true, objectives, settings["dbb_lambda"], solve, sense)
         if name == "nce":
             if context.branch_rng.uniform() <= context.solve_ratio:
-                context.add_to_pool(self._solve_exact(pred.detach()))
-            return noise_contrastive_loss(pred, solutions, context.pool.to(pred.dtype), sense)
-        return squared_error_loss(pred, true)
+                context.add_to_pool(context.solve_exact(pred.detach()))
+            pool = context.pool.to(pred.dtype)
+            return noise_contrastive_loss(pred, solutions, pool, sense, **grad)
+        return squared_error_loss(pred, true, **grad)
 
     def decide(self, y_pred):
         """Optimal solutions of the predicted cost vectors, shape (batch, d)."""

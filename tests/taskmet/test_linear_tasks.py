@@ -15,8 +15,12 @@ from sktaskmet.taskmet._lp_solvers import (
     grid_arcs,
     grid_paths,
     integer_scale,
+    knapsack_rows,
+    knapsack_solver,
+    knapsack_split_plan,
     solve_grid_shortest_path,
     solve_knapsack_dp,
+    solve_knapsack_split,
 )
 from sktaskmet.tasks import (
     Knapsack,
@@ -88,9 +92,121 @@ def test_knapsack_dp_matches_brute_force(device):
     )
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_knapsack_dp_backends_match_brute_force_on_random_instances(backend):
+    # zero weights, items heavier than the capacity, common divisors, integer values
+    # (ties), float32 and float64, batches of one
+    rng = np.random.RandomState(5)
+    for trial in range(120):
+        n_items = rng.randint(1, 10)
+        capacity = int(rng.randint(0, 30))
+        weights = rng.randint(0, 14, size=n_items) * (1 + trial % 3)
+        capacity *= 1 + trial % 3
+        values = rng.normal(size=(rng.randint(1, 9), n_items))
+        if trial % 2:
+            values = np.round(values)  # ties between solutions
+        dtype = torch.float32 if trial % 4 == 3 else torch.float64
+        values = torch.as_tensor(values, dtype=dtype)
+        solutions = solve_knapsack_dp(values, weights, capacity, chunk_size=4, backend=backend)
+        assert solutions.dtype == dtype and solutions.shape == values.shape
+        chosen = solutions.double().numpy()
+        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
+        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
+        best = (values.double().numpy() @ subsets.T).max(1)
+        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+
+
+def test_knapsack_dp_backends_agree_and_break_ties_alike():
+    # the numpy (CPU) and torch (accelerator) tables take the same items, ties included
+    rng = np.random.RandomState(6)
+    weights = rng.randint(300, 800, size=24)
+    values = torch.as_tensor(np.round(rng.normal(size=(40, 24)) * 2), dtype=torch.float32)
+    by_numpy = solve_knapsack_dp(values, weights, 2000, backend="numpy")
+    by_torch = solve_knapsack_dp(values, weights, 2000, backend="torch")
+    torch.testing.assert_close(by_numpy, by_torch)
+    assert solve_knapsack_dp(values[:0], weights, 2000).shape == (0, 24)
+    with pytest.raises(ValueError, match="backend"):
+        solve_knapsack_dp(values, weights, 2000, backend="gpu")
+
+
+def test_knapsack_split_matches_brute_force_on_random_instances():
+    # zero weights, items heavier than the capacity, negative values, integer values
+    # (ties), float32 and float64, batches of one, halves of zero or one item
+    rng = np.random.RandomState(8)
+    for trial in range(120):
+        n_items = rng.randint(1, 11)
+        capacity = int(rng.randint(0, 30))
+        weights = rng.randint(0, 14, size=n_items)
+        values = rng.normal(size=(rng.randint(1, 9), n_items))
+        if trial % 2:
+            values = np.round(values)
+        dtype = torch.float32 if trial % 4 == 3 else torch.float64
+        values = torch.as_tensor(values, dtype=dtype)
+        plan = knapsack_split_plan(weights, capacity, max_subsets=2**n_items)
+        solutions = solve_knapsack_split(values, plan)
+        assert solutions.dtype == dtype and solutions.shape == values.shape
+        chosen = solutions.double().numpy()
+        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
+        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
+        best = (values.double().numpy() @ subsets.T).max(1)
+        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+
+
+def test_knapsack_solver_splits_when_few_subsets_fit():
+    # PyEPO's knapsack (32 items of 3 to 8, capacity 20): few subsets fit, the split is
+    # chosen and reaches the table's optimum; light items under a large capacity: the table
+    _, values, weights = make_knapsack(n_samples=64, n_items=32, random_state=3)
+    integer = np.round(weights[0] * 100).astype(np.int64)
+    assert knapsack_split_plan(integer, 2000) is not None
+    costs = torch.as_tensor(values, dtype=torch.float32) - 2.0  # some values negative
+    by_split = knapsack_solver(integer, 2000)(costs)
+    by_table = solve_knapsack_dp(costs, integer, 2000)
+    assert np.all(by_split.numpy() @ integer <= 2000)
+    torch.testing.assert_close((by_split * costs).sum(1), (by_table * costs).sum(1))
+    light = np.arange(1, 21)
+    assert knapsack_split_plan(light, 150) is None
+    assert knapsack_split_plan(light, 150, max_subsets=2**10) is not None
+    small = torch.as_tensor(np.random.RandomState(9).normal(size=(5, 20)))
+    torch.testing.assert_close(
+        knapsack_solver(light, 150)(small), solve_knapsack_dp(small, light, 150)
+    )
+
+
+def test_solvers_take_costs_with_a_graph_and_return_none():
+    # the batch solvers detach what carries a graph instead of entering no_grad
+    costs = torch.rand(4, 40, dtype=torch.float64, requires_grad=True)
+    for method in ("enumerate", "dp"):
+        solution = solve_grid_shortest_path(costs, (5, 5), method=method)
+        assert not solution.requires_grad and solution.grad_fn is None
+    values = torch.randn(4, 6, requires_grad=True)
+    plan = knapsack_split_plan([3, 4, 5, 2, 6, 1], 9, max_subsets=64)
+    for solve in (knapsack_solver([3, 4, 5, 2, 6, 1], 9), lambda v: solve_knapsack_split(v, plan)):
+        assert solve(values).grad_fn is None
+    assert solve_knapsack_dp(values, [3, 4, 5, 2, 6, 1], 9).grad_fn is None
+
+
+def test_knapsack_rows_skip_only_unread_capacities():
+    # item 0: above its weight the table is constant; item 1: rows below 10 - 5 are never
+    # read again, above 3 + 4 constant; the last item: only the capacity itself is read
+    assert knapsack_rows([3, 4, 5], 10) == [(3, 3), (5, 7), (10, 10)]
+    assert knapsack_rows([2, 2], 3) == [(2, 2), (3, 3)]
+
+
+def test_knapsack_without_integer_weights_uses_highs():
+    # weights without a power-of-ten scale take the MILP path; same optimum as brute force
+    weights = np.array([[1 / 3, 2 / 7, 0.55, 1 / 9, 0.8]])
+    assert integer_scale(weights[0], 1.0) is None
+    task = Knapsack(weights[0], 1.0)
+    values = np.random.RandomState(7).normal(size=(6, 5))
+    solutions = task.decide(_batch(values)).numpy()
+    subsets = _feasible_subsets(weights, np.array([1.0]))
+    np.testing.assert_allclose((solutions * values).sum(1), (values @ subsets.T).max(1))
+
+
 @pytest.mark.parametrize("dim", [1, 2])
 def test_knapsack_task_matches_brute_force(dim):
-    # PyEPO's two-decimal weights: the one-dimensional case takes the DP, dim 2 the MILP
+    # PyEPO's two-decimal weights: the one-dimensional case is solved exactly in torch,
+    # dim 2 takes the MILP
     _, values, weights = make_knapsack(n_samples=10, n_items=9, dim=dim, random_state=0)
     capacities = [14.5] * dim
     subsets = _feasible_subsets(weights, np.array(capacities))
@@ -168,12 +284,20 @@ def test_bad_costs_and_surrogate_names_raise():
         task.check_targets(np.zeros((10, 1, 7)))
 
 
-def test_nan_predictions_give_nan_losses():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_predictions_give_nan_losses(bad, dtype):
     # the training loop's non-finite guard then restores the last good state and warns
-    y = torch.rand(3, 1, 40, dtype=torch.float64)
+    y = torch.rand(3, 1, 40, dtype=dtype)
     pred = y.clone()
-    pred[0, 0, 0] = torch.nan
+    pred[2, 0, 7] = bad
     assert torch.isnan(ShortestPath().loss(pred, y)).all()
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isnan(value).all() and torch.isnan(gradient).all()
+    # huge but finite predictions are not mistaken for non-finite ones
+    pred[2, 0, 7] = 1e30
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isfinite(value).all() and torch.isfinite(gradient).all()
 
 
 # ---------------------------------------------------------------------- surrogate losses
@@ -303,6 +427,46 @@ def test_nce_value_and_gradient_and_pool():
     expected = (pred * w_true).sum(1) - (pred @ pool.T).mean(1)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, w_true - pool.mean(0).expand_as(w_true))
+
+
+@pytest.mark.parametrize("problem", ["path", "knapsack"])
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "nce", "mse"])
+def test_closed_form_gradients_match_autograd(surrogate, problem):
+    # same values, same random draws and pool updates, same gradients as loss + autograd
+    if problem == "path":
+        _, y = make_shortest_path(n_samples=12, degree=2, noise_width=0.5, random_state=0)
+        make_task = lambda: ShortestPath(surrogate=surrogate, n_samples=4, solve_ratio=0.7)  # noqa: E731
+    else:
+        _, y, weights = make_knapsack(n_samples=12, n_items=10, random_state=0)
+        make_task = lambda: Knapsack(weights[0], 9.0, surrogate=surrogate, n_samples=4)  # noqa: E731
+    true = torch.as_tensor(y).unsqueeze(1)
+    pred = true + torch.randn(
+        true.shape, generator=torch.Generator().manual_seed(1), dtype=true.dtype
+    )
+    by_autograd, by_formula = make_task(), make_task()
+    targets_a, targets_f = by_autograd.prepare_targets(true), by_formula.prepare_targets(true)
+    assert by_formula.has_loss_gradient()
+    for _ in range(2):  # the second call sees the grown pool and the next random draws
+        pred_req = pred.clone().requires_grad_(True)
+        loss = by_autograd.loss(pred_req, targets_a)
+        (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+        value, gradient = by_formula.loss_and_gradient(pred, targets_f)
+        torch.testing.assert_close(value, loss.detach())
+        torch.testing.assert_close(gradient, grad)
+        pred = pred + 0.5
+
+
+def test_closed_form_gradient_only_where_it_exists():
+    y = torch.rand(3, 1, 40, dtype=torch.float64)
+    for surrogate in ("dpo", "dbb"):
+        task = ShortestPath(surrogate=surrogate)
+        assert not task.has_loss_gradient()
+        with pytest.raises(ValueError, match="no closed-form gradient"):
+            task.loss_and_gradient(y, y)
+    pred = y.clone()
+    pred[1, 0, 5] = torch.inf
+    value, gradient = ShortestPath().loss_and_gradient(pred, y)
+    assert torch.isnan(value).all() and torch.isnan(gradient).all()
 
 
 def test_mse_surrogate():

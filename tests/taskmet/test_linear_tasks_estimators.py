@@ -10,6 +10,7 @@ from sklearn.model_selection import cross_val_score
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.exceptions import NonFiniteWarning
 from sktaskmet.tasks import (
     DecisionQualityScorer,
     Knapsack,
@@ -53,6 +54,54 @@ def test_dfl_learns_shortest_paths_from_cost_vectors(paths_data, surrogate):
     assert after < 0.5 * before
     assert after < 0.2
     assert trained.task_score(X_test, y_test) > 0.5
+
+
+class _AutogradOnlyPath(ShortestPath):
+    """ShortestPath whose training gradients go through autograd (no closed form)."""
+
+    def has_loss_gradient(self):
+        return False
+
+
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl"])
+def test_dfl_closed_form_steps_match_autograd_steps(paths_data, surrogate):
+    # the closed-form training step is a faster route to the same fit (with the MSE term)
+    alpha = 0.5
+    X, y, X_test, _ = paths_data
+    fits = [
+        _dfl(cls(surrogate=surrogate, n_samples=3), 40, predictor=predictor)
+        .set_params(alpha=alpha, hidden_layer_sizes=(8,))
+        .fit(X, y)
+        for cls in (ShortestPath, _AutogradOnlyPath)
+        for predictor in ("linear", "mlp")
+    ]
+    for fast, slow in ((fits[0], fits[2]), (fits[1], fits[3])):
+        np.testing.assert_allclose(fast.predict(X_test), slow.predict(X_test), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            fast.history_["train_task_loss"], slow.history_["train_task_loss"], rtol=1e-9
+        )
+
+
+class _GradientTurnsInfinite(ShortestPath):
+    """ShortestPath whose closed-form gradient is infinite from the third step on."""
+
+    def loss_and_gradient(self, y_pred, y_true):
+        self.calls_ = getattr(self, "calls_", 0) + 1
+        value, gradient = super().loss_and_gradient(y_pred, y_true)
+        if self.calls_ >= 3:
+            gradient[0, 0, 0] = torch.inf
+        return value, gradient
+
+
+def test_dfl_closed_form_step_with_infinite_gradient_stops_and_warns(paths_data):
+    # the closed-form step checks the objective and the gradient before updating: the
+    # fit keeps the state of the last good step instead of taking a step to NaN
+    X, y, X_test, _ = paths_data
+    with pytest.warns(NonFiniteWarning, match="iteration 3"):
+        model = _dfl(_GradientTurnsInfinite(), 10).fit(X, y)
+    assert model.n_iter_ == 2
+    reference = _dfl(ShortestPath(), 2).fit(X, y)
+    np.testing.assert_array_equal(model.predict(X_test), reference.predict(X_test))
 
 
 def test_taskmet_accepts_linear_tasks(paths_data):
