@@ -4,13 +4,15 @@ and (optionally) metric-learn's SCML_Supervised on the same data, in one run.
 Run (each fit in a fresh process, one thread)::
 
     nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 30000x384
-    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --dtype float32 float64
+    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --fit-dtype float32 float64
     # side by side with metric-learn 0.7.0 (needs scikit-learn 1.7 in the same environment):
     nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --metric-learn
 
 Data: X ~ N(0, I) of shape (n, d); y = sin(pi z1 / 2) + z2^2 / 2 + z3 z4 + z5 + 0.3 noise
 with z = X U for 5 random orthonormal directions U; the last 20 % of rows are held out.
-``--dtype`` gives the dtypes X is passed in (float32: as text embeddings usually are).
+``--dtype`` gives the dtypes X is passed in (float32: as text embeddings usually are);
+``--fit-dtype`` the ``dtype`` parameters of our estimators to fit with, side by side (two
+of them: their ratios are printed).
 
 Measurements, each in a fresh process after the imports, the data and a warm-up fit on 60
 points: wall time and CPU time (``time.process_time``) of ``fit``; the peak resident set
@@ -55,6 +57,8 @@ def status_mb(field):
                 return int(line.split()[1]) / 1024
 
 n, d, dtype, who, n_classes = {n}, {d}, {dtype!r}, {who!r}, {n_classes}
+# The estimators' own default unless a fit dtype is asked for.
+options = {{}} if {fit_dtype!r} == "default" else dict(dtype={fit_dtype!r})
 rng = np.random.RandomState(0)
 X = rng.standard_normal((n, d))
 U, _ = np.linalg.qr(rng.standard_normal((d, 5)))
@@ -86,9 +90,9 @@ before = status_mb("VmRSS")
 print("START", flush=True)
 start, cpu = time.perf_counter(), time.process_time()
 if who == "ours":
-    model = SCMLRegressor(device="cpu", random_state=0).fit(X[:m], y[:m])
+    model = SCMLRegressor(device="cpu", random_state=0, **options).fit(X[:m], y[:m])
 elif who == "ours-classifier":
-    model = SCMLClassifier(device="cpu", random_state=0).fit(X[:m], classes[:m])
+    model = SCMLClassifier(device="cpu", random_state=0, **options).fit(X[:m], classes[:m])
 elif who == "metric-learn":
     model = SCML_Supervised(random_state=0).fit(X[:m], classes[:m])
 else:
@@ -113,10 +117,17 @@ print("RESULT " + json.dumps(result), flush=True)
 """
 
 
-def run_child(n, d, dtype, who, args, timeout):
+def run_child(n, d, dtype, who, args, timeout, fit_dtype="default"):
     """One fit in a fresh process; a dict of figures, or of why there are none."""
     code = CHILD.format(
-        root=ROOT, n=n, d=d, dtype=dtype, who=who, n_classes=args.classes, max_gb=args.max_gb
+        root=ROOT,
+        n=n,
+        d=d,
+        dtype=dtype,
+        who=who,
+        fit_dtype=fit_dtype,
+        n_classes=args.classes,
+        max_gb=args.max_gb,
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -170,14 +181,29 @@ def run_size(n, d, dtype, args):
     label = f"{n}x{d} {dtype}"
     euclidean = run_child(n, d, dtype, "euclidean", args, args.timeout)
     print(f"{label} Euclidean 5-NN: {describe(euclidean)}", flush=True)
-    ours = run_child(n, d, dtype, "ours", args, args.timeout)
-    print(f"{label} SCMLRegressor: {describe(ours)}", flush=True)
-    if "rmse" in ours and "rmse" in euclidean:
-        gain = 1 - ours["rmse"] / euclidean["rmse"]
-        print(f"{label}   RMSE {100 * gain:.1f} % below Euclidean 5-NN", flush=True)
+    fits = {}
+    for fit_dtype in args.fit_dtype:
+        ours = run_child(n, d, dtype, "ours", args, args.timeout, fit_dtype)
+        fits[fit_dtype] = ours
+        print(f"{label} SCMLRegressor(dtype={fit_dtype}): {describe(ours)}", flush=True)
+        if "rmse" in ours and "rmse" in euclidean:
+            gain = 1 - ours["rmse"] / euclidean["rmse"]
+            print(f"{label}   RMSE {100 * gain:.1f} % below Euclidean 5-NN", flush=True)
+    if len(fits) == 2 and not any("failed" in r for r in fits.values()):
+        first, second = (fits[k] for k in args.fit_dtype)
+        ratio = {
+            key: first[key] / second[key] for key in ("cpu_s", "peak_mb", "increase_mb", "rmse")
+        }
+        print(
+            f"{label}   dtype={args.fit_dtype[0]} over dtype={args.fit_dtype[1]}: CPU time "
+            f"{ratio['cpu_s']:.2f}, peak RSS {ratio['peak_mb']:.2f} (increase "
+            f"{ratio['increase_mb']:.2f}), RMSE {ratio['rmse']:.3f}",
+            flush=True,
+        )
     if not args.metric_learn:
         return
-    classifier = run_child(n, d, dtype, "ours-classifier", args, args.timeout)
+    ours = fits[args.fit_dtype[0]]
+    classifier = run_child(n, d, dtype, "ours-classifier", args, args.timeout, args.fit_dtype[0])
     print(f"{label} SCMLClassifier: {describe(classifier)}", flush=True)
     theirs = run_child(n, d, dtype, "metric-learn", args, args.ml_timeout)
     print(f"{label} SCML_Supervised: {describe(theirs)}", flush=True)
@@ -189,6 +215,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["3000x384", "30000x384"])
     parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"])
+    parser.add_argument(
+        "--fit-dtype",
+        nargs="+",
+        default=["default"],
+        choices=["default", "auto", "float32", "float64"],
+        help="the dtype parameter of our estimators (default: leave it at its default)",
+    )
     parser.add_argument("--metric-learn", action="store_true", help="also fit SCML_Supervised")
     parser.add_argument("--classes", type=int, default=4, help="quantile classes of y")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per process")

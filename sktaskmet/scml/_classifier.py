@@ -23,7 +23,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
 from .._mahalanobis import MahalanobisMixin
 from .._validation import fit_guard
-from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
+from ._fit import (
+    FIT_DTYPES,
+    as_fit_dtype,
+    check_spread,
+    fit_neighbor_counts,
+    make_basis,
+    prediction_dtype,
+    solve_global,
+)
 from ._solver import metric_factor
 from ._triplets import classification_triplets
 
@@ -85,6 +93,12 @@ class SCMLClassifier(
         Iterations between evaluations of the full objective (the best is kept).
     n_neighbors : int, default=5
         Neighbours of the vote of :meth:`predict` (at most the training samples).
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        Floating-point type of the fit and of the fitted arrays. ``"auto"``: float32 above
+        64 features (embeddings: measured at 384 features, it halves the time and memory
+        of a fit without losing accuracy), the dtype of X otherwise. Predictions and
+        transforms follow the dtype of their own input. Use ``"float64"`` for wide data
+        whose squared distances need more than float32's range or precision.
     device : str or torch.device, default="auto"
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`.
     random_state : int, RandomState instance or None, default=None
@@ -138,6 +152,7 @@ class SCMLClassifier(
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "output_iter": [Interval(Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions(set(FIT_DTYPES))],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -155,6 +170,7 @@ class SCMLClassifier(
         batch_size=10,
         output_iter=500,
         n_neighbors=5,
+        dtype="auto",
         device="auto",
         random_state=None,
         verbose=0,
@@ -169,6 +185,7 @@ class SCMLClassifier(
         self.batch_size = batch_size
         self.output_iter = output_iter
         self.n_neighbors = n_neighbors
+        self.dtype = dtype
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -194,6 +211,7 @@ class SCMLClassifier(
         self : SCMLClassifier
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=3)
+        X = as_fit_dtype(X, self.dtype)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if self.classes_.shape[0] < 2:
@@ -262,19 +280,20 @@ class SCMLClassifier(
         ndarray of shape (n_samples, n_classes)
         """
         X = self._check_input(X)
+        dtype = prediction_dtype(self.fit_X_.dtype, X.dtype)
         device = resolve_device(self.device)
-        components = to_tensor(np.asarray(self.components_, dtype=X.dtype), device)
-        train = to_tensor(np.asarray(self.fit_X_, dtype=X.dtype), device) @ components.T
+        components = to_tensor(np.asarray(self.components_, dtype=dtype), device)
+        train = to_tensor(np.asarray(self.fit_X_, dtype=dtype), device) @ components.T
         labels = torch.as_tensor(self.fit_labels_, device=device)
         k = min(int(self.n_neighbors), train.shape[0])
         n_classes = self.classes_.shape[0]
         blocks = []
         for start in range(0, X.shape[0], _QUERY_CHUNK):
-            queries = to_tensor(X[start : start + _QUERY_CHUNK], device) @ components.T
+            queries = to_tensor(X[start : start + _QUERY_CHUNK], device, dtype) @ components.T
             nearest = torch.topk(torch.cdist(queries, train), k, dim=1, largest=False).indices
             votes = torch.nn.functional.one_hot(labels[nearest], n_classes).sum(1)
             blocks.append(votes.to(queries.dtype) / k)
-        return to_numpy(torch.cat(blocks))
+        return to_numpy(torch.cat(blocks)).astype(X.dtype, copy=False)
 
     def predict(self, X):
         """Majority class among the ``n_neighbors`` nearest training points (ties: the

@@ -37,7 +37,15 @@ from .._mahalanobis import MahalanobisDistance, MahalanobisMixin, check_pairs
 from .._nn import check_hidden_layer_sizes, make_mlp
 from .._validation import fit_guard, fitted_params
 from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
-from ._fit import check_spread, fit_neighbor_counts, make_basis, solve_global
+from ._fit import (
+    FIT_DTYPES,
+    as_fit_dtype,
+    check_spread,
+    fit_neighbor_counts,
+    make_basis,
+    prediction_dtype,
+    solve_global,
+)
 from ._solver import (
     KernelPCAEmbedding,
     local_weights,
@@ -203,6 +211,12 @@ class SCMLRegressor(
         Hidden widths of the ``"mlp"`` head.
     head_max_iter : int, default=500
         Full-batch Adam steps of the ``"mlp"`` head.
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        Floating-point type of the fit and of the fitted arrays. ``"auto"``: float32 above
+        64 features (embeddings: measured at 384 features, it halves the time and memory
+        of a fit without losing accuracy), the dtype of X otherwise. Predictions and
+        transforms follow the dtype of their own input. Use ``"float64"`` for wide data
+        whose squared distances need more than float32's range or precision.
     device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or a :class:`torch.device`.
@@ -300,6 +314,7 @@ class SCMLRegressor(
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like"],
         "head_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions(set(FIT_DTYPES))],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -323,6 +338,7 @@ class SCMLRegressor(
         n_neighbors=5,
         hidden_layer_sizes=(64,),
         head_max_iter=500,
+        dtype="auto",
         device="auto",
         random_state=None,
         verbose=0,
@@ -343,6 +359,7 @@ class SCMLRegressor(
         self.n_neighbors = n_neighbors
         self.hidden_layer_sizes = hidden_layer_sizes
         self.head_max_iter = head_max_iter
+        self.dtype = dtype
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -383,6 +400,7 @@ class SCMLRegressor(
         X, y = validate_data(
             self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=3
         )
+        X = as_fit_dtype(X, self.dtype)
         check_spread(X)
         if np.ptp(y) == 0:
             raise ValueError(
@@ -574,11 +592,12 @@ class SCMLRegressor(
         ndarray of shape (n_samples,)
         """
         X = self._check_input(X)
-        state = self._device_state(X.dtype)
-        X_t = to_tensor(X, state["device"])
+        dtype = prediction_dtype(self.fit_X_.dtype, X.dtype)
+        state = self._device_state(dtype)
+        X_t = to_tensor(X, state["device"], dtype)
         if self.head == "mlp":
-            return self._predict_mlp(X_t, state)
-        return self._predict_knn(X_t, state)
+            return self._predict_mlp(X_t, state).astype(X.dtype, copy=False)
+        return self._predict_knn(X_t, state).astype(X.dtype, copy=False)
 
     def _predict_mlp(self, X, state):
         head = self.head_state_
