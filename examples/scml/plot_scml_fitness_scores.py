@@ -158,8 +158,8 @@ plt.show()
 # criterion, so within a triplet only response directions separate the scores: SCML
 # gives the criterion block little of its weight (the printed share), the neighbours in
 # the learned metric come from several criteria (the printed fractions), and SCML does
-# worse than Euclidean neighbours on these data. A model with interactions (the MLP
-# here) or one SCML per criterion are the better tools then.
+# worse than Euclidean neighbours on these data. A model with interactions (the MLP does
+# best here) or one SCML per criterion (not tried here) are the tools to try then.
 X_flip, score_flip, criterion_flip = make_fitness_scores(
     2000, criterion_sign=np.array([1, -1, 1, -1, 1, -1, 1, -1]), random_state=1
 )
