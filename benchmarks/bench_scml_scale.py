@@ -1,14 +1,35 @@
-"""SCMLRegressor at embedding scale: fit time, peak memory and RMSE against Euclidean 5-NN.
+"""SCMLRegressor at embedding scale: fit time, peak memory and RMSE, against Euclidean 5-NN
+and (optionally) metric-learn's SCML_Supervised on the same data, in one run.
 
 Run (each fit in a fresh process, one thread)::
 
-    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 30000x384 100000x768
+    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 30000x384
+    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --fit-dtype float32 float64
+    # side by side with metric-learn 0.7.0 (needs scikit-learn 1.7 in the same environment):
+    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --metric-learn
 
 Data: X ~ N(0, I) of shape (n, d); y = sin(pi z1 / 2) + z2^2 / 2 + z3 z4 + z5 + 0.3 noise
 with z = X U for 5 random orthonormal directions U; the last 20 % of rows are held out.
-``--float32`` fits on float32 inputs (as text embeddings usually are). Peak memory is the
-process's peak resident set (resource.getrusage maxrss) during the fit minus the resident
-set before it.
+``--dtype`` gives the dtypes X is passed in (float32: as text embeddings usually are);
+``--fit-dtype`` the ``dtype`` parameters of our estimators to fit with, side by side (two
+of them: their ratios are printed).
+
+Measurements, each in a fresh process after the imports, the data and a warm-up fit on 60
+points: wall time and CPU time (``time.process_time``) of ``fit``; the peak resident set
+during the fit (the kernel's mark is reset through ``/proc/self/clear_refs`` just before
+it, then ``VmHWM`` is read), both as the whole process and as the increase over the
+resident set before the fit; RMSE on the held-out rows of 5-NN regression in the learned
+metric (``SCMLRegressor.predict``; for metric-learn, ``KNeighborsRegressor(5)`` on its
+``transform``). With ``--metric-learn``, the class-label metrics are fitted too, all with
+default parameters on the target cut into ``--classes`` quantile classes: this package's
+``SCMLClassifier`` and metric-learn's ``SCML_Supervised`` (its default basis, local LDA,
+and iterations); each is scored by the same ``KNeighborsRegressor(5)`` (RMSE on y) and
+``KNeighborsClassifier(5)`` (accuracy on the classes) on its ``transform``, as is the
+identity map (Euclidean neighbours).
+A process that runs past ``--timeout`` seconds (metric-learn's: ``--ml-timeout``) is
+killed and reported unfinished; metric-learn's fit also runs under the address-space limit
+``--max-gb`` (which keeps one fit from taking the shared machine's memory), and a fit that
+hits it is reported as a MemoryError.
 """
 
 import argparse
@@ -16,6 +37,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -23,20 +45,20 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, time, warnings
 sys.path.insert(0, {root!r})
-import numpy as np, torch
-torch.set_num_threads(1)
-from sklearn.neighbors import KNeighborsRegressor
-from sktaskmet import SCMLRegressor
+warnings.filterwarnings("ignore")
+import numpy as np
 
-def rss_mb():
+def status_mb(field):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
 
-n, d, float32 = {n}, {d}, {float32}
+n, d, dtype, who, n_classes = {n}, {d}, {dtype!r}, {who!r}, {n_classes}
+# The estimators' own default unless a fit dtype is asked for.
+options = {{}} if {fit_dtype!r} == "default" else dict(dtype={fit_dtype!r})
 rng = np.random.RandomState(0)
 X = rng.standard_normal((n, d))
 U, _ = np.linalg.qr(rng.standard_normal((d, 5)))
@@ -44,43 +66,181 @@ z = X @ U
 y = np.sin(np.pi * z[:, 0] / 2) + 0.5 * z[:, 1] ** 2 + z[:, 2] * z[:, 3] + z[:, 4]
 y = y + 0.3 * rng.standard_normal(n)
 m = int(0.8 * n)
-if float32:
-    X = X.astype(np.float32)
+X = X.astype(dtype)
 rmse = lambda p: float(np.sqrt(np.mean((p - y[m:]) ** 2)))
-euclidean = rmse(KNeighborsRegressor(5).fit(X[:m], y[:m]).predict(X[m:]))
-SCMLRegressor(max_iter=10, device="cpu").fit(X[:60], y[:60])  # warm-up
-before = rss_mb()
-start = time.perf_counter()
-model = SCMLRegressor(device="cpu", random_state=0).fit(X[:m], y[:m])
-seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-result = dict(n=n, d=d, fit_s=seconds, peak_mb=peak - before, euclidean=euclidean)
-result.update(rmse=rmse(model.predict(X[m:])), active=int((model.weights_ > 0).sum()))
-print(json.dumps(dict(result, n_basis=int(model.basis_.shape[0]))))
+result = dict(n=n, d=d, who=who, dtype=dtype)
+classes = np.digitize(y, np.quantile(y[:m], np.linspace(0, 1, n_classes + 1)[1:-1]))
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+if who in ("ours", "ours-classifier"):
+    import torch
+    torch.set_num_threads(1)
+    from sktaskmet import SCMLClassifier, SCMLRegressor
+    SCMLRegressor(max_iter=10, device="cpu").fit(X[:60], y[:60])  # warm-up
+    SCMLClassifier(max_iter=10, device="cpu").fit(X[:60], classes[:60])
+elif who == "metric-learn":
+    from metric_learn import SCML_Supervised
+    SCML_Supervised(n_basis=20, max_iter=20, output_iter=10, random_state=0).fit(
+        X[:60], classes[:60])  # warm-up
+    # The address-space limit applies to the fit only (set after the imports and warm-up).
+    limit = int({max_gb} * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+with open("/proc/self/clear_refs", "w") as marks:
+    marks.write("5")
+before = status_mb("VmRSS")
+print("START", flush=True)
+start, cpu = time.perf_counter(), time.process_time()
+if who == "ours":
+    model = SCMLRegressor(device="cpu", random_state=0, **options).fit(X[:m], y[:m])
+elif who == "ours-classifier":
+    model = SCMLClassifier(device="cpu", random_state=0, **options).fit(X[:m], classes[:m])
+elif who == "metric-learn":
+    model = SCML_Supervised(random_state=0).fit(X[:m], classes[:m])
+else:
+    model = KNeighborsRegressor(5).fit(X[:m], y[:m])
+result.update(fit_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu)
+peak = status_mb("VmHWM")
+result.update(peak_mb=peak, increase_mb=peak - before)
+if who == "ours":
+    result.update(rmse=rmse(model.predict(X[m:])), active=int((model.weights_ > 0).sum()))
+    result.update(n_basis=int(model.basis_.shape[0]))
+else:
+    # The same 5-NN regressor and 5-NN vote for every class-label metric (and, with the
+    # identity in place of a learned map, for Euclidean neighbours).
+    train, test = (X[:m], X[m:]) if who == "euclidean" else (
+        model.transform(X[:m]), model.transform(X[m:]))
+    result.update(rmse=rmse(KNeighborsRegressor(5).fit(train, y[:m]).predict(test)))
+    vote = KNeighborsClassifier(5).fit(train, classes[:m]).predict(test)
+    result.update(accuracy=float(np.mean(vote == classes[m:])))
+if who == "ours-classifier":
+    result.update(active=int((model.weights_ > 0).sum()), n_basis=int(model.basis_.shape[0]))
+print("RESULT " + json.dumps(result), flush=True)
 """
+
+
+def run_child(n, d, dtype, who, args, timeout, fit_dtype="default"):
+    """One fit in a fresh process; a dict of figures, or of why there are none."""
+    code = CHILD.format(
+        root=ROOT,
+        n=n,
+        d=d,
+        dtype=dtype,
+        who=who,
+        fit_dtype=fit_dtype,
+        n_classes=args.classes,
+        max_gb=args.max_gb,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return dict(failed=f"killed at the {timeout:g} s time limit (whole process), unfinished")
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    fit_started = "START" in out.splitlines()
+    reason = "MemoryError" if "MemoryError" in err else f"exit code {process.returncode}"
+    if fit_started and "MemoryError" in err:
+        reason += f" at the {args.max_gb:g} GB address-space limit"
+    return dict(failed=f"{reason}: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")
+
+
+def describe(r):
+    if "failed" in r:
+        return r["failed"]
+    text = (
+        f"fit {r['fit_s']:7.1f} s (CPU {r['cpu_s']:7.1f} s)  peak RSS {r['peak_mb']:6.0f} MB "
+        f"(+{r['increase_mb']:5.0f} MB)  RMSE {r['rmse']:.3f}"
+    )
+    if "accuracy" in r:
+        text += f"  5-NN class accuracy {r['accuracy']:.3f}"
+    if "n_basis" in r:
+        text += f"  active bases {r['active']}/{r['n_basis']}"
+    return text
+
+
+def compare(label, ours, theirs):
+    """Print metric-learn's cost over ours and the quality ratios, when both finished."""
+    if "failed" in ours or "failed" in theirs:
+        return
+    print(
+        f"{label} vs SCML_Supervised: speed-up {theirs['fit_s'] / ours['fit_s']:.1f}x wall, "
+        f"{theirs['cpu_s'] / ours['cpu_s']:.1f}x CPU; peak RSS ours/theirs "
+        f"{ours['peak_mb'] / theirs['peak_mb']:.3f} (increase "
+        f"{ours['increase_mb'] / theirs['increase_mb']:.3f}); RMSE ours/theirs "
+        f"{ours['rmse'] / theirs['rmse']:.3f}",
+        flush=True,
+    )
+
+
+def run_size(n, d, dtype, args):
+    """Euclidean 5-NN, SCMLRegressor and, with --metric-learn, the class-label fits."""
+    label = f"{n}x{d} {dtype}"
+    euclidean = run_child(n, d, dtype, "euclidean", args, args.timeout)
+    print(f"{label} Euclidean 5-NN: {describe(euclidean)}", flush=True)
+    fits = {}
+    for fit_dtype in args.fit_dtype:
+        ours = run_child(n, d, dtype, "ours", args, args.timeout, fit_dtype)
+        fits[fit_dtype] = ours
+        print(f"{label} SCMLRegressor(dtype={fit_dtype}): {describe(ours)}", flush=True)
+        if "rmse" in ours and "rmse" in euclidean:
+            gain = 1 - ours["rmse"] / euclidean["rmse"]
+            print(f"{label}   RMSE {100 * gain:.1f} % below Euclidean 5-NN", flush=True)
+    if len(fits) == 2 and not any("failed" in r for r in fits.values()):
+        first, second = (fits[k] for k in args.fit_dtype)
+        ratio = {
+            key: first[key] / second[key] for key in ("cpu_s", "peak_mb", "increase_mb", "rmse")
+        }
+        print(
+            f"{label}   dtype={args.fit_dtype[0]} over dtype={args.fit_dtype[1]}: CPU time "
+            f"{ratio['cpu_s']:.2f}, peak RSS {ratio['peak_mb']:.2f} (increase "
+            f"{ratio['increase_mb']:.2f}), RMSE {ratio['rmse']:.3f}",
+            flush=True,
+        )
+    if not args.metric_learn:
+        return
+    ours = fits[args.fit_dtype[0]]
+    classifier = run_child(n, d, dtype, "ours-classifier", args, args.timeout, args.fit_dtype[0])
+    print(f"{label} SCMLClassifier: {describe(classifier)}", flush=True)
+    theirs = run_child(n, d, dtype, "metric-learn", args, args.ml_timeout)
+    print(f"{label} SCML_Supervised: {describe(theirs)}", flush=True)
+    compare(f"{label}   SCMLRegressor", ours, theirs)
+    compare(f"{label}   SCMLClassifier", classifier, theirs)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["3000x384", "30000x384"])
-    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"])
+    parser.add_argument(
+        "--fit-dtype",
+        nargs="+",
+        default=["default"],
+        choices=["default", "auto", "float32", "float64"],
+        help="the dtype parameter of our estimators (default: leave it at its default)",
+    )
+    parser.add_argument("--metric-learn", action="store_true", help="also fit SCML_Supervised")
+    parser.add_argument("--classes", type=int, default=4, help="quantile classes of y")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
+    parser.add_argument("--ml-timeout", type=float, default=420.0, help="metric-learn's seconds")
+    parser.add_argument("--max-gb", type=float, default=12.0, help="metric-learn address space")
     args = parser.parse_args()
+    import sklearn
+    import torch
+
+    versions = f"scikit-learn {sklearn.__version__}, torch {torch.__version__}"
+    if args.metric_learn:
+        import metric_learn
+
+        versions += f", metric-learn {metric_learn.__version__}"
+    print(f"{versions}; one thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for size in args.sizes:
         n, d = (int(v) for v in size.split("x"))
-        code = CHILD.format(root=ROOT, n=n, d=d, float32=args.float32)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{size}: failed\n{out.stderr[-2000:]}")
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        gain = 1 - r["rmse"] / r["euclidean"]
-        print(
-            f"n={n:6d} d={d:4d} fit {r['fit_s']:7.1f} s  peak RSS increase {r['peak_mb']:7.0f} MB  "
-            f"RMSE {r['rmse']:.3f} vs Euclidean 5-NN {r['euclidean']:.3f} "
-            f"({100 * gain:.1f} % lower)"
-            f"  active bases {r['active']}/{r['n_basis']}",
-            flush=True,
-        )
+        for dtype in args.dtype:
+            run_size(n, d, dtype, args)
 
 
 if __name__ == "__main__":

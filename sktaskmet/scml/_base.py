@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._backend import to_numpy
 from .._mahalanobis import MahalanobisMixin
 from .._training import CallbackSupportMixin, FitCallbacks
-from ._fit import solve_global
+from ._fit import FIT_DTYPES, solve_global
 
 __all__ = ["BaseSCML", "fill_doc"]
 
@@ -34,6 +34,12 @@ _DOCS = {
     "output_iter": """output_iter : int, default=500
         Iterations between evaluations of the full objective; the best iterate among the
         evaluated ones is kept, and progress is reported at each evaluation.""",
+    "dtype": """dtype : {"auto", "float32", "float64"}, default="auto"
+        Floating-point type of the fit and of the fitted arrays. ``"auto"``: float32 above
+        64 features (embeddings: measured at 384 features, it halves the time and memory
+        of a fit without losing accuracy), the dtype of X otherwise. Predictions and
+        transforms follow the dtype of their own input. Use ``"float64"`` for wide data
+        whose squared distances need more than float32's range or precision.""",
     "device": """device : str or torch.device, default="auto"
         Where to compute: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``,
         ``"cuda:N"`` or a :class:`torch.device`.""",
@@ -97,6 +103,7 @@ class BaseSCML(
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "output_iter": [Interval(Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions(set(FIT_DTYPES))],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -114,6 +121,7 @@ class BaseSCML(
         batch_size,
         output_iter,
         n_neighbors,
+        dtype,
         device,
         random_state,
         verbose,
@@ -128,6 +136,7 @@ class BaseSCML(
         self.batch_size = batch_size
         self.output_iter = output_iter
         self.n_neighbors = n_neighbors
+        self.dtype = dtype
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

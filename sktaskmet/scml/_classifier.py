@@ -14,7 +14,14 @@ from sklearn.utils.validation import validate_data
 from .._backend import make_generator, resolve_device, seed_from_random_state, to_numpy, to_tensor
 from .._validation import fit_guard
 from ._base import BaseSCML, fill_doc
-from ._fit import check_spread, fit_neighbor_counts, global_components, make_basis
+from ._fit import (
+    as_fit_dtype,
+    check_spread,
+    fit_neighbor_counts,
+    global_components,
+    make_basis,
+    prediction_dtype,
+)
 from ._triplets import classification_triplets
 
 __all__ = ["SCMLClassifier"]
@@ -67,6 +74,7 @@ class SCMLClassifier(ClassifierMixin, BaseSCML):
     %(output_iter)s
     n_neighbors : int, default=5
         Neighbours of the vote of :meth:`predict` (at most the training samples).
+    %(dtype)s
     %(device)s
     random_state : int, RandomState instance or None, default=None
         Seeds the mini-batches and the basis construction.
@@ -116,6 +124,7 @@ class SCMLClassifier(ClassifierMixin, BaseSCML):
         batch_size=10,
         output_iter=500,
         n_neighbors=5,
+        dtype="auto",
         device="auto",
         random_state=None,
         verbose=0,
@@ -131,6 +140,7 @@ class SCMLClassifier(ClassifierMixin, BaseSCML):
             batch_size=batch_size,
             output_iter=output_iter,
             n_neighbors=n_neighbors,
+            dtype=dtype,
             device=device,
             random_state=random_state,
             verbose=verbose,
@@ -153,6 +163,7 @@ class SCMLClassifier(ClassifierMixin, BaseSCML):
         """
         data = X, y  # as given: what callbacks such as ScoringMonitor score
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=3)
+        X = as_fit_dtype(X, self.dtype)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if self.classes_.shape[0] < 2:
@@ -210,15 +221,16 @@ class SCMLClassifier(ClassifierMixin, BaseSCML):
         ndarray of shape (n_samples, n_classes)
         """
         X = self._check_input(X)
+        dtype = prediction_dtype(self.fit_X_.dtype, X.dtype)
         device = resolve_device(self.device)
-        components = to_tensor(np.asarray(self.components_, dtype=X.dtype), device)
-        train = to_tensor(np.asarray(self.fit_X_, dtype=X.dtype), device) @ components.T
+        components = to_tensor(np.asarray(self.components_, dtype=dtype), device)
+        train = to_tensor(np.asarray(self.fit_X_, dtype=dtype), device) @ components.T
         labels = torch.as_tensor(self.fit_labels_, device=device)
         nearest = self._nearest_training_points(
-            to_tensor(X, device), lambda block: torch.cdist(block @ components.T, train)
+            to_tensor(X, device, dtype), lambda block: torch.cdist(block @ components.T, train)
         )
         votes = torch.nn.functional.one_hot(labels[nearest], self.classes_.shape[0]).sum(1)
-        return to_numpy(votes.to(train.dtype) / nearest.shape[1])
+        return to_numpy(votes.to(train.dtype) / nearest.shape[1]).astype(X.dtype, copy=False)
 
     def predict(self, X):
         """Majority class among the ``n_neighbors`` nearest training points (ties: the

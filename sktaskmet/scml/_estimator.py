@@ -30,7 +30,14 @@ from .._nn import check_hidden_layer_sizes
 from .._validation import fit_guard, fitted_params
 from ._base import BaseSCML, fill_doc
 from ._bases import N_SUBSPACE_BINS, N_TARGET_BINS, quantile_bins
-from ._fit import check_spread, fit_neighbor_counts, global_components, make_basis
+from ._fit import (
+    as_fit_dtype,
+    check_spread,
+    fit_neighbor_counts,
+    global_components,
+    make_basis,
+    prediction_dtype,
+)
 from ._head import fit_network_head, predict_network_head
 from ._kernel_pca import KernelPCAEmbedding
 from ._objective import local_weights
@@ -193,6 +200,7 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         Adam's weight decay of the head: :math:`\lambda\theta` added to the gradient of
         every parameter, an L2 penalty :math:`\frac{\lambda}{2}\lVert\theta\rVert^2` on
         the mean squared error of the standardised target.
+    %(dtype)s
     %(device)s
     random_state : int, RandomState instance or None, default=None
         Seeds the triplet mini-batches, the basis construction, the kernel-PCA landmarks
@@ -294,6 +302,7 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         head_max_iter=500,
         head_learning_rate=1e-2,
         head_weight_decay=1e-4,
+        dtype="auto",
         device="auto",
         random_state=None,
         verbose=0,
@@ -309,6 +318,7 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
             batch_size=batch_size,
             output_iter=output_iter,
             n_neighbors=n_neighbors,
+            dtype=dtype,
             device=device,
             random_state=random_state,
             verbose=verbose,
@@ -398,6 +408,7 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         X, y = validate_data(
             self, X, y, dtype=[np.float64, np.float32], y_numeric=True, ensure_min_samples=3
         )
+        X = as_fit_dtype(X, self.dtype)
         check_spread(X)
         if np.ptp(y) == 0:
             raise ValueError(
@@ -569,11 +580,12 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         ndarray of shape (n_samples,)
         """
         X = self._check_input(X)
-        state = self._device_state(X.dtype)
-        X_t = to_tensor(X, state["device"])
+        dtype = prediction_dtype(self.fit_X_.dtype, X.dtype)
+        state = self._device_state(dtype)
+        X_t = to_tensor(X, state["device"], dtype)
         if self.head == "mlp":
-            return self._predict_mlp(X_t, state)
-        return self._predict_knn(X_t, state)
+            return self._predict_mlp(X_t, state).astype(X.dtype, copy=False)
+        return self._predict_knn(X_t, state).astype(X.dtype, copy=False)
 
     def _predict_mlp(self, X, state):
         hidden_layer_sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
