@@ -16,6 +16,8 @@ heavy numerics in torch. This module is the one place where the two meet:
   generator (estimators that have not moved to :class:`RandomStreams` yet use them), and
   :func:`untouched_global_rng` keeps the rebuilding of fitted modules at inference time
   from advancing it.
+* :func:`autocast_dtype` / :func:`autocast` turn a ``mixed_precision`` parameter into
+  :func:`torch.autocast` regions, refusing float16 off CUDA.
 """
 
 import contextlib
@@ -130,6 +132,42 @@ def torch_dtype(dtype):
         return _NUMPY_TO_TORCH[np_dtype]
     except KeyError:
         raise TypeError(f"numpy dtype {np_dtype} has no torch counterpart in sktaskmet.") from None
+
+
+def autocast_dtype(mixed_precision, device):
+    """The autocast dtype of a ``mixed_precision`` parameter on ``device``.
+
+    Parameters
+    ----------
+    mixed_precision : {None, "bf16", "fp16"}
+    device : torch.device
+
+    Returns
+    -------
+    torch.dtype or None
+        ``torch.bfloat16``, ``torch.float16``, or None for full precision.
+
+    Raises
+    ------
+    ValueError
+        For ``"fp16"`` off CUDA: CPU autocast in float16 is slow where it works at all, and
+        its gradients need the loss scaling that only pays on a GPU.
+    """
+    if mixed_precision is None:
+        return None
+    if mixed_precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"mixed_precision='fp16' needs a CUDA device; got device {str(device)!r}. "
+            "Use mixed_precision='bf16' on the CPU, or None."
+        )
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
+
+
+def autocast(device, dtype):
+    """A :func:`torch.autocast` region in ``dtype`` on ``device``; no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def to_tensor(array, device="cpu", dtype=None):

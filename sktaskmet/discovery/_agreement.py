@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
+    autocast_dtype,
     make_generator,
     resolve_device,
     seed_from_random_state,
@@ -463,7 +464,7 @@ class AgreementScorer(CallbackSupportMixin, BaseEstimator):
                 f"module: the network maps a sample of shape {self.input_shape_} to {width} "
                 f"outputs; the labelings need {n_out} (their largest number of classes)."
             )
-        return build, _autocast_dtype(mixed_precision, device)
+        return build, autocast_dtype(mixed_precision, device)
 
     def _plan_chunks(self, build, batch_size, dtype, device, n_workers):
         per_member = member_bytes(build, self.input_shape_, batch_size, dtype)
@@ -710,18 +711,6 @@ def _rows(member_array, chunk, n_models):
     if member_array is None:
         return None
     return member_array[chunk.start * n_models : chunk.stop * n_models]
-
-
-def _autocast_dtype(mixed_precision, device):
-    """The autocast dtype of ``mixed_precision`` on ``device``; ValueError where unsupported."""
-    if mixed_precision is None:
-        return None
-    if mixed_precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"mixed_precision='fp16' needs a CUDA device; got device {str(device)!r}. "
-            "Use mixed_precision='bf16' on the CPU, or None."
-        )
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
 
 
 def _fit_clone(estimator, seed, X, y):

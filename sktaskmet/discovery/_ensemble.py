@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from .._backend import seeded, to_numpy, to_tensor
+from .._backend import autocast, seeded, to_numpy, to_tensor
 from .._nn import make_mlp
 from .._training import TrainingLoop
 
@@ -139,12 +139,7 @@ class ModuleEnsemble:
                 randomness="different" if training else "error",
             )
         self._skeleton.train(training)
-        context = (
-            torch.autocast(self.device.type, dtype=self.autocast)
-            if self.autocast is not None
-            else contextlib.nullcontext()
-        )
-        with context:
+        with autocast(self.device, self.autocast):
             logits = self._vmapped[key](self.params, self.buffers, X)
         return logits.to(self.dtype)
 
