@@ -22,6 +22,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._backend import (
     RandomStreams,
+    autocast,
+    autocast_dtype,
     load_numpy_state,
     resolve_device,
     state_to_numpy,
@@ -141,13 +143,20 @@ class TaskDiscovery(
         differentiated, so learners with BatchNorm running statistics or dropout are
         refused with a ValueError naming the layer (use GroupNorm or
         ``track_running_stats=False``).
+    mixed_precision : {None, "bf16", "fp16"}, default=None
+        Run the meta-loss (the encoder, the unrolled learners and the uniformity term) under
+        :func:`torch.autocast` in bfloat16 or float16, with loss scaling for float16 (a
+        step whose scaled gradients overflow is skipped and the scale lowered). Parameters,
+        Adam's moments and the labels of :meth:`transform` stay in the dtype of ``X``.
+        Meant for CUDA, where the unrolled inner loop is bound by matrix products; on the
+        CPU ``"bf16"`` works (slowly on most processors) and ``"fp16"`` raises a
+        ValueError. The default agreement scorer gets the same setting.
     agreement_scorer : estimator, None or "skip", default=None
         How the agreement scores of the discovered tasks are measured after fitting: an
         :class:`AgreementScorer` (cloned, then fitted on ``(X, tasks_)``), ``None`` for an
         ``AgreementScorer(hidden_layer_sizes=hidden_layer_sizes, module=learner,
-        data_mode="same")`` with
-        this estimator's ``device`` and ``random_state``, or ``"skip"`` to leave
-        ``agreement_scores_`` as None.
+        data_mode="same")`` with this estimator's ``device``, ``mixed_precision`` and
+        ``random_state``, or ``"skip"`` to leave ``agreement_scores_`` as None.
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
         :class:`torch.device`.
@@ -229,6 +238,7 @@ class TaskDiscovery(
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "encoder": [None, StrOptions(set(BUILTIN_MODULES)), callable],
         "learner": [None, StrOptions(set(BUILTIN_MODULES)), callable],
+        "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
         "agreement_scorer": [None, HasMethods(["fit"]), StrOptions({"skip"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -249,6 +259,7 @@ class TaskDiscovery(
         learning_rate=1e-3,
         encoder=None,
         learner=None,
+        mixed_precision=None,
         agreement_scorer=None,
         device="auto",
         random_state=None,
@@ -265,6 +276,7 @@ class TaskDiscovery(
         self.learning_rate = learning_rate
         self.encoder = encoder
         self.learner = learner
+        self.mixed_precision = mixed_precision
         self.agreement_scorer = agreement_scorer
         self.device = device
         self.random_state = random_state
@@ -346,6 +358,7 @@ class TaskDiscovery(
         # Kept for transform: these parameters may be changed by set_params after fit.
         self._architecture = (self.encoder, self.learner, self._hidden_layer_sizes())
         device = resolve_device(self.device)
+        amp_dtype = autocast_dtype(self.mixed_precision, device)
         x = to_tensor(X, device)
         dtype = x.dtype
 
@@ -364,7 +377,7 @@ class TaskDiscovery(
         callbacks = FitCallbacks(
             self, X, y, fitted_attributes=lambda: self._fitted_encoder(encoder, heads, x)
         )
-        self._meta_optimise(encoder, heads, learner_pair, x, generator, callbacks)
+        self._meta_optimise(encoder, heads, learner_pair, x, generator, amp_dtype, callbacks)
 
         encoder.freeze_statistics(x)
         self.heads_ = to_numpy(heads)
@@ -376,37 +389,49 @@ class TaskDiscovery(
         self._score_tasks(X)
         return self
 
-    def _meta_optimise(self, encoder, heads, learner_pair, x, generator, callbacks):
-        """Adam on the encoder over the meta-loss, on the shared training core."""
+    def _meta_optimise(self, encoder, heads, learner_pair, x, generator, amp_dtype, callbacks):
+        """Adam on the encoder over the meta-loss, on the shared training core.
+
+        ``amp_dtype`` (None, bfloat16 or float16) is the autocast dtype of the meta-loss.
+        """
         n_samples = x.shape[0]
         # Inner batch (two learner halves) and a held-out batch from the remaining points.
         n_inner = min(self.batch_size, (2 * n_samples) // 3)
         n_inner -= n_inner % 2
         n_heldout = min(self.batch_size, n_samples - n_inner)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.learning_rate)
+        # float16 gradients underflow without loss scaling; a disabled scaler is a no-op, so
+        # full precision and bfloat16 take the same path.
+        scaler = torch.amp.GradScaler(x.device.type, enabled=amp_dtype == torch.float16)
 
         def step(iteration):
             order = torch.randperm(n_samples, generator=generator, device=x.device)
             x_inner = x[order[:n_inner]]
             x_heldout = x[order[n_inner : n_inner + n_heldout]]
-            loss, agreement, uniform = meta_loss(
-                encoder,
-                heads,
-                learner_pair,
-                x_inner,
-                x_heldout,
-                self.inner_steps,
-                self.inner_lr,
-                self.uniformity,
-            )
+            with autocast(x.device, amp_dtype):
+                loss, agreement, uniform = meta_loss(
+                    encoder,
+                    heads,
+                    learner_pair,
+                    x_inner,
+                    x_heldout,
+                    self.inner_steps,
+                    self.inner_lr,
+                    self.uniformity,
+                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             gradients = [p.grad for p in encoder.parameters() if p.grad is not None]
-            if not (torch.isfinite(loss) and all(torch.isfinite(g).all() for g in gradients)):
+            finite_gradients = all(torch.isfinite(g).all() for g in gradients)
+            # An overflow of the scaled float16 gradients is the scaler's business (it skips
+            # the step and lowers the scale); anything else non-finite ends the fit.
+            if not (torch.isfinite(loss) and (finite_gradients or scaler.is_enabled())):
                 # Checked before optimizer.step(): the encoder still holds the parameters of
                 # the last finite iteration ("checked" guard, no snapshot per step).
                 return None
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             return {
                 "loss": loss.detach(),
                 "agreement_loss": agreement.detach(),
@@ -445,6 +470,7 @@ class TaskDiscovery(
                 hidden_layer_sizes=self._hidden_layer_sizes(),
                 module=self.learner,
                 data_mode="same",
+                mixed_precision=self.mixed_precision,
                 device=self.device,
                 random_state=self.random_state,
             )

@@ -361,6 +361,41 @@ def test_bad_parameters(data, params, match):
         TaskDiscovery(**{**TINY, **params}).fit(data)
 
 
+def test_mixed_precision_bf16_on_cpu_runs_the_meta_loss_in_bfloat16(data):
+    X = data.astype(np.float32)
+    full = TaskDiscovery(random_state=0, **TINY).fit(X)
+    half = TaskDiscovery(random_state=0, mixed_precision="bf16", **TINY).fit(X)
+    # Same weights and batch at the first step: only the arithmetic differs, and it does.
+    for term in ("train_agreement_loss", "train_uniformity_loss"):
+        first_full, first_half = full.history_[term][0], half.history_[term][0]
+        assert first_half != first_full
+        assert abs(first_half - first_full) < 0.03 * abs(first_full)
+    assert np.all(np.isfinite(half.history_["train_loss"]))
+    # Parameters (and so transform) stay in the dtype of X.
+    assert all(v.dtype == np.float32 for v in half.encoder_state_.values() if v.dtype.kind == "f")
+    assert half.transform(X).dtype == np.int64
+
+
+def test_mixed_precision_fp16_refused_off_cuda_and_passed_to_the_scorer(data):
+    with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA device"):
+        TaskDiscovery(mixed_precision="fp16", **TINY).fit(data)
+    params = {**TINY, "agreement_scorer": None, "mixed_precision": "bf16", "max_iter": 1}
+    est = TaskDiscovery(random_state=0, **params).fit(data.astype(np.float32))
+    assert est.agreement_scorer_.get_params()["mixed_precision"] == "bf16"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mixed_precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_fit_is_finite_and_close(data, mixed_precision):
+    params = {**TINY, "device": "cuda", "max_iter": 10}
+    full = TaskDiscovery(random_state=0, **params).fit(data)
+    half = TaskDiscovery(random_state=0, mixed_precision=mixed_precision, **params).fit(data)
+    assert np.all(np.isfinite(half.history_["train_loss"]))
+    for term in ("train_agreement_loss", "train_uniformity_loss"):
+        first_full, first_half = full.history_[term][0], half.history_[term][0]
+        assert abs(first_half - first_full) < 0.03 * abs(first_full)
+
+
 @pytest.mark.cuda
 def test_cuda_fit_matches_shapes_and_loads_on_cpu(data):
     est = TaskDiscovery(random_state=0, **{**TINY, "device": "cuda"}).fit(data)
