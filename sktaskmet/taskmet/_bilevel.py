@@ -664,9 +664,15 @@ class BilevelSolver:
 
 
 def sample_instances(n_inst, size, generator, device):
-    """``min(size, n_inst)`` distinct instance indices drawn uniformly with ``generator``."""
+    """``min(size, n_inst)`` distinct instance indices drawn uniformly with ``generator``.
+
+    The indices of the ``size`` smallest of ``n_inst`` uniform keys, in increasing order of
+    key: the first ``size`` of ``keys.argsort()`` (the same indices, since the keys are
+    distinct almost surely), found by ``topk`` in a fraction of a full sort's time, which
+    counts at every step of a small fit.
+    """
     keys = torch.rand(n_inst, generator=generator, device=device)
-    return keys.argsort()[: min(size, n_inst)]
+    return torch.topk(keys, min(size, n_inst), largest=False).indices
 
 
 def task_objective(predict, X, Y, task_loss, alpha):
