@@ -47,23 +47,30 @@ def _signed(sense, value):
     return value if sense == 1 else -value
 
 
-def spo_plus_loss(pred, true, true_solution, true_objective, solve, sense, with_gradient=False):
+def spo_plus_loss(pred, true, true_solution, solve, sense, with_gradient=False):
     r"""SPO+ (Elmachtoub and Grigas, 2022), a convex upper bound of the regret.
 
     .. math::
         \ell(\hat c, c) = s\,\bigl(2 \hat c^\top w^\star(c) - z^\star(c)
-            - (2\hat c - c)^\top w^\star(2\hat c - c)\bigr),
-        \qquad \nabla_{\hat c}\,\ell = 2 s\,\bigl(w^\star(c) - w^\star(2\hat c - c)\bigr).
+            - (2\hat c - c)^\top w^\star(2\hat c - c)\bigr)
+        = s\,(2\hat c - c)^\top \bigl(w^\star(c) - w^\star(2\hat c - c)\bigr),
 
-    One solve per instance, of the perturbed cost :math:`2\hat c - c`.
+    .. math::
+        \nabla_{\hat c}\,\ell = 2 s\,\bigl(w^\star(c) - w^\star(2\hat c - c)\bigr).
+
+    The second form, from :math:`z^\star(c) = c^\top w^\star(c)`, is the one computed: it
+    shares the difference of the two solutions with the gradient, five tensor operations
+    fewer per call than the first (which a closed-form training step of a linear model
+    feels). One solve per instance, of the perturbed cost :math:`2\hat c - c`.
     """
     shifted = 2 * pred - true
     solution = solve(without_graph(shifted))
+    difference = true_solution - solution
     # Danskin: the solution is constant in pred, so the graph gives 2 s (w*(c) - w*(2p - c))
-    value = _signed(sense, 2 * _dot(pred, true_solution) - true_objective - _dot(shifted, solution))
+    value = _signed(sense, _dot(shifted, difference))
     if not with_gradient:
         return value
-    return value, (2 * sense) * (true_solution - solution)
+    return value, (2 * sense) * difference
 
 
 def perturbed_fenchel_young_loss(

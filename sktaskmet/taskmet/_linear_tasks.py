@@ -387,7 +387,7 @@ class LinearDecisionTask(Task):
         sense, settings = self._sign, context.settings
         name, grad = settings["surrogate"], {"with_gradient": with_gradient}
         if name == "spo+":
-            return spo_plus_loss(pred, true, solutions, objectives, solve, sense, **grad)
+            return spo_plus_loss(pred, true, solutions, solve, sense, **grad)
         if name in ("pfyl", "dpo"):
             noise = self._noise(pred, context, settings["n_samples"])
             if name == "pfyl":

@@ -529,8 +529,13 @@ def test_loss_uses_prepared_solutions_without_resolving():
     targets = task.prepare_targets(true)
     honest = task.loss(true + 0.1, targets)
     torch.testing.assert_close(honest, task.loss(true + 0.1, true))
-    targets.objectives = targets.objectives + 1.0
-    torch.testing.assert_close(task.loss(true + 0.1, targets), honest - 1.0)
+    # other instances' optimal paths in place of each instance's own: SPO+ is then
+    # (2 p - c) . (w_given - w*(2 p - c)), with the given paths, not re-solved ones
+    targets.solutions = targets.solutions.flip(0)
+    shifted = (2 * (true + 0.1) - true)[:, 0]
+    expected = (shifted * (targets.solutions - task.decide(shifted[:, None]))).sum(-1)
+    torch.testing.assert_close(task.loss(true + 0.1, targets), expected)
+    assert not torch.allclose(expected, honest)
 
 
 # --------------------------------------------------------------------------------- regret
