@@ -23,10 +23,25 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     and with OR-Tools, on the shortest path and on PyEPO's knapsack (32 items, one
     capacity of 20, two-decimal weights); then the exact solvers alone.
 
+``taskmet``
+    TaskMet's claim on these problems (``--problem shortest_path`` or ``knapsack``: PyEPO's
+    32-item knapsack with one capacity of 20): the same protocol and data as ``parity``,
+    and per (degree, seed) two-stage least squares, PyEPO's ``SPOPlus`` and
+    ``perturbedFenchelYoung`` (Gurobi with one thread, tutorial settings),
+    ``DFLRegressor`` with SPO+, and ``TaskMetRegressor`` in the configuration recommended
+    by ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal
+    metric, SPO+ outer loss, ``RECOMMENDED`` there). Printed per method: normalised regret
+    (%), test MSE and fit CPU time, as mean +- standard deviation over seeds; then the
+    checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
+    plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least
+    squares, its seed standard deviation at most PyEPO SPO+'s, its fit time at most PyEPO
+    SPO+'s.
+
 Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
     nice -n 10 python benchmarks/bench_decision_pyepo.py parity --degrees 1 2 4 6 --seeds 5
     nice -n 10 python benchmarks/bench_decision_pyepo.py speed
+    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem knapsack
 """
 
 import argparse
@@ -41,6 +56,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench_taskmet_linear_decisions import RECOMMENDED, closed_form
 from sklearn.linear_model import LinearRegression
 
 from sktaskmet import DFLRegressor
@@ -148,6 +164,128 @@ def parity(degrees, seeds):
             )
             verdict.append(abs(ours.mean() - theirs.mean()) <= theirs.std(ddof=0) + 1e-12)
         print(f"{name}: ours within one std of PyEPO at degrees {degrees}: {verdict}")
+
+
+KNAPSACK_ITEMS, KNAPSACK_CAPACITY = 32, 20.0
+
+
+def decision_problem(problem, degree, seed):
+    """Data (train, test), our task factory and PyEPO's model (Gurobi, one thread)."""
+    n = N_TRAIN + N_TEST
+    if problem == "shortest_path":
+        from pyepo.model.grb import shortestPathModel
+
+        X, y = make_shortest_path(n, 5, (5, 5), degree, NOISE, random_state=seed)
+        make_task = lambda **kw: ShortestPath((5, 5), **kw)  # noqa: E731
+        optmodel = shortestPathModel((5, 5))
+    else:
+        from pyepo.model.grb import knapsackModel
+
+        X, y, weights = make_knapsack(n, 5, KNAPSACK_ITEMS, 1, degree, NOISE, random_state=seed)
+        make_task = lambda **kw: Knapsack(weights[0], KNAPSACK_CAPACITY, **kw)  # noqa: E731
+        optmodel = knapsackModel(weights, [KNAPSACK_CAPACITY])
+    split = (X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:])
+    return split, make_task, _single_threaded(optmodel)
+
+
+def taskmet_name(alpha):
+    return "TaskMetRegressor" if alpha == RECOMMENDED["alpha"] else f"TaskMet alpha={alpha:g}"
+
+
+def taskmet_claim_run(problem, degree, seed, alphas):
+    """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
+    (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
+    task = make_task()
+
+    def figures(predict, cpu):
+        pred = np.asarray(predict(X_te), dtype=np.float64)
+        mse = float(((pred - y_te) ** 2).mean())
+        return {"regret": regret(task, pred, y_te), "mse": mse, "cpu": cpu}
+
+    def pyepo_predict(model):
+        return lambda X: model(torch.as_tensor(X, dtype=torch.float32)).detach().numpy()
+
+    out = {}
+    cpu = time.process_time()
+    ls = LinearRegression().fit(X_tr, y_tr)
+    out["2-stage LS"] = figures(ls.predict, time.process_time() - cpu)
+    for name, surrogate in (("PyEPO SPO+", "spo+"), ("PyEPO PFYL", "pfyl")):
+        cpu = time.process_time()
+        model = fit_pyepo(optmodel, X_tr, y_tr, surrogate, EPOCHS, seed)
+        out[name] = figures(pyepo_predict(model), time.process_time() - cpu)
+    cpu = time.process_time()
+    ours = fit_ours(make_task(surrogate="spo+"), X_tr, y_tr, EPOCHS, seed)
+    cpu = time.process_time() - cpu
+    out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
+    for alpha in alphas:
+        config = {**RECOMMENDED, "alpha": alpha}
+        taskmet = closed_form(**config, make_task=make_task)(seed, N_TRAIN)
+        cpu = time.process_time()
+        taskmet.fit(X_tr, y_tr)
+        out[taskmet_name(alpha)] = figures(taskmet.predict, time.process_time() - cpu)
+    return out
+
+
+def taskmet_claim_checks(results, degrees, tm):
+    """The claim's four checks per degree for TaskMet variant ``tm``, from the per-seed figures."""
+
+    def stat(method, degree, key):
+        return np.array([run[key] for run in results[(method, degree)]])
+
+    ls, spo = "2-stage LS", "PyEPO SPO+"
+    for d in degrees:
+        regrets = stat(tm, d, "regret")
+        se = regrets.std(ddof=1) / np.sqrt(regrets.size) if regrets.size > 1 else np.nan
+        best = min(stat(ls, d, "regret").mean(), stat(spo, d, "regret").mean())
+        mse_ratio = stat(tm, d, "mse").mean() / stat(ls, d, "mse").mean()
+        std_tm, std_spo = regrets.std(ddof=1), stat(spo, d, "regret").std(ddof=1)
+        cpu_tm, cpu_spo = stat(tm, d, "cpu").mean(), stat(spo, d, "cpu").mean()
+        checks = [
+            (
+                "regret",
+                regrets.mean() <= best + se,
+                f"{regrets.mean():.2f} vs {best:.2f} + {se:.2f}",
+            ),
+            ("MSE", mse_ratio <= 1.2, f"{mse_ratio:.2f}x LS"),
+            ("seed std", std_tm <= std_spo, f"{std_tm:.2f} vs SPO+ {std_spo:.2f}"),
+            ("fit CPU", cpu_tm <= cpu_spo, f"{cpu_tm:.1f} s vs SPO+ {cpu_spo:.1f} s"),
+        ]
+        row = "; ".join(f"{n} {'PASS' if ok else 'FAIL'} ({text})" for n, ok, text in checks)
+        print(f"  degree {d}: {row}")
+
+
+def taskmet_claim(problem, degrees, seeds, alphas):
+    print(
+        f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
+        f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
+        f"{EPOCHS} epochs; TaskMet {RECOMMENDED}, closed-form inner solve, SPO+"
+    )
+    results = {}
+    for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
+        for degree in degrees:
+            for method, fig in taskmet_claim_run(problem, degree, seed, alphas).items():
+                results.setdefault((method, degree), []).append(fig)
+                print(
+                    f"  degree {degree} seed {seed} {method:<18} regret {fig['regret']:6.2f}  "
+                    f"MSE {fig['mse']:8.3f}  CPU {fig['cpu']:6.2f} s",
+                    flush=True,
+                )
+    methods = list(dict.fromkeys(m for m, _ in results))
+    print("\nmean +- std over seeds (ddof=1): regret %, test MSE, fit CPU s")
+    for d in degrees:
+        print(f" degree {d}")
+        for m in methods:
+            cell = {k: np.array([r[k] for r in results[(m, d)]]) for k in ("regret", "mse", "cpu")}
+            sd = {k: v.std(ddof=1) if v.size > 1 else np.nan for k, v in cell.items()}
+            print(
+                f"  {m:<18} {cell['regret'].mean():6.2f} +- {sd['regret']:4.2f}   "
+                f"{cell['mse'].mean():8.3f} +- {sd['mse']:6.3f}   "
+                f"{cell['cpu'].mean():6.2f} +- {sd['cpu']:4.2f}"
+            )
+    for alpha in alphas:
+        name = taskmet_name(alpha)
+        print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
+        taskmet_claim_checks(results, degrees, name)
 
 
 def timed(fn):
@@ -270,7 +408,15 @@ def speed(epochs, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["parity", "speed"])
+    parser.add_argument("part", choices=["parity", "speed", "taskmet"])
+    parser.add_argument("--problem", choices=["shortest_path", "knapsack"], default="shortest_path")
+    parser.add_argument(
+        "--taskmet-alphas",
+        type=float,
+        nargs="+",
+        default=[RECOMMENDED["alpha"]],
+        help="alpha of every TaskMet variant to run (the recommended configuration otherwise)",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -283,6 +429,8 @@ def main():
     print(f"torch {torch.__version__}, pyepo {pyepo.__version__}, {date}")
     if args.part == "parity":
         parity(args.degrees, args.seeds)
+    elif args.part == "taskmet":
+        taskmet_claim(args.problem, args.degrees, args.seeds, args.taskmet_alphas)
     else:
         speed(args.epochs, args.repeats)
 
