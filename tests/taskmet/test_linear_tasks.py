@@ -92,6 +92,16 @@ def test_knapsack_dp_matches_brute_force(device):
     )
 
 
+def _assert_optimal_knapsack(solutions, values, weights, capacity):
+    """0/1 solutions of ``values``' dtype and shape, feasible, and as good as brute force."""
+    assert solutions.dtype == values.dtype and solutions.shape == values.shape
+    chosen = solutions.double().numpy()
+    assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
+    subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
+    best = (values.double().numpy() @ subsets.T).max(1)
+    np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_knapsack_dp_backends_match_brute_force_on_random_instances(backend):
     # zero weights, items heavier than the capacity, common divisors, integer values
@@ -108,12 +118,7 @@ def test_knapsack_dp_backends_match_brute_force_on_random_instances(backend):
         dtype = torch.float32 if trial % 4 == 3 else torch.float64
         values = torch.as_tensor(values, dtype=dtype)
         solutions = solve_knapsack_dp(values, weights, capacity, chunk_size=4, backend=backend)
-        assert solutions.dtype == dtype and solutions.shape == values.shape
-        chosen = solutions.double().numpy()
-        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
-        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
-        best = (values.double().numpy() @ subsets.T).max(1)
-        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+        _assert_optimal_knapsack(solutions, values, weights, capacity)
 
 
 def test_knapsack_dp_backends_agree_and_break_ties_alike():
@@ -144,12 +149,7 @@ def test_knapsack_split_matches_brute_force_on_random_instances():
         values = torch.as_tensor(values, dtype=dtype)
         plan = knapsack_split_plan(weights, capacity, max_subsets=2**n_items)
         solutions = solve_knapsack_split(values, plan)
-        assert solutions.dtype == dtype and solutions.shape == values.shape
-        chosen = solutions.double().numpy()
-        assert np.all(chosen @ weights <= capacity) and set(np.unique(chosen)) <= {0.0, 1.0}
-        subsets = _feasible_subsets(weights[None, :], np.array([capacity]))
-        best = (values.double().numpy() @ subsets.T).max(1)
-        np.testing.assert_allclose((chosen * values.double().numpy()).sum(1), best, atol=1e-5)
+        _assert_optimal_knapsack(solutions, values, weights, capacity)
 
 
 def test_knapsack_solver_splits_when_few_subsets_fit():
