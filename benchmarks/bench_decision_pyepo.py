@@ -56,14 +56,21 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_taskmet_linear_decisions import RECOMMENDED, closed_form
+from bench_taskmet_linear_decisions import (
+    DFL_BATCH,
+    DFL_EPOCHS,
+    DFL_LR,
+    RECOMMENDED,
+    closed_form,
+    dfl_regressor,
+)
 from sklearn.linear_model import LinearRegression
 
-from sktaskmet import DFLRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
 from sktaskmet.tasks import Knapsack, ShortestPath
 
-LR, BATCH, EPOCHS = 1e-2, 32, 20  # PyEPO's tutorial (notebooks/03 Training and Testing)
+# PyEPO's tutorial (notebooks/03 Training and Testing), for both sides
+LR, BATCH, EPOCHS = DFL_LR, DFL_BATCH, DFL_EPOCHS
 N_TRAIN, N_TEST, NOISE = 1000, 1000, 0.5
 
 
@@ -74,18 +81,7 @@ def regret(task, y_pred, y_true):
 
 
 def fit_ours(task, X, y, epochs, seed):
-    steps = epochs * int(np.ceil(len(X) / BATCH))
-    model = DFLRegressor(
-        task,
-        alpha=0.0,
-        learning_rate=LR,
-        batch_size=BATCH,
-        max_iter=steps,
-        validation_fraction=None,
-        validation_interval=steps,
-        device="cpu",
-        random_state=seed,
-    )
+    model = dfl_regressor(task, len(X), seed, epochs)
     return model.fit(X.astype(np.float32), y.astype(np.float32))
 
 

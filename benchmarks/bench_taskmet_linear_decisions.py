@@ -60,10 +60,11 @@ NOISE, FEATURES, GRID = 0.5, 5, (5, 5)
 DFL_LR, DFL_BATCH, DFL_EPOCHS = 1e-2, 32, 20  # PyEPO's tutorial settings
 
 
-def dfl(seed, n_train):
-    steps = DFL_EPOCHS * int(np.ceil(n_train / DFL_BATCH))
+def dfl_regressor(task, n_train, seed, epochs=DFL_EPOCHS):
+    """``DFLRegressor`` on ``task`` with PyEPO's tutorial settings, linear model, no validation."""
+    steps = epochs * int(np.ceil(n_train / DFL_BATCH))
     return DFLRegressor(
-        ShortestPath(GRID, surrogate="spo+"),
+        task,
         alpha=0.0,
         learning_rate=DFL_LR,
         batch_size=DFL_BATCH,
@@ -73,6 +74,10 @@ def dfl(seed, n_train):
         device="cpu",
         random_state=seed,
     )
+
+
+def dfl(seed, n_train):
+    return dfl_regressor(ShortestPath(GRID, surrogate="spo+"), n_train, seed)
 
 
 def taskmet_before(seed, n_train):
