@@ -17,13 +17,9 @@ from sktaskmet.taskmet._closed_form import (
 from sktaskmet.taskmet._metric_params import make_metric
 from sktaskmet.tasks import ShortestPath
 
+from ._losses import soft_top1_loss
+
 DTYPE = torch.float64
-
-
-def soft_top1_loss(y_pred, y_true, temperature=0.5):
-    """Smooth top-1 task loss: minus the softmax-weighted value of the items."""
-    weights = torch.softmax(y_pred.sum(-1) / temperature, dim=1)
-    return -(weights * y_true.sum(-1)).sum(1)
 
 
 def _problem(kind, seed=0, n_inst=6, m=5, p=3, d=2):
