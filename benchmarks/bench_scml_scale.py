@@ -12,7 +12,14 @@ Data: X ~ N(0, I) of shape (n, d); y = sin(pi z1 / 2) + z2^2 / 2 + z3 z4 + z5 + 
 with z = X U for 5 random orthonormal directions U; the last 20 % of rows are held out.
 ``--dtype`` gives the dtypes X is passed in (float32: as text embeddings usually are);
 ``--fit-dtype`` the ``dtype`` parameters of our estimators to fit with, side by side (two
-of them: their ratios are printed).
+of them: their ratios are printed). ``--data-seeds`` draws the data (X, U and the noise)
+with each seed in turn and ends with a table of the RMSE gains per draw;
+``--subspace scatter`` also fits the regressor with the previous high-dimensional basis,
+whose discriminant subspace took the triplet scatter's directions where the default takes
+the target's principal Hessian directions (see the user guide)::
+
+    nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --dtype float32 \
+        --data-seeds 0 1 2 3 4 5 6 7 8 9 --subspace hessian scatter
 
 Measurements, each in a fresh process after the imports, the data and a warm-up fit on 60
 points: wall time and CPU time (``time.process_time``) of ``fit``; the peak resident set
@@ -35,6 +42,7 @@ hits it is reported as a MemoryError.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -57,9 +65,15 @@ def status_mb(field):
                 return int(line.split()[1]) / 1024
 
 n, d, dtype, who, n_classes = {n}, {d}, {dtype!r}, {who!r}, {n_classes}
+if {subspace!r} == "scatter":
+    # The previous high-dimensional basis: the regressor's discriminant subspace built as the
+    # classifier's is, with the triplet scatter in place of the principal Hessian directions.
+    import sktaskmet.scml._estimator as estimator
+    with_target = estimator.make_basis
+    estimator.make_basis = lambda *args, target=None, **kwargs: with_target(*args, **kwargs)
 # The estimators' own default unless a fit dtype is asked for.
 options = {{}} if {fit_dtype!r} == "default" else dict(dtype={fit_dtype!r})
-rng = np.random.RandomState(0)
+rng = np.random.RandomState({data_seed})
 X = rng.standard_normal((n, d))
 U, _ = np.linalg.qr(rng.standard_normal((d, 5)))
 z = X @ U
@@ -117,9 +131,13 @@ print("RESULT " + json.dumps(result), flush=True)
 """
 
 
-def run_child(n, d, dtype, who, args, timeout, fit_dtype="default"):
+def run_child(
+    n, d, dtype, who, args, timeout, fit_dtype="default", data_seed=0, subspace="hessian"
+):
     """One fit in a fresh process; a dict of figures, or of why there are none."""
     code = CHILD.format(
+        data_seed=data_seed,
+        subspace=subspace,
         root=ROOT,
         n=n,
         d=d,
@@ -176,19 +194,30 @@ def compare(label, ours, theirs):
     )
 
 
-def run_size(n, d, dtype, args):
-    """Euclidean 5-NN, SCMLRegressor and, with --metric-learn, the class-label fits."""
-    label = f"{n}x{d} {dtype}"
-    euclidean = run_child(n, d, dtype, "euclidean", args, args.timeout)
+def run_size(n, d, dtype, args, data_seed, gains):
+    """Euclidean 5-NN, SCMLRegressor and, with --metric-learn, the class-label fits.
+
+    ``gains[(fit_dtype, subspace)]`` collects the RMSE gains over Euclidean 5-NN.
+    """
+    label = f"{n}x{d} {dtype}" + (f" data seed {data_seed}" if len(args.data_seeds) > 1 else "")
+    euclidean = run_child(n, d, dtype, "euclidean", args, args.timeout, data_seed=data_seed)
     print(f"{label} Euclidean 5-NN: {describe(euclidean)}", flush=True)
     fits = {}
     for fit_dtype in args.fit_dtype:
-        ours = run_child(n, d, dtype, "ours", args, args.timeout, fit_dtype)
-        fits[fit_dtype] = ours
-        print(f"{label} SCMLRegressor(dtype={fit_dtype}): {describe(ours)}", flush=True)
-        if "rmse" in ours and "rmse" in euclidean:
-            gain = 1 - ours["rmse"] / euclidean["rmse"]
-            print(f"{label}   RMSE {100 * gain:.1f} % below Euclidean 5-NN", flush=True)
+        for subspace in args.subspace:
+            ours = run_child(
+                n, d, dtype, "ours", args, args.timeout, fit_dtype, data_seed, subspace
+            )
+            name = f"SCMLRegressor(dtype={fit_dtype})" + (
+                "" if subspace == "hessian" else f" with the {subspace} subspace"
+            )
+            print(f"{label} {name}: {describe(ours)}", flush=True)
+            if subspace == args.subspace[0]:
+                fits[fit_dtype] = ours
+            if "rmse" in ours and "rmse" in euclidean:
+                gain = 1 - ours["rmse"] / euclidean["rmse"]
+                gains.setdefault((fit_dtype, subspace), []).append(100 * gain)
+                print(f"{label}   RMSE {100 * gain:.1f} % below Euclidean 5-NN", flush=True)
     if len(fits) == 2 and not any("failed" in r for r in fits.values()):
         first, second = (fits[k] for k in args.fit_dtype)
         ratio = {
@@ -203,12 +232,28 @@ def run_size(n, d, dtype, args):
     if not args.metric_learn:
         return
     ours = fits[args.fit_dtype[0]]
-    classifier = run_child(n, d, dtype, "ours-classifier", args, args.timeout, args.fit_dtype[0])
+    classifier = run_child(
+        n, d, dtype, "ours-classifier", args, args.timeout, args.fit_dtype[0], data_seed
+    )
     print(f"{label} SCMLClassifier: {describe(classifier)}", flush=True)
-    theirs = run_child(n, d, dtype, "metric-learn", args, args.ml_timeout)
+    theirs = run_child(n, d, dtype, "metric-learn", args, args.ml_timeout, data_seed=data_seed)
     print(f"{label} SCML_Supervised: {describe(theirs)}", flush=True)
     compare(f"{label}   SCMLRegressor", ours, theirs)
     compare(f"{label}   SCMLClassifier", classifier, theirs)
+
+
+def print_gains(label, seeds, gains):
+    """RMSE gain over Euclidean 5-NN per data seed, with the mean and the worst draw."""
+    print(f"{label}: RMSE gain over Euclidean 5-NN (%) per data seed")
+    print(f"{'':34s}" + "".join(f"{s:>6d}" for s in seeds) + "  mean  worst  >=15%")
+    for (fit_dtype, subspace), values in gains.items():
+        name = f"dtype={fit_dtype}, {subspace} subspace"
+        row = "".join(f"{v:6.1f}" for v in values)
+        met = sum(v >= 15 for v in values)
+        print(
+            f"{name:34s}{row}{statistics.mean(values):6.1f}{min(values):7.1f}  {met}/{len(values)}",
+            flush=True,
+        )
 
 
 def main():
@@ -221,6 +266,14 @@ def main():
         default=["default"],
         choices=["default", "auto", "float32", "float64"],
         help="the dtype parameter of our estimators (default: leave it at its default)",
+    )
+    parser.add_argument("--data-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--subspace",
+        nargs="+",
+        default=["hessian"],
+        choices=["hessian", "scatter"],
+        help="discriminant subspace of the regressor's basis above 64 features",
     )
     parser.add_argument("--metric-learn", action="store_true", help="also fit SCML_Supervised")
     parser.add_argument("--classes", type=int, default=4, help="quantile classes of y")
@@ -240,7 +293,11 @@ def main():
     for size in args.sizes:
         n, d = (int(v) for v in size.split("x"))
         for dtype in args.dtype:
-            run_size(n, d, dtype, args)
+            gains = {}
+            for data_seed in args.data_seeds:
+                run_size(n, d, dtype, args, data_seed, gains)
+            if len(args.data_seeds) > 1:
+                print_gains(f"{size} {dtype}", args.data_seeds, gains)
 
 
 if __name__ == "__main__":

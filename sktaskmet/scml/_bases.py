@@ -32,6 +32,7 @@ __all__ = [
     "default_n_basis",
     "quantile_bins",
     "discriminant_subspace",
+    "principal_hessian_directions",
     "reduced_lda_basis",
     "HIGH_DIMENSION",
 ]
@@ -47,8 +48,21 @@ N_TARGET_BINS = 5
 HIGH_DIMENSION = 64
 # Quantile classes of the target for the global LDA that spans the discriminant subspace.
 N_SUBSPACE_BINS = 10
-# Leading eigenvectors of the triplet scatter added to the discriminant subspace.
+# Leading eigenvectors of the triplet scatter added to the discriminant subspace (class
+# labels; a continuous target gets its principal Hessian directions instead).
 N_SCATTER_DIRECTIONS = 8
+# Principal Hessian directions of a continuous target added to the discriminant subspace.
+# Measured at 3000 x 384 (benchmarks/bench_scml_scale.py, ten draws of the data): RMSE gain
+# over Euclidean 5-NN 13.6 % on average with the triplet scatter, 16.4 % with 8 of these
+# (12: 16.3 %), and the fit is faster.
+N_HESSIAN_DIRECTIONS = 8
+# Ridge penalty of the linear fit whose residuals weight the principal Hessian directions,
+# in units of n times the mean feature variance (1 halves the coefficients of whitened X):
+# a plain least-squares fit on a few thousand points in hundreds of dimensions overfits and
+# leaves residuals without the curvature that the directions are read from.
+HESSIAN_RIDGE = 1.0
+# Rows per block of the principal Hessian directions' passes over X.
+HESSIAN_BLOCK = 8192
 # Triplets sampled for the triplet scatter: O(sample * d^2) work.
 SCATTER_SAMPLE = 20000
 # Within-class shrinkage of the global LDA (as a fraction of the mean variance): with a few
@@ -318,12 +332,75 @@ def _triplet_scatter_directions(X, triplets, n_directions, generator):
     return vectors[:, -n_directions:].flip(1).T
 
 
-def discriminant_subspace(X, labels, triplets, generator, n_scatter=N_SCATTER_DIRECTIONS):
+def principal_hessian_directions(X, target, n_directions, ridge=HESSIAN_RIDGE):
+    r"""Residual-based principal Hessian directions of a continuous target.
+
+    With :math:`r` the residuals of a ridge fit of the target on :math:`X`,
+
+    .. math:: S = \frac{1}{n} \sum_i r_i (x_i - \bar x)(x_i - \bar x)^\top ,
+
+    and the eigenvectors of :math:`S` with the largest :math:`|\lambda|` are returned. For
+    :math:`y = f(U^\top x) + \varepsilon` with Gaussian :math:`x`, Stein's lemma gives
+    :math:`\mathbb{E}[S] = \Sigma\, \mathbb{E}[\nabla^2 f]\, \Sigma`, whose range lies in
+    the span of :math:`U`: these are the directions along which the target curves (squares,
+    interactions such as :math:`z_3 z_4`), which the LDA of target bins misses because the
+    conditional mean of :math:`x` moves little along them. Removing the linear trend first
+    (Cook, 1998) takes its share out of the noise of :math:`S` without changing
+    :math:`\mathbb{E}[S]`. Cost :math:`O(n d^2 + d^3)`. (Li, K.-C., 1992, "On principal
+    Hessian directions for data visualization and dimension reduction", JASA 87.)
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    target : torch.Tensor of shape (n_samples,)
+    n_directions : int
+    ridge : float
+        Penalty of the linear fit, in units of ``n_samples`` times the mean feature variance.
+
+    Returns
+    -------
+    torch.Tensor of shape (min(n_directions, n_features), n_features), orthonormal rows
+    """
+    n, d = X.shape
+    mean = X.mean(0)
+    target = target.to(X.dtype) - target.to(X.dtype).mean()
+    # Two passes over row blocks keep the extra memory at one block (no centred copy of X).
+    gram = X.new_zeros((d, d))
+    cross = X.new_zeros(d)
+    for rows in torch.split(torch.arange(n, device=X.device), HESSIAN_BLOCK):
+        centred = X[rows] - mean
+        gram += centred.T @ centred
+        cross += centred.T @ target[rows]
+    penalty = (ridge * torch.diagonal(gram).sum() / d).clamp_min(torch.finfo(X.dtype).tiny)
+    coef = torch.linalg.solve(gram + penalty * torch.eye(d, dtype=X.dtype, device=X.device), cross)
+    hessian = X.new_zeros((d, d))
+    for rows in torch.split(torch.arange(n, device=X.device), HESSIAN_BLOCK):
+        centred = X[rows] - mean
+        residual = target[rows] - centred @ coef
+        hessian += (centred * residual[:, None]).T @ centred
+    hessian /= n
+    values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
+    order = torch.argsort(values.abs(), descending=True)[: min(n_directions, d)]
+    return vectors[:, order].T
+
+
+def discriminant_subspace(
+    X,
+    labels,
+    triplets,
+    generator,
+    n_scatter=N_SCATTER_DIRECTIONS,
+    target=None,
+    n_hessian=N_HESSIAN_DIRECTIONS,
+):
     r"""An orthonormal basis of a low-dimensional subspace where the labels are separable.
 
     Spanned by the (shrunk) global LDA directions of the classes (at most
-    ``n_classes - 1``) and the ``n_scatter`` leading directions of the triplet scatter
-    (:func:`_triplet_scatter_directions`); orthonormalised by a QR factorisation.
+    ``n_classes - 1``) and, for class labels, the ``n_scatter`` leading directions of the
+    triplet scatter (:func:`_triplet_scatter_directions`) or, for a continuous ``target``,
+    its ``n_hessian`` principal Hessian directions
+    (:func:`principal_hessian_directions`); orthonormalised by a QR factorisation. The LDA
+    sees where the target's conditional mean moves; the other part, where it curves.
 
     Parameters
     ----------
@@ -333,11 +410,18 @@ def discriminant_subspace(X, labels, triplets, generator, n_scatter=N_SCATTER_DI
     triplets : torch.Tensor of shape (n_triplets, 3)
     generator : torch.Generator
         Samples the triplets of the scatter.
+    n_scatter : int
+        Triplet-scatter directions (used when ``target`` is None).
+    target : torch.Tensor of shape (n_samples,) or None
+        The continuous target that ``labels`` bin, if any.
+    n_hessian : int
+        Principal Hessian directions of ``target`` (used when it is given).
 
     Returns
     -------
     torch.Tensor of shape (n_features, r)
-        Orthonormal columns, ``r <= min(n_features, n_classes - 1 + n_scatter)``.
+        Orthonormal columns, ``r <= min(n_features, n_classes - 1 + n_scatter)`` (or
+        ``+ n_hessian`` with a target).
     """
     n_classes = int(labels.max()) + 1
     d = X.shape[1]
@@ -348,7 +432,10 @@ def discriminant_subspace(X, labels, triplets, generator, n_scatter=N_SCATTER_DI
             X[None], labels, n_classes, num_eig, shrinkage=SUBSPACE_SHRINKAGE
         )[0]
         parts.append(lda)
-    if n_scatter > 0 and triplets.shape[0] > 0:
+    if target is not None:
+        if n_hessian > 0:
+            parts.append(principal_hessian_directions(X, target, n_hessian))
+    elif n_scatter > 0 and triplets.shape[0] > 0:
         parts.append(_triplet_scatter_directions(X, triplets, min(n_scatter, d), generator))
     spanning = torch.cat(parts, dim=0).T
     q, r = torch.linalg.qr(spanning)
@@ -358,7 +445,7 @@ def discriminant_subspace(X, labels, triplets, generator, n_scatter=N_SCATTER_DI
     return q[:, keep]
 
 
-def reduced_lda_basis(X, subspace_labels, local_labels, triplets, n_basis, generator):
+def reduced_lda_basis(X, subspace_labels, local_labels, triplets, n_basis, generator, target=None):
     r"""Local LDA bases built in a discriminant subspace, for high-dimensional inputs.
 
     The subspace :math:`V` (:func:`discriminant_subspace`, ``r`` columns) is found from
@@ -379,12 +466,14 @@ def reduced_lda_basis(X, subspace_labels, local_labels, triplets, n_basis, gener
     n_basis : int or None
         None: ``20 r`` local LDA directions plus the ``r`` axes.
     generator : torch.Generator
+    target : torch.Tensor of shape (n_samples,) or None
+        The continuous target, if any (see :func:`discriminant_subspace`).
 
     Returns
     -------
     torch.Tensor of shape (n_basis, n_features), unit rows
     """
-    subspace = discriminant_subspace(X, subspace_labels, triplets, generator)
+    subspace = discriminant_subspace(X, subspace_labels, triplets, generator, target=target)
     rank = subspace.shape[1]
     local_count = 20 * rank if n_basis is None else max(n_basis - rank, 1)
     reduced = X @ subspace

@@ -340,7 +340,14 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
             subspace_labels = quantile_bins(y, N_SUBSPACE_BINS)
             local_labels = quantile_bins(y, N_TARGET_BINS)
         return make_basis(
-            self.basis, self.n_basis, X, triplets, generator, subspace_labels, local_labels
+            self.basis,
+            self.n_basis,
+            X,
+            triplets,
+            generator,
+            subspace_labels,
+            local_labels,
+            target=y,
         )
 
     @fit_guard

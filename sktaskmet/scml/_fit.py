@@ -119,12 +119,13 @@ def fit_neighbor_counts(k_genuine, k_impostor, n_available):
     return int(genuine), int(max(1, min(k_impostor, n_available - genuine)))
 
 
-def make_basis(kind, n_basis, X, triplets, generator, subspace_labels, local_labels):
+def make_basis(kind, n_basis, X, triplets, generator, subspace_labels, local_labels, target=None):
     """The basis set named by ``kind`` (or given as an array), as unit rows on X's device.
 
     ``subspace_labels`` and ``local_labels`` are the classes of the discriminant subspace
     and of the local LDAs (``"lda"`` only; :func:`._bases.reduced_lda_basis` above
     ``HIGH_DIMENSION`` features, :func:`._bases.local_lda_basis` on ``local_labels`` below).
+    ``target`` is the continuous target of a regression, None for class labels.
     """
     n, d = X.shape
     if not isinstance(kind, str):
@@ -133,7 +134,9 @@ def make_basis(kind, n_basis, X, triplets, generator, subspace_labels, local_lab
     if kind == "identity":
         return identity_basis(d, dtype=X.dtype, device=X.device)
     if kind == "lda" and d > HIGH_DIMENSION:
-        return reduced_lda_basis(X, subspace_labels, local_labels, triplets, n_basis, generator)
+        return reduced_lda_basis(
+            X, subspace_labels, local_labels, triplets, n_basis, generator, target=target
+        )
     if kind == "lda":
         return local_lda_basis(X, local_labels, n_basis, generator)
     if n_basis is None:

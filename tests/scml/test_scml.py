@@ -25,6 +25,7 @@ from sktaskmet.scml._bases import (
     discriminant_subspace,
     identity_basis,
     lda_basis,
+    principal_hessian_directions,
     quantile_bins,
     random_basis,
     reduced_lda_basis,
@@ -167,6 +168,63 @@ def test_discriminant_subspace_finds_the_relevant_directions():
     np.testing.assert_allclose(torch.linalg.vector_norm(basis, dim=1), 1.0)
     inside = basis.numpy() @ subspace  # every basis vector lies in the subspace
     np.testing.assert_allclose(np.linalg.norm(inside, axis=1), 1.0)
+
+
+def curvature_problem(n_samples=3000, n_features=60, seed=0):
+    """y = z0 z1 + z2^2 / 2 + 2 z3: two curved directions plus an interaction, one linear."""
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    directions, _ = np.linalg.qr(rng.standard_normal((n_features, 4)))
+    z = X @ directions
+    y = z[:, 0] * z[:, 1] + 0.5 * z[:, 2] ** 2 + 2 * z[:, 3] + 0.1 * rng.standard_normal(n_samples)
+    return X, y, directions
+
+
+def test_principal_hessian_directions_find_where_the_target_curves():
+    X, y, directions = curvature_problem()
+    found = principal_hessian_directions(torch.from_numpy(X), torch.from_numpy(y), 3).numpy()
+    np.testing.assert_allclose(found @ found.T, np.eye(3), atol=1e-10)
+    captured = np.linalg.norm(found @ directions, axis=0) ** 2
+    # z0 z1 and z2^2 span three curved directions; the linear z3 is left to the LDA (the
+    # ridge residual takes it out), and a random direction would be captured at 3 / 60.
+    assert np.all(captured[:3] > 0.8), captured
+    assert captured[3] < 0.1, captured
+
+
+def test_principal_hessian_directions_ignore_units_and_target_scale():
+    X, y, _ = curvature_problem(n_samples=500, n_features=20)
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    reference = principal_hessian_directions(X_t, y_t, 3).numpy()
+    moved = principal_hessian_directions(7.0 * X_t + 3.0, -0.01 * y_t + 5.0, 3).numpy()
+    # The same directions up to sign: the ridge is relative to X's variance and the
+    # ordering is by |eigenvalue|, so neither units nor the target's sign and scale matter.
+    np.testing.assert_allclose(np.abs(moved @ reference.T), np.eye(3), atol=1e-8)
+    # Blocks of rows: the same matrix as one pass.
+    blocked = principal_hessian_directions(X_t[:300], y_t[:300], 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sktaskmet.scml._bases.HESSIAN_BLOCK", 7)
+        small = principal_hessian_directions(X_t[:300], y_t[:300], 3)
+    np.testing.assert_allclose(np.abs((small @ blocked.T).numpy()), np.eye(3), atol=1e-8)
+
+
+def test_discriminant_subspace_sees_curvature_only_with_the_target():
+    X, y, directions = curvature_problem(n_samples=2000, n_features=100)
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    triplets = regression_triplets(X_t, y_t, 3, 10)
+    labels = quantile_bins(y_t, 10)
+    with_target = discriminant_subspace(
+        X_t, labels, triplets, torch.Generator().manual_seed(0), target=y_t
+    ).numpy()
+    classes_only = discriminant_subspace(
+        X_t, labels, triplets, torch.Generator().manual_seed(0)
+    ).numpy()
+    assert with_target.shape[1] <= 9 + 8 and classes_only.shape[1] <= 9 + 8
+    captured = np.linalg.norm(with_target.T @ directions, axis=0) ** 2
+    assert np.all(captured > 0.8), captured
+    # The interaction z0 z1 moves no conditional mean (E[x | y] has no z0, z1 part), so
+    # binned LDA and triplet scatter capture it less well than the Hessian directions.
+    missed = np.linalg.norm(classes_only.T @ directions[:, :2], axis=0) ** 2
+    assert np.all(missed < captured[:2] - 0.2), (missed, captured)
 
 
 def test_high_dimensional_fit_uses_the_subspace_and_beats_euclidean_knn():
