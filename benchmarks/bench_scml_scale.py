@@ -32,7 +32,9 @@ default parameters on the target cut into ``--classes`` quantile classes: this p
 ``SCMLClassifier`` and metric-learn's ``SCML_Supervised`` (its default basis, local LDA,
 and iterations); each is scored by the same ``KNeighborsRegressor(5)`` (RMSE on y) and
 ``KNeighborsClassifier(5)`` (accuracy on the classes) on its ``transform``, as is the
-identity map (Euclidean neighbours).
+identity map (Euclidean neighbours). For the regressor, also the share of the 5 true
+directions inside the span of its basis (their squared projections on it, summed, over 5;
+a random subspace of r dimensions captures r / d).
 A process that runs past ``--timeout`` seconds (metric-learn's: ``--ml-timeout``) is
 killed and reported unfinished; metric-learn's fit also runs under the address-space limit
 ``--max-gb`` (which keeps one fit from taking the shared machine's memory), and a fit that
@@ -117,6 +119,10 @@ result.update(peak_mb=peak, increase_mb=peak - before)
 if who == "ours":
     result.update(rmse=rmse(model.predict(X[m:])), active=int((model.weights_ > 0).sum()))
     result.update(n_basis=int(model.basis_.shape[0]))
+    # Share of the 5 true directions inside the span of the basis (1: all of them).
+    _, sv, vt = np.linalg.svd(np.asarray(model.basis_, dtype=np.float64), full_matrices=False)
+    span = vt[sv > 1e-6 * sv[0]]
+    result.update(captured=float(np.sum((span @ U) ** 2) / U.shape[1]), span=len(span))
 else:
     # The same 5-NN regressor and 5-NN vote for every class-label metric (and, with the
     # identity in place of a learned map, for Euclidean neighbours).
@@ -177,6 +183,8 @@ def describe(r):
         text += f"  5-NN class accuracy {r['accuracy']:.3f}"
     if "n_basis" in r:
         text += f"  active bases {r['active']}/{r['n_basis']}"
+    if "captured" in r:
+        text += f"  true directions in the basis span {r['captured']:.2f} ({r['span']} dims)"
     return text
 
 

@@ -143,8 +143,9 @@ class SCMLRegressor(RegressorMixin, BaseSCML):
         outer products of triplet differences. ``"lda"``: local linear discriminant
         directions at k-means centres, on the target cut into quantile classes; above
         64 features (text embeddings) built in a discriminant subspace of a few dozen
-        dimensions (the global LDA directions of 10 quantile classes and the leading
-        directions of the triplet scatter), plus that subspace's axes.
+        dimensions (the global LDA directions of 10 quantile classes and the target's
+        principal Hessian directions, which find where it curves), plus that subspace's
+        axes.
         ``"random"``: random unit directions. ``"identity"``: the coordinate axes (the
         metric is then diagonal: SCML only gates features). An array gives the basis
         vectors as rows, shape ``(n_basis, n_features)`` (normalised to unit length).
