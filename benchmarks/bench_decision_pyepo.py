@@ -30,8 +30,10 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``perturbedFenchelYoung`` (Gurobi with one thread, tutorial settings),
     ``DFLRegressor`` with SPO+, and ``TaskMetRegressor`` in the configuration recommended
     by ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal
-    metric, SPO+ outer loss, ``RECOMMENDED`` there). Printed per method: normalised regret
-    (%), test MSE and fit CPU time, as mean +- standard deviation over seeds; then the
+    metric, SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas`` and
+    ``--taskmet-batch-size`` change its alpha and its outer batch). Printed per method:
+    normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over
+    seeds; then the
     checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
     plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least
     squares, its seed standard deviation at most PyEPO SPO+'s, its fit time at most PyEPO
@@ -41,7 +43,9 @@ Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
     nice -n 10 python benchmarks/bench_decision_pyepo.py parity --degrees 1 2 4 6 --seeds 5
     nice -n 10 python benchmarks/bench_decision_pyepo.py speed
-    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem knapsack
+    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem shortest_path
+    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem knapsack \
+        --taskmet-alphas 0.01 --taskmet-batch-size 200
 """
 
 import argparse
@@ -60,10 +64,13 @@ from bench_taskmet_linear_decisions import (
     DFL_BATCH,
     DFL_EPOCHS,
     DFL_LR,
+    KNAPSACK_CAPACITY,
+    KNAPSACK_ITEMS,
     RECOMMENDED,
     closed_form,
     dfl_regressor,
 )
+from bench_taskmet_linear_decisions import normalized_regret as regret
 from sklearn.linear_model import LinearRegression
 
 from sktaskmet.datasets import make_knapsack, make_shortest_path
@@ -72,12 +79,6 @@ from sktaskmet.tasks import Knapsack, ShortestPath
 # PyEPO's tutorial (notebooks/03 Training and Testing), for both sides
 LR, BATCH, EPOCHS = DFL_LR, DFL_BATCH, DFL_EPOCHS
 N_TRAIN, N_TEST, NOISE = 1000, 1000, 0.5
-
-
-def regret(task, y_pred, y_true):
-    pred = torch.as_tensor(np.asarray(y_pred, dtype=np.float64)).unsqueeze(1)
-    true = torch.as_tensor(np.asarray(y_true, dtype=np.float64)).unsqueeze(1)
-    return 100 * task.normalized_regret(pred, true)
 
 
 def fit_ours(task, X, y, epochs, seed):
@@ -162,9 +163,6 @@ def parity(degrees, seeds):
         print(f"{name}: ours within one std of PyEPO at degrees {degrees}: {verdict}")
 
 
-KNAPSACK_ITEMS, KNAPSACK_CAPACITY = 32, 20.0
-
-
 def decision_problem(problem, degree, seed):
     """Data (train, test), our task factory and PyEPO's model (Gurobi, one thread)."""
     n = N_TRAIN + N_TEST
@@ -188,7 +186,7 @@ def taskmet_name(alpha):
     return "TaskMetRegressor" if alpha == RECOMMENDED["alpha"] else f"TaskMet alpha={alpha:g}"
 
 
-def taskmet_claim_run(problem, degree, seed, alphas):
+def taskmet_claim_run(problem, degree, seed, alphas, batch_size):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
     task = make_task()
@@ -214,7 +212,7 @@ def taskmet_claim_run(problem, degree, seed, alphas):
     cpu = time.process_time() - cpu
     out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
     for alpha in alphas:
-        config = {**RECOMMENDED, "alpha": alpha}
+        config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
         taskmet = closed_form(**config, make_task=make_task)(seed, N_TRAIN)
         cpu = time.process_time()
         taskmet.fit(X_tr, y_tr)
@@ -250,16 +248,18 @@ def taskmet_claim_checks(results, degrees, tm):
         print(f"  degree {d}: {row}")
 
 
-def taskmet_claim(problem, degrees, seeds, alphas):
+def taskmet_claim(problem, degrees, seeds, alphas, batch_size):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
-        f"{EPOCHS} epochs; TaskMet {RECOMMENDED}, closed-form inner solve, SPO+"
+        f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size)}, closed-form "
+        "inner solve, SPO+"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
-            for method, fig in taskmet_claim_run(problem, degree, seed, alphas).items():
+            figures = taskmet_claim_run(problem, degree, seed, alphas, batch_size)
+            for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
                 print(
                     f"  degree {degree} seed {seed} {method:<18} regret {fig['regret']:6.2f}  "
@@ -413,6 +413,12 @@ def main():
         default=[RECOMMENDED["alpha"]],
         help="alpha of every TaskMet variant to run (the recommended configuration otherwise)",
     )
+    parser.add_argument(
+        "--taskmet-batch-size",
+        type=int,
+        default=50,
+        help="outer mini-batch of every TaskMet variant (instances)",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -426,7 +432,9 @@ def main():
     if args.part == "parity":
         parity(args.degrees, args.seeds)
     elif args.part == "taskmet":
-        taskmet_claim(args.problem, args.degrees, args.seeds, args.taskmet_alphas)
+        taskmet_claim(
+            args.problem, args.degrees, args.seeds, args.taskmet_alphas, args.taskmet_batch_size
+        )
     else:
         speed(args.epochs, args.repeats)
 
