@@ -367,14 +367,15 @@ def principal_hessian_directions(X, target, n_directions, ridge=HESSIAN_RIDGE):
     # Two passes over row blocks keep the extra memory at one block (no centred copy of X).
     gram = X.new_zeros((d, d))
     cross = X.new_zeros(d)
-    for rows in torch.split(torch.arange(n, device=X.device), HESSIAN_BLOCK):
+    blocks = [slice(start, start + HESSIAN_BLOCK) for start in range(0, n, HESSIAN_BLOCK)]
+    for rows in blocks:
         centred = X[rows] - mean
         gram += centred.T @ centred
         cross += centred.T @ target[rows]
     penalty = (ridge * torch.diagonal(gram).sum() / d).clamp_min(torch.finfo(X.dtype).tiny)
     coef = torch.linalg.solve(gram + penalty * torch.eye(d, dtype=X.dtype, device=X.device), cross)
     hessian = X.new_zeros((d, d))
-    for rows in torch.split(torch.arange(n, device=X.device), HESSIAN_BLOCK):
+    for rows in blocks:
         centred = X[rows] - mean
         residual = target[rows] - centred @ coef
         hessian += (centred * residual[:, None]).T @ centred
