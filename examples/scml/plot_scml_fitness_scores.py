@@ -154,12 +154,12 @@ plt.show()
 # SCML learns *one* metric for the whole input space. If what matters depends on the
 # criterion (below, criterion c rewards trait ``c % 3 + 1`` with the sign +1 or -1 in turn,
 # so no direction of the response is good or bad by itself), a global metric cannot
-# express it. The triplets are formed among Euclidean neighbours, which here share their
-# criterion, so within a triplet only response directions separate the scores: SCML
-# gives the criterion block little of its weight (the printed share), the neighbours in
-# the learned metric come from several criteria (the printed fractions), and SCML does
-# worse than Euclidean neighbours on these data. A model with interactions (the MLP does
-# best here) or one SCML per criterion (not tried here) are the tools to try then.
+# express the interaction: it can only stretch the trait directions for every criterion
+# at once. The target's curvature still reveals those directions (the principal Hessian
+# directions of the basis, see the user guide), so SCML's neighbours predict better than
+# Euclidean ones and mostly keep the test row's criterion (the printed fractions), but a
+# model with interactions does best here (the MLP), and one SCML per criterion (not tried
+# here) is the other tool to try.
 X_flip, score_flip, criterion_flip = make_fitness_scores(
     2000, criterion_sign=np.array([1, -1, 1, -1, 1, -1, 1, -1]), random_state=1
 )
