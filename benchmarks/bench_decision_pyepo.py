@@ -64,11 +64,12 @@ from bench_taskmet_linear_decisions import (
     DFL_BATCH,
     DFL_EPOCHS,
     DFL_LR,
+    GRID,
     KNAPSACK_CAPACITY,
-    KNAPSACK_ITEMS,
     RECOMMENDED,
     closed_form,
     dfl_regressor,
+    problem_data,
 )
 from bench_taskmet_linear_decisions import normalized_regret as regret
 from sklearn.linear_model import LinearRegression
@@ -164,19 +165,17 @@ def parity(degrees, seeds):
 
 
 def decision_problem(problem, degree, seed):
-    """Data (train, test), our task factory and PyEPO's model (Gurobi, one thread)."""
-    n = N_TRAIN + N_TEST
+    """Data (train, test; float64), our task factory and PyEPO's model (Gurobi, one thread)."""
+    X, y, make_task, weights = problem_data(
+        problem, N_TRAIN + N_TEST, degree, seed, dtype=np.float64
+    )
     if problem == "shortest_path":
         from pyepo.model.grb import shortestPathModel
 
-        X, y = make_shortest_path(n, 5, (5, 5), degree, NOISE, random_state=seed)
-        make_task = lambda **kw: ShortestPath((5, 5), **kw)  # noqa: E731
-        optmodel = shortestPathModel((5, 5))
+        optmodel = shortestPathModel(GRID)
     else:
         from pyepo.model.grb import knapsackModel
 
-        X, y, weights = make_knapsack(n, 5, KNAPSACK_ITEMS, 1, degree, NOISE, random_state=seed)
-        make_task = lambda **kw: Knapsack(weights[0], KNAPSACK_CAPACITY, **kw)  # noqa: E731
         optmodel = knapsackModel(weights, [KNAPSACK_CAPACITY])
     split = (X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:])
     return split, make_task, _single_threaded(optmodel)

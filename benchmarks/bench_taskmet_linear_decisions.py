@@ -204,8 +204,13 @@ def normalized_regret(task, y_pred, y_true):
     return 100 * task.normalized_regret(pred, true)
 
 
-def problem_data(problem, n, degree, seed):
-    """PyEPO's data (float32) and the task factory of ``problem``."""
+def problem_data(problem, n, degree, seed, dtype=np.float32):
+    """PyEPO's data in ``dtype``, the task factory and the item weights of ``problem``.
+
+    Returns ``X, y, make_task, weights``; ``weights`` (the knapsack's, shape (1, n_items))
+    is None for the shortest path.
+    """
+    weights = None
     if problem == "shortest_path":
         X, y = make_shortest_path(n, FEATURES, GRID, degree, NOISE, random_state=seed)
         make_task = shortest_path_task
@@ -217,7 +222,7 @@ def problem_data(problem, n, degree, seed):
         def make_task(**options):
             return Knapsack(weights[0], KNAPSACK_CAPACITY, **options)
 
-    return X.astype(np.float32), y.astype(np.float32), make_task
+    return X.astype(dtype), y.astype(dtype), make_task, weights
 
 
 def run_one(name, seed, X_tr, y_tr, X_te, y_te, make_task):
@@ -264,7 +269,7 @@ def summarise(results, methods, degrees):
 
 def timing(problem, methods, degree, seed, n_train, n_test, repeats):
     """CPU time of each method's fit, ``repeats`` times interleaved: min and median."""
-    X, y, make_task = problem_data(problem, n_train + n_test, degree, seed)
+    X, y, make_task, _ = problem_data(problem, n_train + n_test, degree, seed)
     X, y = X[:n_train], y[:n_train]
     times = {name: [] for name in methods}
     for _ in range(repeats):
@@ -315,7 +320,9 @@ def main():
     results = {(m, d): [] for m in args.methods for d in args.degrees}
     for seed in args.seeds:
         for degree in args.degrees:
-            X, y, make_task = problem_data(args.problem, args.n_train + args.n_test, degree, seed)
+            X, y, make_task, _ = problem_data(
+                args.problem, args.n_train + args.n_test, degree, seed
+            )
             split = args.n_train
             for name in args.methods:
                 figures = run_one(name, seed, X[:split], y[:split], X[split:], y[split:], make_task)
