@@ -26,6 +26,7 @@ Run::
 
 import argparse
 import ast
+import contextlib
 import os
 import pathlib
 import statistics
@@ -36,10 +37,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_scml_scale import previous_subspace  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neighbors import KNeighborsRegressor  # noqa: E402
 
-import sktaskmet.scml._estimator as scml_estimator  # noqa: E402
 from sktaskmet import SCMLRegressor  # noqa: E402
 
 EXAMPLE = (
@@ -63,16 +64,9 @@ def load_generator():
 def fit_scml(subspace, X_train, y_train):
     """A default ``SCMLRegressor(n_neighbors=10)`` with the named high-dimensional basis."""
     model = SCMLRegressor(n_neighbors=10, random_state=0, device="cpu")
-    if subspace == "hessian":
+    basis = previous_subspace() if subspace == "scatter" else contextlib.nullcontext()
+    with basis:
         return model.fit(X_train, y_train)
-    # The previous basis: the discriminant subspace built without the continuous target,
-    # which takes the triplet scatter's directions instead of the principal Hessian ones.
-    with_target = scml_estimator.make_basis
-    scml_estimator.make_basis = lambda *args, target=None, **kwargs: with_target(*args, **kwargs)
-    try:
-        return model.fit(X_train, y_train)
-    finally:
-        scml_estimator.make_basis = with_target
 
 
 def rmse(y_true, y_pred):

@@ -42,6 +42,7 @@ hits it is reported as a MemoryError.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -68,11 +69,12 @@ def status_mb(field):
 
 n, d, dtype, who, n_classes = {n}, {d}, {dtype!r}, {who!r}, {n_classes}
 if {subspace!r} == "scatter":
-    # The previous high-dimensional basis: the regressor's discriminant subspace built as the
-    # classifier's is, with the triplet scatter in place of the principal Hessian directions.
-    import sktaskmet.scml._estimator as estimator
-    with_target = estimator.make_basis
-    estimator.make_basis = lambda *args, target=None, **kwargs: with_target(*args, **kwargs)
+    sys.path.insert(0, {root!r} + "/benchmarks")
+    import contextlib
+    from bench_scml_scale import previous_subspace
+    # Kept referenced, so that the patch holds for the rest of this process.
+    held = contextlib.ExitStack()
+    held.enter_context(previous_subspace())
 # The estimators' own default unless a fit dtype is asked for.
 options = {{}} if {fit_dtype!r} == "default" else dict(dtype={fit_dtype!r})
 rng = np.random.RandomState({data_seed})
@@ -135,6 +137,23 @@ if who == "ours-classifier":
     result.update(active=int((model.weights_ > 0).sum()), n_basis=int(model.basis_.shape[0]))
 print("RESULT " + json.dumps(result), flush=True)
 """
+
+
+@contextlib.contextmanager
+def previous_subspace():
+    """``SCMLRegressor``'s previous high-dimensional basis while the context lasts.
+
+    Its discriminant subspace is then built as the classifier's is, without the continuous
+    target: the triplet scatter's directions in place of the principal Hessian directions.
+    """
+    import sktaskmet.scml._estimator as estimator
+
+    with_target = estimator.make_basis
+    estimator.make_basis = lambda *args, target=None, **kwargs: with_target(*args, **kwargs)
+    try:
+        yield
+    finally:
+        estimator.make_basis = with_target
 
 
 def run_child(
