@@ -363,7 +363,8 @@ def principal_hessian_directions(X, target, n_directions, ridge=HESSIAN_RIDGE):
     """
     n, d = X.shape
     mean = X.mean(0)
-    target = target.to(X.dtype) - target.to(X.dtype).mean()
+    target = target.to(X.dtype)
+    target = target - target.mean()
     # Two passes over row blocks keep the extra memory at one block (no centred copy of X).
     gram = X.new_zeros((d, d))
     cross = X.new_zeros(d)
