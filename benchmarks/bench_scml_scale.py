@@ -7,6 +7,8 @@ Run (each fit in a fresh process, one thread)::
     nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --fit-dtype float32 float64
     # side by side with metric-learn 0.7.0 (needs scikit-learn 1.7 in the same environment):
     nice -n 10 python benchmarks/bench_scml_scale.py --sizes 3000x384 --metric-learn
+    # our fits on a GPU (the baselines stay on the CPU):
+    python benchmarks/bench_scml_scale.py --device cuda --dtype float32 --sizes 30000x384
 
 Data: X ~ N(0, I) of shape (n, d); y = sin(pi z1 / 2) + z2^2 / 2 + z3 z4 + z5 + 0.3 noise
 with z = X U for 5 random orthonormal directions U; the last 20 % of rows are held out.
@@ -14,7 +16,8 @@ with z = X U for 5 random orthonormal directions U; the last 20 % of rows are he
 ``--fit-dtype`` the ``dtype`` parameters of our estimators to fit with, side by side (two
 of them: their ratios are printed). ``--data-seeds`` draws the data (X, U and the noise)
 with each seed in turn and ends with a table of the RMSE gains per draw;
-``--subspace scatter`` also fits the regressor with the previous high-dimensional basis,
+``--device cuda`` fits our estimators on the GPU (the peak of CUDA's allocator during the
+fit is printed too; the CPU figures then cover the host side only); ``--subspace scatter`` also fits the regressor with the previous high-dimensional basis,
 whose discriminant subspace took the triplet scatter's directions where the default takes
 the target's principal Hessian directions (see the user guide)::
 
@@ -68,6 +71,7 @@ def status_mb(field):
                 return int(line.split()[1]) / 1024
 
 n, d, dtype, who, n_classes = {n}, {d}, {dtype!r}, {who!r}, {n_classes}
+device = {device!r}
 if {subspace!r} == "scatter":
     sys.path.insert(0, {root!r} + "/benchmarks")
     import contextlib
@@ -93,8 +97,12 @@ if who in ("ours", "ours-classifier"):
     import torch
     torch.set_num_threads(1)
     from sktaskmet import SCMLClassifier, SCMLRegressor
-    SCMLRegressor(max_iter=10, device="cpu").fit(X[:60], y[:60])  # warm-up
-    SCMLClassifier(max_iter=10, device="cpu").fit(X[:60], classes[:60])
+    SCMLRegressor(max_iter=10, device=device).fit(X[:60], y[:60])  # warm-up
+    SCMLClassifier(max_iter=10, device=device).fit(X[:60], classes[:60])
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
 elif who == "metric-learn":
     from metric_learn import SCML_Supervised
     SCML_Supervised(n_basis=20, max_iter=20, output_iter=10, random_state=0).fit(
@@ -108,13 +116,16 @@ before = status_mb("VmRSS")
 print("START", flush=True)
 start, cpu = time.perf_counter(), time.process_time()
 if who == "ours":
-    model = SCMLRegressor(device="cpu", random_state=0, **options).fit(X[:m], y[:m])
+    model = SCMLRegressor(device=device, random_state=0, **options).fit(X[:m], y[:m])
 elif who == "ours-classifier":
-    model = SCMLClassifier(device="cpu", random_state=0, **options).fit(X[:m], classes[:m])
+    model = SCMLClassifier(device=device, random_state=0, **options).fit(X[:m], classes[:m])
 elif who == "metric-learn":
     model = SCML_Supervised(random_state=0).fit(X[:m], classes[:m])
 else:
     model = KNeighborsRegressor(5).fit(X[:m], y[:m])
+if who.startswith("ours") and cuda:
+    torch.cuda.synchronize()
+    result.update(cuda_peak_mb=torch.cuda.max_memory_allocated() / 2**20)
 result.update(fit_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu)
 peak = status_mb("VmHWM")
 result.update(peak_mb=peak, increase_mb=peak - before)
@@ -161,6 +172,7 @@ def run_child(
 ):
     """One fit in a fresh process; a dict of figures, or of why there are none."""
     code = CHILD.format(
+        device=args.device,
         data_seed=data_seed,
         subspace=subspace,
         root=ROOT,
@@ -198,6 +210,8 @@ def describe(r):
         f"fit {r['fit_s']:7.1f} s (CPU {r['cpu_s']:7.1f} s)  peak RSS {r['peak_mb']:6.0f} MB "
         f"(+{r['increase_mb']:5.0f} MB)  RMSE {r['rmse']:.3f}"
     )
+    if "cuda_peak_mb" in r:
+        text += f"  CUDA peak {r['cuda_peak_mb']:.0f} MB"
     if "accuracy" in r:
         text += f"  5-NN class accuracy {r['accuracy']:.3f}"
     if "n_basis" in r:
@@ -302,6 +316,7 @@ def main():
         choices=["hessian", "scatter"],
         help="discriminant subspace of the regressor's basis above 64 features",
     )
+    parser.add_argument("--device", default="cpu", help="device of our estimators")
     parser.add_argument("--metric-learn", action="store_true", help="also fit SCML_Supervised")
     parser.add_argument("--classes", type=int, default=4, help="quantile classes of y")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
@@ -316,6 +331,9 @@ def main():
         import metric_learn
 
         versions += f", metric-learn {metric_learn.__version__}"
+    if args.device != "cpu":
+        versions += f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+        versions += f"; our fits on {args.device}"
     print(f"{versions}; one thread; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for size in args.sizes:
         n, d = (int(v) for v in size.split("x"))
