@@ -17,7 +17,8 @@ with z = X U for 5 random orthonormal directions U; the last 20 % of rows are he
 of them: their ratios are printed). ``--data-seeds`` draws the data (X, U and the noise)
 with each seed in turn and ends with a table of the RMSE gains per draw;
 ``--device cuda`` fits our estimators on the GPU (the peak of CUDA's allocator during the
-fit is printed too; the CPU figures then cover the host side only); ``--subspace scatter`` also fits the regressor with the previous high-dimensional basis,
+fit is printed too; the CPU figures then cover the host side only);
+``--subspace scatter`` also fits the regressor with the previous high-dimensional basis,
 whose discriminant subspace took the triplet scatter's directions where the default takes
 the target's principal Hessian directions (see the user guide)::
 
