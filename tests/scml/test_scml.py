@@ -921,13 +921,16 @@ def test_set_params_device_after_fit(fitted_global, problem):
 def test_cuda_fit_matches_cpu_use(local):
     X, X_test, y, y_test = held_out_split()
     params = dict(FAST, device="cuda", local=local, n_kernel_components=4)
-    model = SCMLRegressor(random_state=0, **params).fit(X, y)
-    gpu_predictions = model.predict(X_test)
-    restored = pickle.loads(pickle.dumps(model)).set_params(device="cpu")
+    models = [SCMLRegressor(random_state=seed, **params).fit(X, y) for seed in range(3)]
+    gpu_predictions = models[0].predict(X_test)
+    restored = [pickle.loads(pickle.dumps(m)).set_params(device="cpu") for m in models]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_allclose(restored.predict(X_test), gpu_predictions, rtol=1e-6)
-    euclidean = KNeighborsRegressor(n_neighbors=model.n_neighbors).fit(X, y)
-    assert unexplained_variance(restored, X_test, y_test) < 0.6 * unexplained_variance(
-        euclidean, X_test, y_test
-    )
+        np.testing.assert_allclose(restored[0].predict(X_test), gpu_predictions, rtol=1e-6)
+    # CUDA's generator draws other mini-batches than the CPU's, so a GPU fit is another
+    # draw of the same fit: the median of three is judged, as one draw can be unlucky (on an
+    # H200, seeds 0-9 left 0.32-0.62 of Euclidean 5-NN's unexplained variance, mean 0.40;
+    # on the CPU 0.27-0.51, mean 0.37).
+    euclidean = KNeighborsRegressor(n_neighbors=models[0].n_neighbors).fit(X, y)
+    missed = np.median([unexplained_variance(m, X_test, y_test) for m in restored])
+    assert missed < 0.6 * unexplained_variance(euclidean, X_test, y_test)
