@@ -7,9 +7,13 @@ the training subsets.
 
 import numpy as np
 import torch
-from sklearn.model_selection import check_cv
+from sklearn.model_selection import KFold, check_cv
 
-__all__ = ["check_grid", "partition_folds"]
+__all__ = ["check_grid", "nested_outer_folds", "partition_folds"]
+
+# Outer folds of a nested search whose inner search is leave-one-out: LOO outside too would
+# repeat every search once per subset.
+NESTED_LOO_OUTER_FOLDS = 5
 
 
 def check_grid(values, name):
@@ -32,3 +36,29 @@ def partition_folds(cv, S, y, device):
             "on all subsets outside its fold. Use cv=int, 'loo' or a KFold-like splitter."
         )
     return [torch.as_tensor(fold, device=device, dtype=torch.long) for fold in folds]
+
+
+def nested_outer_folds(cv, S, y):
+    """Held-out index arrays of the outer loop of a nested search with inner ``cv``.
+
+    The outer folds are those of ``cv`` (``NESTED_LOO_OUTER_FOLDS`` unshuffled KFold folds
+    for ``"loo"``); each outer training part must still hold enough subsets for the inner
+    ``cv``, checked here so that the error names the nesting rather than a fold count.
+    """
+    n_subsets = len(S)
+    if isinstance(cv, str):
+        outer = KFold(min(NESTED_LOO_OUTER_FOLDS, n_subsets))
+        folds = [test for _, test in outer.split(S)]
+        inner_needs = 2
+    else:
+        folds = [fold.cpu().numpy() for fold in partition_folds(cv, S, y, "cpu")]
+        inner_needs = check_cv(cv, classifier=False).get_n_splits(S, y)
+    smallest = n_subsets - max(len(fold) for fold in folds)
+    if smallest < max(2, inner_needs):
+        raise ValueError(
+            f"per_target_cv='auto' nests the cross-validation: the outer training parts "
+            f"hold as few as {smallest} of the {n_subsets} subsets, fewer than the "
+            f"{max(2, inner_needs)} the inner cv needs. Use more subsets, fewer folds, or "
+            "per_target_cv=True or False."
+        )
+    return folds

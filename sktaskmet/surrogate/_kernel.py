@@ -5,14 +5,14 @@ from numbers import Real
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import resolve_device, to_numpy, to_tensor
 from .._validation import fit_guard
 from . import _krr
 from ._base import BaseSurrogate
-from ._cv import check_grid, partition_folds
+from ._cv import check_grid, nested_outer_folds, partition_folds
 
 __all__ = ["KernelSurrogate"]
 
@@ -84,13 +84,20 @@ class KernelSurrogate(BaseSurrogate):
         computed from **one eigendecomposition of the (centred) kernel per gamma**, with
         closed-form held-out residuals, so the search costs about one eigendecomposition
         per gamma instead of one fit per fold and grid point.
-    per_target_cv : bool, default=False
+    per_target_cv : bool or "auto", default=False
         With ``cv`` set and a multi-output ``y`` (e.g. one column per test example of the
         target task, whose scales differ by orders of magnitude), choose ``alpha`` and
         ``gamma`` for each target separately by its own cross-validated MSE, instead of
         one pair for all targets by the MSE averaged over them. It costs the same: the
         one eigendecomposition per gamma serves every target and every alpha, and the
-        final coefficients come from those same spectra.
+        final coefficients come from those same spectra. With few subsets a per-target
+        choice can fit the noise of its own folds; ``"auto"`` measures that by **nested
+        cross-validation** and keeps the per-target choice only where it pays: each outer
+        fold of ``cv`` (5 folds for ``"loo"``) is predicted by the joint and by the
+        per-target search run on the other subsets, and the variant with the smaller
+        held-out error, each target's squared error divided by its variance (so that every
+        target counts alike), is fitted on all subsets. It costs about twice the number of
+        outer folds times one search.
     alphas : array-like of float > 0, default=(1e-4, 3e-4, ..., 3, 10)
         Penalties searched when ``cv`` is set.
     gammas : array-like of float > 0, default=None
@@ -119,8 +126,14 @@ class KernelSurrogate(BaseSurrogate):
         ``"linear"`` and callable kernels).
     cv_results_ : dict or None
         With ``cv`` set: ``"alphas"``, ``"gammas"`` and ``"mean_test_mse"`` of shape
-        (n_gammas, n_alphas), or (n_gammas, n_alphas, n_targets) with ``per_target_cv``.
-        None otherwise.
+        (n_gammas, n_alphas), or (n_gammas, n_alphas, n_targets) for a per-target search.
+        With ``per_target_cv="auto"`` and several targets, also
+        ``"nested_normalized_mse"``: the nested held-out error of the joint and of the
+        per-target search, in that order. None otherwise.
+    per_target_cv_ : bool
+        Whether ``alpha_`` and ``gamma_`` were chosen per target (``per_target_cv`` when it
+        is a bool and ``y`` has several targets; the outcome of the nested comparison with
+        ``"auto"``; False without ``cv``).
     n_features_in_ : int
         Number of tasks.
     feature_names_in_ : ndarray of shape (n_tasks,)
@@ -155,7 +168,7 @@ class KernelSurrogate(BaseSurrogate):
         "coef0": [Real],
         "fit_intercept": ["boolean"],
         "cv": [StrOptions({"loo"}), "cv_object"],
-        "per_target_cv": ["boolean"],
+        "per_target_cv": ["boolean", StrOptions({"auto"})],
         "alphas": ["array-like"],
         "gammas": ["array-like", None],
         "greater_is_better": ["boolean"],
@@ -215,6 +228,11 @@ class KernelSurrogate(BaseSurrogate):
         default_gamma = 1.0 / S.shape[1]
 
         self.cv_results_ = None
+        nested = None
+        per_target = bool(self.per_target_cv) and self.cv is not None and Y.shape[1] > 1
+        if per_target and self.per_target_cv == "auto":
+            nested = self._nested_normalized_mse(S, y)
+            per_target = bool(nested[1] < nested[0])
         if self.cv is None:
             alpha = float(self.alpha)
             gamma = (
@@ -223,7 +241,7 @@ class KernelSurrogate(BaseSurrogate):
             dual_coef, intercept = _krr.solve_dual(
                 self._training_gram(X, gamma), Y, alpha, self.fit_intercept
             )
-        elif self.per_target_cv and Y.shape[1] > 1:
+        elif per_target:
             alpha, gamma, dual_coef, intercept = self._fit_cv_per_target(
                 S, y, X, Y, uses_gamma, default_gamma
             )
@@ -232,6 +250,9 @@ class KernelSurrogate(BaseSurrogate):
             dual_coef, intercept = _krr.solve_dual(
                 self._training_gram(X, gamma), Y, alpha, self.fit_intercept
             )
+        if nested is not None:
+            self.cv_results_["nested_normalized_mse"] = nested
+        self.per_target_cv_ = per_target
         self.alpha_ = alpha
         self.gamma_ = gamma
         self.X_fit_ = S.copy()
@@ -300,6 +321,27 @@ class KernelSurrogate(BaseSurrogate):
                 K, eigvecs, eigvals, Y[:, cols], alphas_t, self.fit_intercept
             )
         return alphas, gammas, dual_coef, intercept
+
+    def _nested_normalized_mse(self, S, y):
+        """Held-out error of the joint and of the per-target search, by nested CV.
+
+        Each outer fold is predicted by both searches fitted on the other subsets (with
+        this estimator's ``cv`` inside); a target's squared errors are divided by its
+        variance over ``y`` (targets without variance are left out), and the result is the
+        mean over folds, subsets and targets: shape (2,), joint first.
+        """
+        outer = nested_outer_folds(self.cv, S, y)
+        variance = np.var(y, axis=0)
+        varied = variance > 0
+        errors = np.zeros(2)
+        for held_out in outer:
+            kept = np.setdiff1d(np.arange(len(S)), held_out)
+            for index, per_target in enumerate((False, True)):
+                inner = clone(self).set_params(per_target_cv=per_target)
+                pred = inner.fit(S[kept], y[kept]).predict(S[held_out])
+                squared = (pred[:, varied] - y[held_out][:, varied]) ** 2 / variance[varied]
+                errors[index] += squared.sum()
+        return errors / (len(S) * max(1, int(varied.sum())))
 
     def _training_gram(self, X, gamma):
         """Gram matrix of the training subsets, refused when the kernel overflows to NaN/inf."""

@@ -104,6 +104,64 @@ def test_per_target_cv_is_ignored_for_one_target_and_linear_kernel(scaled_target
     assert linear.predict(S[:3]).shape == (3, 3)
 
 
+def shared_setting_targets(n_subsets=30, n_targets=40, seed=0):
+    """Many targets that are one function of the subset plus their own noise: no target
+    has a setting of its own to find, so a per-target search can only fit noise."""
+    S, y, _ = make_task_interactions(n_subsets=n_subsets, random_state=seed)
+    rng = np.random.default_rng(seed)
+    return S, y[:, None] + 0.5 * y.std() * rng.normal(size=(n_subsets, n_targets))
+
+
+@pytest.mark.parametrize("cv", [4, "loo"])
+def test_auto_per_target_cv_keeps_the_per_target_choice_where_targets_differ(scaled_targets, cv):
+    S, Y = scaled_targets
+    auto = KernelSurrogate(cv=cv, per_target_cv="auto", device="cpu").fit(S, Y)
+    joint_error, per_target_error = auto.cv_results_["nested_normalized_mse"]
+    assert per_target_error < joint_error and auto.per_target_cv_
+    chosen = KernelSurrogate(cv=cv, per_target_cv=True, device="cpu").fit(S, Y)
+    np.testing.assert_array_equal(auto.alpha_, chosen.alpha_)
+    np.testing.assert_allclose(auto.predict(S[:5]), chosen.predict(S[:5]))
+
+
+def test_auto_per_target_cv_falls_back_to_one_setting_when_targets_share_it():
+    S, Y = shared_setting_targets()
+    auto = KernelSurrogate(cv=5, per_target_cv="auto", device="cpu").fit(S, Y)
+    joint_error, per_target_error = auto.cv_results_["nested_normalized_mse"]
+    assert joint_error < per_target_error and not auto.per_target_cv_
+    assert np.ndim(auto.alpha_) == 0
+    chosen = KernelSurrogate(cv=5, device="cpu").fit(S, Y)
+    assert (auto.alpha_, auto.gamma_) == (chosen.alpha_, chosen.gamma_)
+    np.testing.assert_allclose(auto.predict(S[:5]), chosen.predict(S[:5]))
+
+
+def test_nested_error_is_the_mean_normalised_error_of_the_outer_folds():
+    S, Y = shared_setting_targets(n_subsets=24, n_targets=6, seed=3)
+    Y[:, 0] = 1.0  # a target without variance is left out
+    auto = KernelSurrogate(cv=4, per_target_cv="auto", device="cpu").fit(S, Y)
+    expected = []
+    for per_target in (False, True):
+        total = 0.0
+        for test in np.array_split(np.arange(24), 4):  # KFold(4) without shuffling
+            train = np.setdiff1d(np.arange(24), test)
+            inner = KernelSurrogate(cv=4, per_target_cv=per_target, device="cpu")
+            pred = inner.fit(S[train], Y[train]).predict(S[test])
+            total += np.sum((pred[:, 1:] - Y[test, 1:]) ** 2 / Y[:, 1:].var(axis=0))
+        expected.append(total / (24 * 5))
+    np.testing.assert_allclose(auto.cv_results_["nested_normalized_mse"], expected, rtol=1e-10)
+
+
+def test_auto_per_target_cv_without_several_targets_or_enough_subsets(scaled_targets):
+    S, Y = scaled_targets
+    one = KernelSurrogate(cv=4, per_target_cv="auto", device="cpu").fit(S, Y[:, 0])
+    assert not one.per_target_cv_ and "nested_normalized_mse" not in one.cv_results_
+    plain = KernelSurrogate(per_target_cv="auto", device="cpu").fit(S, Y)  # no cv: no search
+    assert not plain.per_target_cv_ and plain.cv_results_ is None
+    with pytest.raises(ValueError, match="nests the cross-validation"):
+        KernelSurrogate(cv=5, per_target_cv="auto", device="cpu").fit(S[:6], Y[:6])
+    with pytest.raises(ValueError, match="per_target_cv"):
+        KernelSurrogate(cv=5, per_target_cv="yes", device="cpu").fit(S, Y)
+
+
 # ------------------------------------------------------------------ id lists
 def test_ids_to_indicators_and_back():
     ids = [[40, 7, 1, 47], [3], []]
