@@ -30,8 +30,9 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``perturbedFenchelYoung`` (Gurobi with one thread, tutorial settings),
     ``DFLRegressor`` with SPO+, and ``TaskMetRegressor`` in the configuration recommended
     by ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal
-    metric, SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas`` and
-    ``--taskmet-batch-size`` change its alpha and its outer batch). Printed per method:
+    metric, SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``,
+    ``--taskmet-batch-size`` and ``--taskmet-surrogates`` change its alpha, its outer batch
+    and its outer loss, every alpha with every loss). Printed per method:
     normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over
     seeds; then the
     checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
@@ -181,11 +182,13 @@ def decision_problem(problem, degree, seed):
     return split, make_task, _single_threaded(optmodel)
 
 
-def taskmet_name(alpha):
-    return "TaskMetRegressor" if alpha == RECOMMENDED["alpha"] else f"TaskMet alpha={alpha:g}"
+def taskmet_name(alpha, surrogate="spo+"):
+    if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
+        return "TaskMetRegressor"
+    return f"TaskMet alpha={alpha:g}" + ("" if surrogate == "spo+" else f", {surrogate.upper()}")
 
 
-def taskmet_claim_run(problem, degree, seed, alphas, batch_size):
+def taskmet_claim_run(problem, degree, seed, alphas, batch_size, surrogates=("spo+",)):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
     task = make_task()
@@ -210,12 +213,15 @@ def taskmet_claim_run(problem, degree, seed, alphas, batch_size):
     ours = fit_ours(make_task(surrogate="spo+"), X_tr, y_tr, EPOCHS, seed)
     cpu = time.process_time() - cpu
     out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
-    for alpha in alphas:
-        config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
-        taskmet = closed_form(**config, make_task=make_task)(seed, N_TRAIN)
-        cpu = time.process_time()
-        taskmet.fit(X_tr, y_tr)
-        out[taskmet_name(alpha)] = figures(taskmet.predict, time.process_time() - cpu)
+    for surrogate in surrogates:
+        for alpha in alphas:
+            config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
+            build = closed_form(**config, surrogate=surrogate, make_task=make_task)
+            taskmet = build(seed, N_TRAIN)
+            cpu = time.process_time()
+            taskmet.fit(X_tr, y_tr)
+            name = taskmet_name(alpha, surrogate)
+            out[name] = figures(taskmet.predict, time.process_time() - cpu)
     return out
 
 
@@ -247,21 +253,21 @@ def taskmet_claim_checks(results, degrees, tm):
         print(f"  degree {d}: {row}")
 
 
-def taskmet_claim(problem, degrees, seeds, alphas, batch_size):
+def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+",)):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
         f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size)}, closed-form "
-        "inner solve, SPO+"
+        f"inner solve, outer loss {' and '.join(surrogates)}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
-            figures = taskmet_claim_run(problem, degree, seed, alphas, batch_size)
+            figures = taskmet_claim_run(problem, degree, seed, alphas, batch_size, surrogates)
             for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
                 print(
-                    f"  degree {degree} seed {seed} {method:<18} regret {fig['regret']:6.2f}  "
+                    f"  degree {degree} seed {seed} {method:<25} regret {fig['regret']:6.2f}  "
                     f"MSE {fig['mse']:8.3f}  CPU {fig['cpu']:6.2f} s",
                     flush=True,
                 )
@@ -273,14 +279,15 @@ def taskmet_claim(problem, degrees, seeds, alphas, batch_size):
             cell = {k: np.array([r[k] for r in results[(m, d)]]) for k in ("regret", "mse", "cpu")}
             sd = {k: v.std(ddof=1) if v.size > 1 else np.nan for k, v in cell.items()}
             print(
-                f"  {m:<18} {cell['regret'].mean():6.2f} +- {sd['regret']:4.2f}   "
+                f"  {m:<25} {cell['regret'].mean():6.2f} +- {sd['regret']:4.2f}   "
                 f"{cell['mse'].mean():8.3f} +- {sd['mse']:6.3f}   "
                 f"{cell['cpu'].mean():6.2f} +- {sd['cpu']:4.2f}"
             )
-    for alpha in alphas:
-        name = taskmet_name(alpha)
-        print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
-        taskmet_claim_checks(results, degrees, name)
+    for surrogate in surrogates:
+        for alpha in alphas:
+            name = taskmet_name(alpha, surrogate)
+            print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
+            taskmet_claim_checks(results, degrees, name)
 
 
 def timed(fn):
@@ -418,6 +425,13 @@ def main():
         default=50,
         help="outer mini-batch of every TaskMet variant (instances)",
     )
+    parser.add_argument(
+        "--taskmet-surrogates",
+        nargs="+",
+        default=["spo+"],
+        choices=["spo+", "pfyl"],
+        help="outer loss of the TaskMet variants (each with every alpha)",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -432,7 +446,12 @@ def main():
         parity(args.degrees, args.seeds)
     elif args.part == "taskmet":
         taskmet_claim(
-            args.problem, args.degrees, args.seeds, args.taskmet_alphas, args.taskmet_batch_size
+            args.problem,
+            args.degrees,
+            args.seeds,
+            args.taskmet_alphas,
+            args.taskmet_batch_size,
+            args.taskmet_surrogates,
         )
     else:
         speed(args.epochs, args.repeats)

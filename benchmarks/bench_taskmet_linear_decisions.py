@@ -29,19 +29,18 @@ Methods (choose with ``--methods``):
 ``cf-*``
     ``TaskMetRegressor(inner_solver="closed_form", max_iter=200, learning_rate=1e-2)``:
     ``cf-full`` (conditional full metric) and ``cf-diag`` (conditional diagonal), with SPO+;
-    ``cf-diag-pfyl`` with PFYL as the outer loss; ``-dl`` variants pick the iteration by
-    the validation decisions (``validation_loss="decision_loss"``) instead of the
-    validation SPO+ loss; ``-a0.01`` (``-a0.03``) adds ``alpha=0.01`` (0.03) times the
+    ``cf-diag-pfyl`` and ``cf-diag-h64-a*-pfyl`` with PFYL as the outer loss; ``-dl`` variants
+    pick the iteration by the validation decisions (``validation_loss="decision_loss"``) instead
+    of the validation SPO+ loss; ``-a0.01`` (``-a0.03``) adds ``alpha=0.01`` (0.03) times the
     MSE (summed over the 40 costs) to the outer objective; ``-lr3e-2`` uses
-    ``learning_rate=3e-2``; ``-h64`` a metric network of 64 hidden units (instead of 200)
-    with ``learning_rate=2e-2``; ``-b100`` / ``-b200`` outer mini-batches of 100 / 200
-    instances (instead of 50); ``-ls-start``: the metric network's last layer starts at
-    zero weights, so the metric starts constant and the first iterate is least squares
-    (:class:`TwoStageStart`); ``-refit``: after the fit, the predictor is solved again on
-    all training instances, validation ones included, with the chosen metric
-    (:class:`RefitOnAll`); ``-ens3``: the mean prediction of three fits whose metric
-    networks start from different draws (:class:`MetricEnsemble`). All hold out 10% of the
-    training instances for validation.
+    ``learning_rate=3e-2``; ``-h64`` a metric network of 64 hidden units (instead of 200) with
+    ``learning_rate=2e-2``; ``-b100`` / ``-b200`` outer mini-batches of 100 / 200 instances
+    (instead of 50); ``-ls-start``: the metric network's last layer starts at zero weights, so
+    the metric starts constant and the first iterate is least squares (:class:`TwoStageStart`);
+    ``-refit``: after the fit, the predictor is solved again on all training instances,
+    validation ones included, with the chosen metric (:class:`RefitOnAll`); ``-ens3``: the mean
+    prediction of three fits whose metric networks start from different draws
+    (:class:`MetricEnsemble`). All hold out 10% of the training instances for validation.
 
 ``--timing-repeats R`` then times every method R more times, interleaved, on the last
 degree and the first seed, and prints the minimum and median CPU time per fit.
@@ -239,6 +238,12 @@ METHODS = {
     "cf-diag-h64-a0.03-ls-start": closed_form(
         "conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(64,), estimator=TwoStageStart
     ),
+    **{
+        f"cf-diag-h64-a{alpha:g}-pfyl": closed_form(
+            **{**RECOMMENDED, "alpha": alpha}, surrogate="pfyl"
+        )
+        for alpha in (0.001, 0.003, 0.01, 0.03)
+    },
     **{
         f"cf-diag-h64-a{alpha:g}-refit": closed_form(
             **{**RECOMMENDED, "alpha": alpha}, estimator=RefitOnAll
