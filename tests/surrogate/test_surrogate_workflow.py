@@ -134,6 +134,19 @@ def test_auto_per_target_cv_falls_back_to_one_setting_when_targets_share_it():
     np.testing.assert_allclose(auto.predict(S[:5]), chosen.predict(S[:5]))
 
 
+def test_auto_per_target_cv_decides_alike_on_every_device(scaled_targets, device):
+    S, Y = scaled_targets
+    here = KernelSurrogate(cv=4, per_target_cv="auto", device=device).fit(S, Y)
+    cpu = KernelSurrogate(cv=4, per_target_cv="auto", device="cpu").fit(S, Y)
+    assert here.per_target_cv_ == cpu.per_target_cv_
+    np.testing.assert_allclose(
+        here.cv_results_["nested_normalized_mse"],
+        cpu.cv_results_["nested_normalized_mse"],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(here.predict(S[:5]), cpu.predict(S[:5]), rtol=1e-6, atol=1e-9)
+
+
 def test_nested_error_is_the_mean_normalised_error_of_the_outer_folds():
     S, Y = shared_setting_targets(n_subsets=24, n_targets=6, seed=3)
     Y[:, 0] = 1.0  # a target without variance is left out
