@@ -31,8 +31,9 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``DFLRegressor`` with SPO+, and ``TaskMetRegressor`` in the configuration recommended
     by ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal
     metric, SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``,
-    ``--taskmet-batch-size`` and ``--taskmet-surrogates`` change its alpha, its outer batch
-    and its outer loss, every alpha with every loss). Printed per method:
+    ``--taskmet-batch-size``, ``--taskmet-surrogates`` and ``--taskmet-max-iter`` change its
+    alpha, its outer batch, its outer loss (every alpha with every loss) and its cap on outer
+    steps). Printed per method:
     normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over
     seeds; then the
     checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
@@ -188,7 +189,9 @@ def taskmet_name(alpha, surrogate="spo+"):
     return f"TaskMet alpha={alpha:g}" + ("" if surrogate == "spo+" else f", {surrogate.upper()}")
 
 
-def taskmet_claim_run(problem, degree, seed, alphas, batch_size, surrogates=("spo+",)):
+def taskmet_claim_run(
+    problem, degree, seed, alphas, batch_size, surrogates=("spo+",), max_iter=200
+):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
     task = make_task()
@@ -216,7 +219,9 @@ def taskmet_claim_run(problem, degree, seed, alphas, batch_size, surrogates=("sp
     for surrogate in surrogates:
         for alpha in alphas:
             config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
-            build = closed_form(**config, surrogate=surrogate, make_task=make_task)
+            build = closed_form(
+                **config, surrogate=surrogate, make_task=make_task, max_iter=max_iter
+            )
             taskmet = build(seed, N_TRAIN)
             cpu = time.process_time()
             taskmet.fit(X_tr, y_tr)
@@ -253,17 +258,20 @@ def taskmet_claim_checks(results, degrees, tm):
         print(f"  degree {d}: {row}")
 
 
-def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+",)):
+def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+",), max_iter=200):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
-        f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size)}, closed-form "
+        f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size, max_iter=max_iter)}, "
+        "closed-form "
         f"inner solve, outer loss {' and '.join(surrogates)}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
-            figures = taskmet_claim_run(problem, degree, seed, alphas, batch_size, surrogates)
+            figures = taskmet_claim_run(
+                problem, degree, seed, alphas, batch_size, surrogates, max_iter
+            )
             for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
                 print(
@@ -432,6 +440,9 @@ def main():
         choices=["spo+", "pfyl"],
         help="outer loss of the TaskMet variants (each with every alpha)",
     )
+    parser.add_argument(
+        "--taskmet-max-iter", type=int, default=200, help="outer steps of every TaskMet variant"
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -452,6 +463,7 @@ def main():
             args.taskmet_alphas,
             args.taskmet_batch_size,
             args.taskmet_surrogates,
+            args.taskmet_max_iter,
         )
     else:
         speed(args.epochs, args.repeats)
