@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, check_cv
 
-__all__ = ["check_grid", "nested_outer_folds", "partition_folds"]
+__all__ = ["check_grid", "nested_outer_folds", "partition_folds", "partition_indices"]
 
 # Outer folds of a nested search whose inner search is leave-one-out: LOO outside too would
 # repeat every search once per subset.
@@ -24,8 +24,8 @@ def check_grid(values, name):
     return values
 
 
-def partition_folds(cv, S, y, device):
-    """Held-out index tensors of the folds of ``cv``, checked to partition the subsets."""
+def partition_indices(cv, S, y):
+    """Held-out index arrays of the folds of ``cv``, checked to partition the subsets."""
     splitter = check_cv(cv, classifier=False)
     folds = [test for _, test in splitter.split(S, y)]
     covered = np.sort(np.concatenate(folds))
@@ -35,7 +35,15 @@ def partition_folds(cv, S, y, device):
             "GroupKFold, ...): the closed-form fold residuals assume each model is trained "
             "on all subsets outside its fold. Use cv=int, 'loo' or a KFold-like splitter."
         )
-    return [torch.as_tensor(fold, device=device, dtype=torch.long) for fold in folds]
+    return folds
+
+
+def partition_folds(cv, S, y, device):
+    """:func:`partition_indices` as index tensors on ``device``."""
+    return [
+        torch.as_tensor(fold, device=device, dtype=torch.long)
+        for fold in partition_indices(cv, S, y)
+    ]
 
 
 def nested_outer_folds(cv, S, y):
@@ -51,7 +59,7 @@ def nested_outer_folds(cv, S, y):
         folds = [test for _, test in outer.split(S)]
         inner_needs = 2
     else:
-        folds = [fold.cpu().numpy() for fold in partition_folds(cv, S, y, "cpu")]
+        folds = partition_indices(cv, S, y)
         inner_needs = check_cv(cv, classifier=False).get_n_splits(S, y)
     smallest = n_subsets - max(len(fold) for fold in folds)
     if smallest < max(2, inner_needs):
