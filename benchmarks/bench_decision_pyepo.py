@@ -25,21 +25,18 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
 
 ``taskmet``
     TaskMet's claim on these problems (``--problem shortest_path`` or ``knapsack``: PyEPO's
-    32-item knapsack with one capacity of 20): the same protocol and data as ``parity``,
-    and per (degree, seed) two-stage least squares, PyEPO's ``SPOPlus`` and
-    ``perturbedFenchelYoung`` (Gurobi with one thread, tutorial settings),
-    ``DFLRegressor`` with SPO+, and ``TaskMetRegressor`` in the configuration recommended
-    by ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal
-    metric, SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``,
-    ``--taskmet-batch-size``, ``--taskmet-surrogates`` and ``--taskmet-max-iter`` change its
-    alpha, its outer batch, its outer loss (every alpha with every loss) and its cap on outer
-    steps). Printed per method:
-    normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over
-    seeds; then the
-    checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
-    plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least
-    squares, its seed standard deviation at most PyEPO SPO+'s, its fit time at most PyEPO
-    SPO+'s.
+    32-item knapsack with one capacity of 20): the same protocol and data as ``parity``, and per
+    (degree, seed) two-stage least squares, PyEPO's ``SPOPlus`` and ``perturbedFenchelYoung``
+    (Gurobi with one thread, tutorial settings), ``DFLRegressor`` with SPO+, and
+    ``TaskMetRegressor`` in the configuration recommended by
+    ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal metric,
+    SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``, ``--taskmet-batch-size``,
+    ``--taskmet-surrogates`` and ``--taskmet-max-iter`` change its alpha, its outer batch, its
+    outer loss (every alpha with every loss) and its cap on outer steps). Printed per method:
+    normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over seeds;
+    then the checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
+    plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least squares, its
+    seed standard deviation at most PyEPO SPO+'s, its fit time at most PyEPO SPO+'s.
 
 Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
@@ -263,8 +260,7 @@ def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
         f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size, max_iter=max_iter)}, "
-        "closed-form "
-        f"inner solve, outer loss {' and '.join(surrogates)}"
+        f"closed-form inner solve, outer loss {' and '.join(surrogates)}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
