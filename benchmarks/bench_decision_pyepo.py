@@ -31,8 +31,9 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``TaskMetRegressor`` in the configuration recommended by
     ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal metric,
     SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``, ``--taskmet-batch-size``,
-    ``--taskmet-surrogates`` and ``--taskmet-max-iter`` change its alpha, its outer batch, its
-    outer loss (every alpha with every loss) and its cap on outer steps). Printed per method:
+    ``--taskmet-surrogates``, ``--taskmet-max-iter`` and ``--taskmet-pfyl-samples`` change its
+    alpha, its outer batch, its outer loss (every alpha with every loss), its cap on outer
+    steps and the perturbation samples of its PFYL loss). Printed per method:
     normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over seeds;
     then the checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
     plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least squares, its
@@ -180,14 +181,17 @@ def decision_problem(problem, degree, seed):
     return split, make_task, _single_threaded(optmodel)
 
 
-def taskmet_name(alpha, surrogate="spo+"):
+def taskmet_name(alpha, surrogate="spo+", pfyl_samples=3):
     if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
         return "TaskMetRegressor"
-    return f"TaskMet alpha={alpha:g}" + ("" if surrogate == "spo+" else f", {surrogate.upper()}")
+    if surrogate == "spo+":
+        return f"TaskMet alpha={alpha:g}"
+    samples = "" if pfyl_samples == 3 else f" s{pfyl_samples}"
+    return f"TaskMet alpha={alpha:g}, {surrogate.upper()}{samples}"
 
 
 def taskmet_claim_run(
-    problem, degree, seed, alphas, batch_size, surrogates=("spo+",), max_iter=200
+    problem, degree, seed, alphas, batch_size, surrogates=("spo+",), max_iter=200, pfyl_samples=3
 ):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
@@ -216,13 +220,18 @@ def taskmet_claim_run(
     for surrogate in surrogates:
         for alpha in alphas:
             config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
+            samples = pfyl_samples if surrogate == "pfyl" else 3  # SPO+ draws no samples
             build = closed_form(
-                **config, surrogate=surrogate, make_task=make_task, max_iter=max_iter
+                **config,
+                surrogate=surrogate,
+                make_task=make_task,
+                max_iter=max_iter,
+                n_samples=samples,
             )
             taskmet = build(seed, N_TRAIN)
             cpu = time.process_time()
             taskmet.fit(X_tr, y_tr)
-            name = taskmet_name(alpha, surrogate)
+            name = taskmet_name(alpha, surrogate, pfyl_samples)
             out[name] = figures(taskmet.predict, time.process_time() - cpu)
     return out
 
@@ -255,18 +264,28 @@ def taskmet_claim_checks(results, degrees, tm):
         print(f"  degree {d}: {row}")
 
 
-def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+",), max_iter=200):
+def taskmet_claim(
+    problem,
+    degrees,
+    seeds,
+    alphas,
+    batch_size,
+    surrogates=("spo+",),
+    max_iter=200,
+    pfyl_samples=3,
+):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
         f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size, max_iter=max_iter)}, "
-        f"closed-form inner solve, outer loss {' and '.join(surrogates)}"
+        f"closed-form inner solve, outer loss {' and '.join(surrogates)}, "
+        f"PFYL samples {pfyl_samples}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
             figures = taskmet_claim_run(
-                problem, degree, seed, alphas, batch_size, surrogates, max_iter
+                problem, degree, seed, alphas, batch_size, surrogates, max_iter, pfyl_samples
             )
             for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
@@ -289,7 +308,7 @@ def taskmet_claim(problem, degrees, seeds, alphas, batch_size, surrogates=("spo+
             )
     for surrogate in surrogates:
         for alpha in alphas:
-            name = taskmet_name(alpha, surrogate)
+            name = taskmet_name(alpha, surrogate, pfyl_samples)
             print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
             taskmet_claim_checks(results, degrees, name)
 
@@ -439,6 +458,12 @@ def main():
     parser.add_argument(
         "--taskmet-max-iter", type=int, default=200, help="outer steps of every TaskMet variant"
     )
+    parser.add_argument(
+        "--taskmet-pfyl-samples",
+        type=int,
+        default=3,
+        help="perturbation samples of the TaskMet variants with the PFYL outer loss",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -460,6 +485,7 @@ def main():
             args.taskmet_batch_size,
             args.taskmet_surrogates,
             args.taskmet_max_iter,
+            args.taskmet_pfyl_samples,
         )
     else:
         speed(args.epochs, args.repeats)

@@ -20,6 +20,8 @@ Methods (choose with ``--methods``):
 ``dfl-a0.001`` ... ``dfl-a0.1``
     ``dfl`` with ``alpha`` times the MSE added to its SPO+ loss: the regret a linear model
     trained on both objectives reaches at each level of prediction error.
+``dfl-pfyl-a0`` ... ``dfl-pfyl-a0.1``
+    The same with PFYL (10 perturbation samples, sigma 1) instead of SPO+.
 ``tm-before``
     ``TaskMetRegressor`` with its defaults (conditional full metric, Adam inner solve),
     SPO+ task, ``max_iter=200``: the configuration of the study.
@@ -40,8 +42,15 @@ Methods (choose with ``--methods``):
     ``-refit``: after the fit, the predictor is solved again on all training instances,
     validation ones included, with the chosen metric (:class:`RefitOnAll`); ``-ens3``: the mean
     prediction of three fits whose metric networks start from different draws
-    (:class:`MetricEnsemble`); ``-it400`` / ``-it800``: ``max_iter`` 400 / 800 instead of 200.
+    (:class:`MetricEnsemble`); ``-it400`` / ``-it800``: ``max_iter`` 400 / 800 instead of 200;
+    ``-pfyl-s10`` / ``-pfyl-s30``: PFYL with 10 / 30 perturbation samples instead of 3
+    (``-pfyl-s10-b200``: and outer batches of 200 instances).
     All hold out 10% of the training instances for validation.
+
+``--model-seeds K`` fits every method K times on each data draw, with the model seeds
+``seed + 1000 k`` (k < K; k = 0 is the run above), and prints each method's spread over
+model seeds on the same data: the part of the seed-to-seed spread that the method's own
+randomness (initial metric, mini-batches, perturbations) adds to that of the data.
 
 ``--timing-repeats R`` then times every method R more times, interleaved, on the last
 degree and the first seed, and prints the minimum and median CPU time per fit.
@@ -94,13 +103,16 @@ def shortest_path_task(**options):
     return ShortestPath(GRID, **options)
 
 
-def dfl(seed, n_train, make_task=shortest_path_task, alpha=0.0):
-    return dfl_regressor(make_task(surrogate="spo+"), n_train, seed).set_params(alpha=alpha)
+def dfl(seed, n_train, make_task=shortest_path_task, alpha=0.0, surrogate="spo+"):
+    task = make_task(surrogate=surrogate, n_samples=10, sigma=1.0)
+    return dfl_regressor(task, n_train, seed).set_params(alpha=alpha)
 
 
-def dfl_with_mse(alpha):
-    """``dfl`` with ``alpha`` times the MSE added to SPO+: the two-objective frontier."""
-    return lambda seed, n_train, make_task=shortest_path_task: dfl(seed, n_train, make_task, alpha)
+def dfl_with_mse(alpha, surrogate="spo+"):
+    """``dfl`` with ``alpha`` times the MSE added to its loss: the two-objective frontier."""
+    return lambda seed, n_train, make_task=shortest_path_task: dfl(
+        seed, n_train, make_task, alpha, surrogate
+    )
 
 
 def taskmet_before(seed, n_train, make_task=shortest_path_task):
@@ -181,6 +193,7 @@ def closed_form(
     estimator=TaskMetRegressor,
     make_task=shortest_path_task,
     max_iter=200,
+    n_samples=3,
 ):
     """Builder ``(seed, n_train[, make_task]) -> TaskMetRegressor``, closed-form inner solve.
 
@@ -191,7 +204,7 @@ def closed_form(
 
     def build(seed, n_train, make_task=default_task):
         return estimator(
-            make_task(surrogate=surrogate, n_samples=3, sigma=1.0),
+            make_task(surrogate=surrogate, n_samples=n_samples, sigma=1.0),
             metric=metric,
             inner_solver="closed_form",
             alpha=alpha,
@@ -216,6 +229,10 @@ METHODS = {
     "ls": lambda seed, n_train, make_task=None: LinearRegression(),
     "dfl": dfl,
     **{f"dfl-a{alpha:g}": dfl_with_mse(alpha) for alpha in (0.001, 0.003, 0.01, 0.03, 0.1)},
+    **{
+        f"dfl-pfyl-a{alpha:g}": dfl_with_mse(alpha, "pfyl")
+        for alpha in (0.0, 0.003, 0.01, 0.03, 0.1)
+    },
     "tm-before": taskmet_before,
     "tm-default": taskmet_default,
     "cf-full": closed_form("conditional_full"),
@@ -246,6 +263,16 @@ METHODS = {
         )
         for alpha in (0.001, 0.003, 0.01, 0.03)
     },
+    **{
+        f"cf-diag-h64-a{alpha:g}-pfyl-s{n}": closed_form(
+            **{**RECOMMENDED, "alpha": alpha}, surrogate="pfyl", n_samples=n
+        )
+        for alpha in (0.01, 0.003)
+        for n in (10, 30)
+    },
+    "cf-diag-h64-a0.01-pfyl-s10-b200": closed_form(
+        **{**RECOMMENDED, "alpha": 0.01}, surrogate="pfyl", n_samples=10, batch_size=200
+    ),
     **{
         f"cf-diag-h64-a{alpha:g}-it{n}": closed_form(**{**RECOMMENDED, "alpha": alpha}, max_iter=n)
         for alpha in (0.03, 0.01)
@@ -295,6 +322,7 @@ def problem_data(problem, n, degree, seed, dtype=np.float32):
 
 
 def run_one(name, seed, X_tr, y_tr, X_te, y_te, make_task):
+    """Fit method ``name`` with model seed ``seed``; its test figures."""
     model = METHODS[name](seed, X_tr.shape[0], make_task)
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(X_tr, y_tr)
@@ -337,6 +365,50 @@ def summarise(results, methods, degrees):
         print(f"{name:<{width}}" + "".join(cells))
 
 
+def model_seed_spread(args, results):
+    """Refit every method with ``args.model_seeds - 1`` more model seeds on each data draw.
+
+    Prints, per method and degree, the regret's standard deviation (ddof = 1) over model
+    seeds on one draw, averaged over the draws, and the mean regret of all the fits.
+    """
+    spread = {}
+    for seed in args.seeds:
+        for degree in args.degrees:
+            X, y, make_task, _ = problem_data(
+                args.problem, args.n_train + args.n_test, degree, seed
+            )
+            split = args.n_train
+            for name in args.methods:
+                regrets = [results[(name, degree)][args.seeds.index(seed)]["regret"]]
+                for k in range(1, args.model_seeds):
+                    figures = run_one(
+                        name,
+                        seed + 1000 * k,
+                        X[:split],
+                        y[:split],
+                        X[split:],
+                        y[split:],
+                        make_task,
+                    )
+                    regrets.append(figures["regret"])
+                print(
+                    f"  deg {degree} seed {seed} {name:<18} regret over model seeds "
+                    + " ".join(f"{r:.2f}" for r in regrets),
+                    flush=True,
+                )
+                spread.setdefault((name, degree), []).append(regrets)
+    print(f"\nspread over {args.model_seeds} model seeds on one data draw (mean over draws)")
+    for name in args.methods:
+        cells = []
+        for degree in args.degrees:
+            draws = np.array(spread[(name, degree)])
+            cells.append(
+                f"| deg {degree}: sd {draws.std(axis=1, ddof=1).mean():4.2f}, "
+                f"mean regret {draws.mean():5.2f}  "
+            )
+        print(f"  {name:<34}" + "".join(cells))
+
+
 def timing(problem, methods, degree, seed, n_train, n_test, repeats):
     """CPU time of each method's fit, ``repeats`` times interleaved: min and median."""
     X, y, make_task, _ = problem_data(problem, n_train + n_test, degree, seed)
@@ -366,8 +438,14 @@ def main():
         "--methods",
         nargs="+",
         # The slow default fits and the frontier sweep only when asked for.
-        default=[m for m in METHODS if not m.startswith(("tm-", "dfl-a"))],
+        default=[m for m in METHODS if not m.startswith(("tm-", "dfl-a", "dfl-pfyl"))],
         choices=list(METHODS),
+    )
+    parser.add_argument(
+        "--model-seeds",
+        type=int,
+        default=1,
+        help="fits per data draw, with other model seeds: the method's own spread",
     )
     parser.add_argument(
         "--timing-repeats",
@@ -405,6 +483,8 @@ def main():
                     flush=True,
                 )
     summarise(results, args.methods, args.degrees)
+    if args.model_seeds > 1:
+        model_seed_spread(args, results)
     if args.timing_repeats:
         last = args.degrees[-1]
         timing(
