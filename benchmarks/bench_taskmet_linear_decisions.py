@@ -44,7 +44,9 @@ Methods (choose with ``--methods``):
     prediction of three fits whose metric networks start from different draws
     (:class:`MetricEnsemble`); ``-it400`` / ``-it800``: ``max_iter`` 400 / 800 instead of 200;
     ``-pfyl-s10`` / ``-pfyl-s30``: PFYL with 10 / 30 perturbation samples instead of 3
-    (``-pfyl-s10-b200``: and outer batches of 200 instances).
+    (``-pfyl-s10-b200``: and outer batches of 200 instances); ``-avg0.9`` / ``-avg0.97``: the
+    kept predictor is an exponential moving average of the iterates with that decay
+    (:func:`averaged_iterates`).
     All hold out 10% of the training instances for validation.
 
 ``--model-seeds K`` fits every method K times on each data draw, with the model seeds
@@ -74,8 +76,9 @@ from sklearn.linear_model import LinearRegression
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.taskmet import _estimator as taskmet_estimator
 from sktaskmet.taskmet._bilevel import metric_values, normalize_metric
-from sktaskmet.taskmet._closed_form import weighted_least_squares
+from sktaskmet.taskmet._closed_form import ClosedFormBilevelSolver, weighted_least_squares
 from sktaskmet.tasks import Knapsack, ShortestPath
 
 NOISE, FEATURES, GRID = 0.5, 5, (5, 5)
@@ -159,6 +162,42 @@ class RefitOnAll(TaskMetRegressor):
             state[name] = part.numpy().astype(state[name].dtype)
         self.predictor_state_ = state
         return self
+
+
+class _AveragingSolver(ClosedFormBilevelSolver):
+    """Closed-form solver whose kept predictor is an exponential average of the iterates.
+
+    Each step's exact inner solution enters ``theta`` with weight ``1 - decay`` (the first
+    one with weight 1); the steps themselves use the fresh solution, so only what is
+    validated, kept and returned is averaged over the trajectory.
+    """
+
+    decay = 0.9
+    _started = False  # whether theta holds an iterate yet (it starts at the initial weights)
+
+    def outer_step(self, X, Y, X_train_flat, batch_size, n_inner):
+        previous = self.theta.clone()
+        task, mse, ok = super().outer_step(X, Y, X_train_flat, batch_size, n_inner)
+        if ok and self._started:
+            self.theta.mul_(1 - self.decay).add_(previous, alpha=self.decay)
+        self._started = self._started or ok
+        return task, mse, ok
+
+
+def averaged_iterates(decay):
+    """A ``TaskMetRegressor`` subclass whose closed-form fit averages the predictor iterates."""
+
+    class AveragedIterates(TaskMetRegressor):
+        def fit(self, X, y, groups=None):
+            solver = type("Solver", (_AveragingSolver,), {"decay": decay})
+            original = taskmet_estimator.ClosedFormBilevelSolver
+            taskmet_estimator.ClosedFormBilevelSolver = solver
+            try:
+                return super().fit(X, y, groups)
+            finally:
+                taskmet_estimator.ClosedFormBilevelSolver = original
+
+    return AveragedIterates
 
 
 class MetricEnsemble:
@@ -269,6 +308,17 @@ METHODS = {
         )
         for alpha in (0.01, 0.003)
         for n in (10, 30)
+    },
+    **{
+        f"{name}-avg{decay:g}": closed_form(**config, estimator=averaged_iterates(decay))
+        for name, config in (
+            ("cf-diag-h64-a0.03", RECOMMENDED),
+            (
+                "cf-diag-h64-a0.01-pfyl-s10",
+                {**RECOMMENDED, "alpha": 0.01, "surrogate": "pfyl", "n_samples": 10},
+            ),
+        )
+        for decay in (0.9, 0.97)
     },
     "cf-diag-h64-a0.01-pfyl-s10-b200": closed_form(
         **{**RECOMMENDED, "alpha": 0.01}, surrogate="pfyl", n_samples=10, batch_size=200
