@@ -371,6 +371,17 @@ def problem_data(problem, n, degree, seed, dtype=np.float32):
     return X.astype(dtype), y.astype(dtype), make_task, weights
 
 
+def data_draws(args):
+    """``(seed, degree, (X_tr, y_tr, X_te, y_te), make_task)`` of every draw, seeds outside."""
+    for seed in args.seeds:
+        for degree in args.degrees:
+            X, y, make_task, _ = problem_data(
+                args.problem, args.n_train + args.n_test, degree, seed
+            )
+            n = args.n_train
+            yield seed, degree, (X[:n], y[:n], X[n:], y[n:]), make_task
+
+
 def run_one(name, seed, X_tr, y_tr, X_te, y_te, make_task):
     """Fit method ``name`` with model seed ``seed``; its test figures."""
     model = METHODS[name](seed, X_tr.shape[0], make_task)
@@ -422,31 +433,17 @@ def model_seed_spread(args, results):
     seeds on one draw, averaged over the draws, and the mean regret of all the fits.
     """
     spread = {}
-    for seed in args.seeds:
-        for degree in args.degrees:
-            X, y, make_task, _ = problem_data(
-                args.problem, args.n_train + args.n_test, degree, seed
+    for seed, degree, data, make_task in data_draws(args):
+        for name in args.methods:
+            regrets = [results[(name, degree)][args.seeds.index(seed)]["regret"]]
+            for k in range(1, args.model_seeds):
+                regrets.append(run_one(name, seed + 1000 * k, *data, make_task)["regret"])
+            print(
+                f"  deg {degree} seed {seed} {name:<18} regret over model seeds "
+                + " ".join(f"{r:.2f}" for r in regrets),
+                flush=True,
             )
-            split = args.n_train
-            for name in args.methods:
-                regrets = [results[(name, degree)][args.seeds.index(seed)]["regret"]]
-                for k in range(1, args.model_seeds):
-                    figures = run_one(
-                        name,
-                        seed + 1000 * k,
-                        X[:split],
-                        y[:split],
-                        X[split:],
-                        y[split:],
-                        make_task,
-                    )
-                    regrets.append(figures["regret"])
-                print(
-                    f"  deg {degree} seed {seed} {name:<18} regret over model seeds "
-                    + " ".join(f"{r:.2f}" for r in regrets),
-                    flush=True,
-                )
-                spread.setdefault((name, degree), []).append(regrets)
+            spread.setdefault((name, degree), []).append(regrets)
     print(f"\nspread over {args.model_seeds} model seeds on one data draw (mean over draws)")
     for name in args.methods:
         cells = []
@@ -516,22 +513,17 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} thread"
     )
     results = {(m, d): [] for m in args.methods for d in args.degrees}
-    for seed in args.seeds:
-        for degree in args.degrees:
-            X, y, make_task, _ = problem_data(
-                args.problem, args.n_train + args.n_test, degree, seed
+    for seed, degree, data, make_task in data_draws(args):
+        for name in args.methods:
+            figures = run_one(name, seed, *data, make_task)
+            results[(name, degree)].append(figures)
+            extra = f", iterations {figures['iters']}" if "iters" in figures else ""
+            print(
+                f"  deg {degree} seed {seed} {name:<18} regret {figures['regret']:6.2f} %  "
+                f"MSE {figures['mse']:.3f}  CPU {figures['cpu']:6.1f} s  "
+                f"wall {figures['wall']:6.1f} s{extra}",
+                flush=True,
             )
-            split = args.n_train
-            for name in args.methods:
-                figures = run_one(name, seed, X[:split], y[:split], X[split:], y[split:], make_task)
-                results[(name, degree)].append(figures)
-                extra = f", iterations {figures['iters']}" if "iters" in figures else ""
-                print(
-                    f"  deg {degree} seed {seed} {name:<18} regret {figures['regret']:6.2f} %  "
-                    f"MSE {figures['mse']:.3f}  CPU {figures['cpu']:6.1f} s  "
-                    f"wall {figures['wall']:6.1f} s{extra}",
-                    flush=True,
-                )
     summarise(results, args.methods, args.degrees)
     if args.model_seeds > 1:
         model_seed_spread(args, results)
