@@ -20,6 +20,18 @@ __all__ = ["KernelSurrogate"]
 _GAMMA_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+def _grid_argmin(mse):
+    """Indices ``(alpha, gamma)`` of the smallest MSE on a (n_gammas, n_alphas[, t]) grid.
+
+    Arrays of shape (t,), or (1,) without a target axis. Ties resolve to the smallest
+    alpha, then the smallest gamma (GridSearchCV's order over a grid {"alpha": alphas,
+    "gamma": gammas}): the argmin of the alpha-major flattening.
+    """
+    n_gammas, n_alphas = mse.shape[:2]
+    flat = np.swapaxes(mse, 0, 1).reshape(n_alphas * n_gammas, -1)
+    return np.unravel_index(np.argmin(flat, axis=0), (n_alphas, n_gammas))
+
+
 class KernelSurrogate(BaseSurrogate):
     """Kernel ridge surrogate of the performance of a model trained on a subset of tasks.
 
@@ -96,8 +108,9 @@ class KernelSurrogate(BaseSurrogate):
         fold of ``cv`` (5 folds for ``"loo"``) is predicted by the joint and by the
         per-target search run on the other subsets, and the variant with the smaller
         held-out error, each target's squared error divided by its variance (so that every
-        target counts alike), is fitted on all subsets. It costs about twice the number of
-        outer folds times one search.
+        target counts alike), is fitted on all subsets. It costs about one search per
+        outer fold (whose per-target errors also give the joint choice), plus the final
+        one.
     alphas : array-like of float > 0, default=(1e-4, 3e-4, ..., 3, 10)
         Penalties searched when ``cv`` is set.
     gammas : array-like of float > 0, default=None
@@ -295,11 +308,7 @@ class KernelSurrogate(BaseSurrogate):
             "gammas": gammas if uses_gamma else None,
             "mean_test_mse": mse,
         }
-        # Ties resolve to the smallest alpha, then the smallest gamma (GridSearchCV's
-        # order over a grid {"alpha": alphas, "gamma": gammas}): argmin of the
-        # alpha-major flattening, per target when there is a target axis.
-        flat = np.swapaxes(mse, 0, 1).reshape(len(alphas) * len(gammas), -1)
-        a_best, g_best = np.unravel_index(np.argmin(flat, axis=0), (len(alphas), len(gammas)))
+        a_best, g_best = _grid_argmin(mse)
         if not per_target:
             gamma = float(gammas[g_best[0]]) if uses_gamma else None
             return float(alphas[a_best[0]]), gamma, None, None
@@ -329,6 +338,10 @@ class KernelSurrogate(BaseSurrogate):
         this estimator's ``cv`` inside); a target's squared errors are divided by its
         variance over ``y`` (targets without variance are left out), and the result is the
         mean over folds, subsets and targets: shape (2,), joint first.
+
+        One per-target search serves both: the joint search's criterion, the MSE averaged
+        over targets, is the target mean of the per-target errors it records, so the joint
+        setting is read from them and only its final solve is added.
         """
         outer = nested_outer_folds(self.cv, S, y)
         variance = np.var(y, axis=0)
@@ -336,9 +349,19 @@ class KernelSurrogate(BaseSurrogate):
         errors = np.zeros(2)
         for held_out in outer:
             kept = np.setdiff1d(np.arange(len(S)), held_out)
-            for index, per_target in enumerate((False, True)):
-                inner = clone(self).set_params(per_target_cv=per_target)
-                pred = inner.fit(S[kept], y[kept]).predict(S[held_out])
+            per_target = clone(self).set_params(per_target_cv=True).fit(S[kept], y[kept])
+            results = per_target.cv_results_
+            (a_best,), (g_best,) = _grid_argmin(results["mean_test_mse"].mean(axis=-1))
+            gammas = results["gammas"]
+            joint = clone(self).set_params(
+                cv=None,
+                per_target_cv=False,
+                alpha=float(results["alphas"][a_best]),
+                gamma=None if gammas is None else float(gammas[g_best]),
+            )
+            joint.fit(S[kept], y[kept])
+            for index, model in enumerate((joint, per_target)):
+                pred = model.predict(S[held_out])
                 squared = (pred[:, varied] - y[held_out][:, varied]) ** 2 / variance[varied]
                 errors[index] += squared.sum()
         return errors / (len(S) * max(1, int(varied.sum())))
