@@ -220,13 +220,12 @@ def taskmet_claim_run(
     for surrogate in surrogates:
         for alpha in alphas:
             config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
-            samples = pfyl_samples if surrogate == "pfyl" else 3  # SPO+ draws no samples
-            build = closed_form(
+            build = closed_form(  # n_samples is PFYL's; SPO+ draws none
                 **config,
                 surrogate=surrogate,
                 make_task=make_task,
                 max_iter=max_iter,
-                n_samples=samples,
+                n_samples=pfyl_samples,
             )
             taskmet = build(seed, N_TRAIN)
             cpu = time.process_time()

@@ -445,6 +445,7 @@ def model_seed_spread(args, results):
             )
             spread.setdefault((name, degree), []).append(regrets)
     print(f"\nspread over {args.model_seeds} model seeds on one data draw (mean over draws)")
+    width = max(len(name) for name in args.methods) + 1
     for name in args.methods:
         cells = []
         for degree in args.degrees:
@@ -453,7 +454,7 @@ def model_seed_spread(args, results):
                 f"| deg {degree}: sd {draws.std(axis=1, ddof=1).mean():4.2f}, "
                 f"mean regret {draws.mean():5.2f}  "
             )
-        print(f"  {name:<34}" + "".join(cells))
+        print(f"  {name:<{width}}" + "".join(cells))
 
 
 def timing(problem, methods, degree, seed, n_train, n_test, repeats):
