@@ -18,16 +18,17 @@ from ._lp_solvers import (
 __all__ = ["LinearProgram", "ShortestPath", "Knapsack", "PyEPOTask"]
 
 _SURROGATE_DOC = """
-    surrogate : {"spo+", "pfyl", "dpo", "dbb", "nce", "mse"}, default="spo+"
+    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"}, default="spo+"
         Training surrogate: SPO+, perturbed Fenchel-Young, differentiable perturbed
-        optimiser (with a squared loss to the true solution), differentiable black-box
+        optimiser (with a squared loss to the true solution, or with the regret of its
+        mean perturbed decision), differentiable black-box
         solver (with the absolute regret), noise-contrastive estimation against a
         solution pool, or the squared error of the costs (two-stage learning). See
         :ref:`linear_decision_tasks`.
     n_samples : int, default=10
-        Perturbations per instance (PFYL, DPO).
+        Perturbations per instance (PFYL, DPO, DPO regret).
     sigma : float, default=1.0
-        Standard deviation of the Gaussian perturbations (PFYL, DPO).
+        Standard deviation of the Gaussian perturbations (PFYL, DPO, DPO regret).
     dbb_lambda : float, default=10.0
         Interpolation step of DBB.
     solve_ratio : float in (0, 1], default=1.0

@@ -21,6 +21,7 @@ from ._dfl_losses import (
     noise_contrastive_loss,
     perturbed_fenchel_young_loss,
     perturbed_optimizer_loss,
+    perturbed_regret_loss,
     spo_plus_loss,
     squared_error_loss,
     without_graph,
@@ -29,9 +30,10 @@ from ._tasks import Task, _check_positive_float, _check_positive_int
 
 __all__ = ["DecisionTargets", "LinearDecisionTask", "SURROGATE_LOSSES"]
 
-SURROGATE_LOSSES = ("spo+", "pfyl", "dpo", "dbb", "nce", "mse")
-# Surrogates whose gradient in the predicted costs is a difference of solutions.
-_CLOSED_FORM_GRADIENTS = ("spo+", "pfyl", "nce", "mse")
+SURROGATE_LOSSES = ("spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse")
+# Surrogates whose gradient in the predicted costs has a closed form (a difference of
+# solutions) or, for the perturbed regret, a direct score-function estimate.
+_CLOSED_FORM_GRADIENTS = ("spo+", "pfyl", "dpo-regret", "nce", "mse")
 
 
 class DecisionTargets(torch.Tensor):
@@ -117,10 +119,10 @@ class LinearDecisionTask(Task):
     -----
     The surrogate parameters shared by all subclasses:
 
-    surrogate : {"spo+", "pfyl", "dpo", "dbb", "nce", "mse"}
+    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"}
         The training surrogate, see :ref:`linear_decision_tasks`.
     n_samples, sigma : int, float
-        Perturbations per instance and their standard deviation (PFYL, DPO).
+        Perturbations per instance and their standard deviation (PFYL, DPO, DPO regret).
     dbb_lambda : float
         Interpolation step :math:`\lambda` of DBB.
     solve_ratio : float in (0, 1]
@@ -301,7 +303,8 @@ class LinearDecisionTask(Task):
         """Whether :meth:`loss_and_gradient` has a closed form for the chosen surrogate.
 
         True for SPO+, PFYL, NCE and MSE, whose gradients are differences of solutions
-        (see :mod:`sktaskmet.taskmet._dfl_losses`); DPO and DBB need their backward pass.
+        (see :mod:`sktaskmet.taskmet._dfl_losses`), and for the perturbed regret, whose
+        score-function estimate needs no graph; DPO and DBB need their backward pass.
         """
         return self.surrogate in _CLOSED_FORM_GRADIENTS
 
@@ -388,13 +391,17 @@ class LinearDecisionTask(Task):
         name, grad = settings["surrogate"], {"with_gradient": with_gradient}
         if name == "spo+":
             return spo_plus_loss(pred, true, solutions, solve, sense, **grad)
-        if name in ("pfyl", "dpo"):
-            noise = self._noise(pred, context, settings["n_samples"])
+        if name in ("pfyl", "dpo", "dpo-regret"):
+            noise, sigma = self._noise(pred, context, settings["n_samples"]), settings["sigma"]
             if name == "pfyl":
                 return perturbed_fenchel_young_loss(
-                    pred, solutions, noise, settings["sigma"], solve, sense, **grad
+                    pred, solutions, noise, sigma, solve, sense, **grad
                 )
-            return perturbed_optimizer_loss(pred, solutions, noise, settings["sigma"], solve)
+            if name == "dpo-regret":
+                return perturbed_regret_loss(
+                    pred, true, objectives, noise, sigma, solve, sense, **grad
+                )
+            return perturbed_optimizer_loss(pred, solutions, noise, sigma, solve)
         if name == "dbb":
             return blackbox_loss(pred, true, objectives, settings["dbb_lambda"], solve, sense)
         if name == "nce":

@@ -17,6 +17,7 @@ from sktaskmet.datasets import make_knapsack, make_shortest_path  # noqa: E402
 from sktaskmet.taskmet._dfl_losses import (  # noqa: E402
     perturbed_fenchel_young_loss,
     perturbed_optimizer_loss,
+    perturbed_regret_loss,
 )
 from sktaskmet.tasks import Knapsack, PyEPOTask, ShortestPath, normalized_regret  # noqa: E402
 
@@ -126,6 +127,25 @@ def test_dpo_matches_pyepo_with_the_same_noise():
     ours = perturbed_optimizer_loss(ours_pred, w, noise, 1.0, task._solve_exact)
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(_grad(ours, ours_pred), _grad(theirs, theirs_pred))
+
+
+@pytest.mark.parametrize("problem", ["path", "knapsack"])
+def test_dpo_regret_matches_pyepo_perturbed_optimizer_with_the_same_noise(problem):
+    # PyEPO's perturbedOpt followed by the regret of its mean decision, sense included
+    model, task, _, c, w, z, pred = _batch_and_dataset(problem)
+    dpo = pyepo.func.perturbedOpt(model, n_samples=5, sigma=0.8, seed=3)
+    theirs_pred = pred.clone().requires_grad_(True)
+    theirs = task._sign * ((dpo(theirs_pred) * c).sum(1) - z)
+    noise = torch.randn((16, 5, c.shape[1]), generator=torch.Generator().manual_seed(3))
+    ours_pred = pred.clone().requires_grad_(True)
+    args = (c, z, noise, 0.8, task._solve_exact, task._sign)
+    ours = perturbed_regret_loss(ours_pred, *args)
+    theirs_grad = _grad(theirs, theirs_pred)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(_grad(ours, ours_pred), theirs_grad)
+    value, gradient = perturbed_regret_loss(pred, *args, with_gradient=True)
+    torch.testing.assert_close(value, theirs.detach(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gradient, theirs_grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("problem", ["path", "knapsack"])

@@ -28,7 +28,7 @@ from sktaskmet.tasks import (
     ShortestPath,
 )
 
-SURROGATES = ["spo+", "pfyl", "dpo", "dbb", "nce", "mse"]
+SURROGATES = ["spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"]
 
 
 def _all_paths(grid):
@@ -395,6 +395,58 @@ def test_dpo_value_and_gradient():
     torch.testing.assert_close(grad, expected)
 
 
+def test_dpo_regret_value_and_gradient():
+    # the regret of the mean perturbed path, and the score-function gradient of c . w_k
+    grid, paths, true, pred = _paths_problem(seed=4)
+    task = ShortestPath(grid=grid, surrogate="dpo-regret", n_samples=5, sigma=1.0, random_state=0)
+    noise = _same_noise(task, (6, 5, 12))
+    pred_req = pred.clone().requires_grad_(True)
+    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
+    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
+    solutions = _argmin_paths((pred.unsqueeze(1) + noise).reshape(-1, 12), paths).reshape(6, 5, 12)
+    w_true = _argmin_paths(true, paths)
+    regret = (solutions.mean(1) * true).sum(1) - (w_true * true).sum(1)
+    torch.testing.assert_close(loss, regret)
+    assert (loss >= 0).all()
+    reward = (solutions * true.unsqueeze(1)).sum(-1)
+    reward = (reward - reward.mean(1, keepdim=True)) * 5 / 4
+    expected = (noise * reward.unsqueeze(-1)).sum(1) / (5 * 1.0 + 1e-8)
+    torch.testing.assert_close(grad, expected)
+
+
+@pytest.mark.parametrize("sense", [1, -1])
+def test_dpo_regret_estimates_the_smoothed_regret_and_its_gradient(sense):
+    # Choosing one of two items, w*(c) = e_1 if s c_1 < s c_2: the perturbed decision picks
+    # item 2 with probability P = Phi(s (p_1 - p_2) / (sigma sqrt 2)), so the expected
+    # regret is P |c_1 - c_2| and its gradient in p_1 is s phi(.) / (sigma sqrt 2) |c_1 - c_2|
+    # (and the opposite in p_2). Many draws of the estimator must agree with both.
+    from sktaskmet.taskmet._dfl_losses import perturbed_regret_loss
+
+    sigma, n = 0.5, 200_000
+    true = torch.tensor([[1.0, 2.0]], dtype=torch.float64) * sense
+    pred = torch.tensor([[0.3, 0.5]], dtype=torch.float64) * sense
+    true_solution = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    true_objective = (true * true_solution).sum(-1)
+
+    def solve(costs):
+        first = (sense * costs[:, 0] <= sense * costs[:, 1]).to(costs.dtype)
+        return torch.stack([first, 1 - first], dim=1)
+
+    noise = torch.randn((1, n, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    value, gradient = perturbed_regret_loss(
+        pred, true, true_objective, noise, sigma, solve, sense, with_gradient=True
+    )
+    normal = torch.distributions.Normal(0.0, 1.0)
+    # s (p_1 - p_2) is 0.3 - 0.5 for either sense (the costs are multiplied by s)
+    z = torch.tensor((0.3 - 0.5) / (sigma * 2**0.5), dtype=torch.float64)
+    gap = 1.0  # |c_1 - c_2|, the regret of the wrong item
+    assert value.item() == pytest.approx(normal.cdf(z).item() * gap, abs=0.005)
+    slope = sense * normal.log_prob(z).exp().item() / (sigma * 2**0.5) * gap
+    torch.testing.assert_close(
+        gradient, torch.tensor([[slope, -slope]], dtype=torch.float64), atol=0.02, rtol=0
+    )
+
+
 def test_dbb_value_and_gradient():
     grid, paths, true, pred = _paths_problem(seed=3)
     task = ShortestPath(grid=grid, surrogate="dbb", dbb_lambda=15.0)
@@ -430,7 +482,7 @@ def test_nce_value_and_gradient_and_pool():
 
 
 @pytest.mark.parametrize("problem", ["path", "knapsack"])
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "nce", "mse"])
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret", "nce", "mse"])
 def test_closed_form_gradients_match_autograd(surrogate, problem):
     # same values, same random draws and pool updates, same gradients as loss + autograd
     if problem == "path":
