@@ -22,6 +22,8 @@ Methods (choose with ``--methods``):
     trained on both objectives reaches at each level of prediction error.
 ``dfl-pfyl-a0`` ... ``dfl-pfyl-a0.1``
     The same with PFYL (10 perturbation samples, sigma 1) instead of SPO+.
+``dfl-dpor-a0`` ... ``dfl-dpor-a0.03``
+    The same with the perturbed optimiser's regret (``"dpo-regret"``, 10 samples, sigma 1).
 ``tm-before``
     ``TaskMetRegressor`` with its defaults (conditional full metric, Adam inner solve),
     SPO+ task, ``max_iter=200``: the configuration of the study.
@@ -46,7 +48,9 @@ Methods (choose with ``--methods``):
     ``-pfyl-s10`` / ``-pfyl-s30``: PFYL with 10 / 30 perturbation samples instead of 3
     (``-pfyl-s10-b200``: and outer batches of 200 instances); ``-avg0.9`` / ``-avg0.97``: the
     kept predictor is an exponential moving average of the iterates with that decay
-    (:func:`averaged_iterates`).
+    (:func:`averaged_iterates`); ``-dpor-sg0.5`` / ``-sg1`` / ``-sg2``: the outer loss is the
+    regret of the perturbed optimiser's mean decision (``surrogate="dpo-regret"``, 10
+    perturbation samples of that standard deviation).
     All hold out 10% of the training instances for validation.
 
 ``--model-seeds K`` fits every method K times on each data draw, with the model seeds
@@ -233,6 +237,7 @@ def closed_form(
     make_task=shortest_path_task,
     max_iter=200,
     n_samples=3,
+    sigma=1.0,
 ):
     """Builder ``(seed, n_train[, make_task]) -> TaskMetRegressor``, closed-form inner solve.
 
@@ -243,7 +248,7 @@ def closed_form(
 
     def build(seed, n_train, make_task=default_task):
         return estimator(
-            make_task(surrogate=surrogate, n_samples=n_samples, sigma=1.0),
+            make_task(surrogate=surrogate, n_samples=n_samples, sigma=sigma),
             metric=metric,
             inner_solver="closed_form",
             alpha=alpha,
@@ -341,6 +346,14 @@ METHODS = {
     "cf-diag-a0.01-dl": closed_form(
         "conditional_diagonal", alpha=0.01, validation_loss="decision_loss"
     ),
+    **{f"dfl-dpor-a{alpha:g}": dfl_with_mse(alpha, "dpo-regret") for alpha in (0.0, 0.01, 0.03)},
+    **{
+        f"cf-diag-h64-a{alpha:g}-dpor-sg{sigma:g}": closed_form(
+            **{**RECOMMENDED, "alpha": alpha}, surrogate="dpo-regret", n_samples=10, sigma=sigma
+        )
+        for alpha in (0.0, 0.001, 0.003, 0.01, 0.03)
+        for sigma in (0.5, 1.0, 2.0)
+    },
 }
 
 
@@ -486,7 +499,11 @@ def main():
         "--methods",
         nargs="+",
         # The slow default fits and the frontier sweep only when asked for.
-        default=[m for m in METHODS if not m.startswith(("tm-", "dfl-a", "dfl-pfyl"))],
+        default=[
+            m
+            for m in METHODS
+            if not m.startswith(("tm-", "dfl-a", "dfl-pfyl", "dfl-dpor")) and "-dpor" not in m
+        ],
         choices=list(METHODS),
     )
     parser.add_argument(
