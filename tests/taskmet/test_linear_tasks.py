@@ -376,42 +376,41 @@ def test_pfyl_value_and_gradient():
     torch.testing.assert_close(grad, w_true - solutions.mean(1))
 
 
-def test_dpo_value_and_gradient():
-    grid, paths, true, pred = _paths_problem(seed=2)
-    task = ShortestPath(grid=grid, surrogate="dpo", n_samples=5, sigma=1.0, random_state=0)
+def _perturbed_paths_loss(surrogate, seed):
+    """A perturbed surrogate's loss and autograd gradient on small grid paths, with the
+    noise it drew, its perturbed solutions and the true costs and solutions."""
+    grid, paths, true, pred = _paths_problem(seed=seed)
+    task = ShortestPath(grid=grid, surrogate=surrogate, n_samples=5, sigma=1.0, random_state=0)
     noise = _same_noise(task, (6, 5, 12))
     pred_req = pred.clone().requires_grad_(True)
     loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
     (grad,) = torch.autograd.grad(loss.sum(), pred_req)
     solutions = _argmin_paths((pred.unsqueeze(1) + noise).reshape(-1, 12), paths).reshape(6, 5, 12)
-    mean = solutions.mean(1)
-    w_true = _argmin_paths(true, paths)
-    torch.testing.assert_close(loss, ((mean - w_true) ** 2).mean(1))
-    # score-function estimator with the leave-one-out baseline
-    upstream = 2 * (mean - w_true) / 12
+    return loss, grad, noise, solutions, true, _argmin_paths(true, paths)
+
+
+def _score_function_estimate(noise, solutions, upstream):
+    """The score-function estimator of J^T upstream, leave-one-out baseline, 5 samples."""
     reward = (solutions * upstream.unsqueeze(1)).sum(-1)
     reward = (reward - reward.mean(1, keepdim=True)) * 5 / 4
-    expected = (noise * reward.unsqueeze(-1)).sum(1) / (5 * 1.0 + 1e-8)
-    torch.testing.assert_close(grad, expected)
+    return (noise * reward.unsqueeze(-1)).sum(1) / (5 * 1.0 + 1e-8)
+
+
+def test_dpo_value_and_gradient():
+    loss, grad, noise, solutions, _, w_true = _perturbed_paths_loss("dpo", seed=2)
+    mean = solutions.mean(1)
+    torch.testing.assert_close(loss, ((mean - w_true) ** 2).mean(1))
+    upstream = 2 * (mean - w_true) / 12  # the squared loss's gradient in the mean solution
+    torch.testing.assert_close(grad, _score_function_estimate(noise, solutions, upstream))
 
 
 def test_dpo_regret_value_and_gradient():
     # the regret of the mean perturbed path, and the score-function gradient of c . w_k
-    grid, paths, true, pred = _paths_problem(seed=4)
-    task = ShortestPath(grid=grid, surrogate="dpo-regret", n_samples=5, sigma=1.0, random_state=0)
-    noise = _same_noise(task, (6, 5, 12))
-    pred_req = pred.clone().requires_grad_(True)
-    loss = task.loss(pred_req.unsqueeze(1), true.unsqueeze(1))
-    (grad,) = torch.autograd.grad(loss.sum(), pred_req)
-    solutions = _argmin_paths((pred.unsqueeze(1) + noise).reshape(-1, 12), paths).reshape(6, 5, 12)
-    w_true = _argmin_paths(true, paths)
+    loss, grad, noise, solutions, true, w_true = _perturbed_paths_loss("dpo-regret", seed=4)
     regret = (solutions.mean(1) * true).sum(1) - (w_true * true).sum(1)
     torch.testing.assert_close(loss, regret)
     assert (loss >= 0).all()
-    reward = (solutions * true.unsqueeze(1)).sum(-1)
-    reward = (reward - reward.mean(1, keepdim=True)) * 5 / 4
-    expected = (noise * reward.unsqueeze(-1)).sum(1) / (5 * 1.0 + 1e-8)
-    torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(grad, _score_function_estimate(noise, solutions, true))
 
 
 @pytest.mark.parametrize("sense", [1, -1])
