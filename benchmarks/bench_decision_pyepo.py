@@ -31,9 +31,11 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``TaskMetRegressor`` in the configuration recommended by
     ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal metric,
     SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``, ``--taskmet-batch-size``,
-    ``--taskmet-surrogates``, ``--taskmet-max-iter`` and ``--taskmet-pfyl-samples`` change its
-    alpha, its outer batch, its outer loss (every alpha with every loss), its cap on outer
-    steps and the perturbation samples of its PFYL loss). Printed per method:
+    ``--taskmet-surrogates``, ``--taskmet-max-iter``, ``--taskmet-pfyl-samples`` and
+    ``--taskmet-no-validation`` change its alpha, its outer batch, its outer loss (every alpha
+    with every loss), its number of outer steps, the perturbation samples of its PFYL loss,
+    and whether it holds out a tenth of the instances to choose its iterate (without: every
+    instance in the fit, the last iterate kept). Printed per method:
     normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over seeds;
     then the checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
     plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least squares, its
@@ -181,17 +183,26 @@ def decision_problem(problem, degree, seed):
     return split, make_task, _single_threaded(optmodel)
 
 
-def taskmet_name(alpha, surrogate="spo+", pfyl_samples=3):
+def taskmet_name(alpha, surrogate="spo+", pfyl_samples=3, validation=True):
+    suffix = "" if validation else ", no val."
     if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
-        return "TaskMetRegressor"
+        return "TaskMetRegressor" + suffix
     if surrogate == "spo+":
-        return f"TaskMet alpha={alpha:g}"
+        return f"TaskMet alpha={alpha:g}{suffix}"
     samples = "" if pfyl_samples == 3 else f" s{pfyl_samples}"
-    return f"TaskMet alpha={alpha:g}, {surrogate.upper()}{samples}"
+    return f"TaskMet alpha={alpha:g}, {surrogate.upper()}{samples}{suffix}"
 
 
 def taskmet_claim_run(
-    problem, degree, seed, alphas, batch_size, surrogates=("spo+",), max_iter=200, pfyl_samples=3
+    problem,
+    degree,
+    seed,
+    alphas,
+    batch_size,
+    surrogates=("spo+",),
+    max_iter=200,
+    pfyl_samples=3,
+    validation=True,
 ):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
@@ -226,11 +237,12 @@ def taskmet_claim_run(
                 make_task=make_task,
                 max_iter=max_iter,
                 n_samples=pfyl_samples,
+                validation_fraction=0.1 if validation else None,
             )
             taskmet = build(seed, N_TRAIN)
             cpu = time.process_time()
             taskmet.fit(X_tr, y_tr)
-            name = taskmet_name(alpha, surrogate, pfyl_samples)
+            name = taskmet_name(alpha, surrogate, pfyl_samples, validation)
             out[name] = figures(taskmet.predict, time.process_time() - cpu)
     return out
 
@@ -272,19 +284,29 @@ def taskmet_claim(
     surrogates=("spo+",),
     max_iter=200,
     pfyl_samples=3,
+    validation=True,
 ):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
         f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size, max_iter=max_iter)}, "
         f"closed-form inner solve, outer loss {' and '.join(surrogates)}, "
-        f"PFYL samples {pfyl_samples}"
+        f"PFYL samples {pfyl_samples}, "
+        f"{'10 % validation split' if validation else 'no validation split, last iterate'}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
             figures = taskmet_claim_run(
-                problem, degree, seed, alphas, batch_size, surrogates, max_iter, pfyl_samples
+                problem,
+                degree,
+                seed,
+                alphas,
+                batch_size,
+                surrogates,
+                max_iter,
+                pfyl_samples,
+                validation,
             )
             for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
@@ -307,7 +329,7 @@ def taskmet_claim(
             )
     for surrogate in surrogates:
         for alpha in alphas:
-            name = taskmet_name(alpha, surrogate, pfyl_samples)
+            name = taskmet_name(alpha, surrogate, pfyl_samples, validation)
             print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
             taskmet_claim_checks(results, degrees, name)
 
@@ -463,6 +485,11 @@ def main():
         default=3,
         help="perturbation samples of the TaskMet variants with the PFYL outer loss",
     )
+    parser.add_argument(
+        "--taskmet-no-validation",
+        action="store_true",
+        help="TaskMet variants train on every instance and keep the last iterate",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -485,6 +512,7 @@ def main():
             args.taskmet_surrogates,
             args.taskmet_max_iter,
             args.taskmet_pfyl_samples,
+            not args.taskmet_no_validation,
         )
     else:
         speed(args.epochs, args.repeats)

@@ -50,8 +50,10 @@ Methods (choose with ``--methods``):
     kept predictor is an exponential moving average of the iterates with that decay
     (:func:`averaged_iterates`); ``-dpor-sg0.5`` / ``-sg1`` / ``-sg2``: the outer loss is the
     regret of the perturbed optimiser's mean decision (``surrogate="dpo-regret"``, 10
-    perturbation samples of that standard deviation).
-    All hold out 10% of the training instances for validation.
+    perturbation samples of that standard deviation); ``-noval100`` / ``-noval200`` /
+    ``-noval300``: no validation split (``validation_fraction=None``), every training
+    instance in the fit and the last of 100 / 200 / 300 outer steps kept.
+    All others hold out 10% of the training instances for validation.
 
 ``--model-seeds K`` fits every method K times on each data draw, with the model seeds
 ``seed + 1000 k`` (k < K; k = 0 is the run above), and prints each method's spread over
@@ -238,6 +240,7 @@ def closed_form(
     max_iter=200,
     n_samples=3,
     sigma=1.0,
+    validation_fraction=0.1,
 ):
     """Builder ``(seed, n_train[, make_task]) -> TaskMetRegressor``, closed-form inner solve.
 
@@ -257,6 +260,7 @@ def closed_form(
             batch_size=batch_size,
             max_iter=max_iter,
             validation_loss=validation_loss,
+            validation_fraction=validation_fraction,
             device="cpu",
             random_state=seed,
         )
@@ -353,6 +357,17 @@ METHODS = {
         )
         for alpha in (0.0, 0.001, 0.003, 0.01, 0.03)
         for sigma in (0.5, 1.0, 2.0)
+    },
+    **{
+        f"{name}-noval{n}": closed_form(**config, validation_fraction=None, max_iter=n)
+        for name, config in (
+            ("cf-diag-h64-a0.03", RECOMMENDED),
+            (
+                "cf-diag-h64-a0.01-pfyl-s10",
+                {**RECOMMENDED, "alpha": 0.01, "surrogate": "pfyl", "n_samples": 10},
+            ),
+        )
+        for n in (100, 200, 300)
     },
 }
 
@@ -502,7 +517,9 @@ def main():
         default=[
             m
             for m in METHODS
-            if not m.startswith(("tm-", "dfl-a", "dfl-pfyl", "dfl-dpor")) and "-dpor" not in m
+            if not m.startswith(("tm-", "dfl-a", "dfl-pfyl", "dfl-dpor"))
+            and "-dpor" not in m
+            and "-noval" not in m
         ],
         choices=list(METHODS),
     )
