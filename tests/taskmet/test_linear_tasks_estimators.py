@@ -41,7 +41,7 @@ def _dfl(task, max_iter, **params):
     )
 
 
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl"])
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret"])
 def test_dfl_learns_shortest_paths_from_cost_vectors(paths_data, surrogate):
     # the natural usage: X (n, p), y (n, 40) costs, no groups
     X, y, X_test, y_test = paths_data
@@ -63,7 +63,7 @@ class _AutogradOnlyPath(ShortestPath):
         return False
 
 
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl"])
+@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret"])
 def test_dfl_closed_form_steps_match_autograd_steps(paths_data, surrogate):
     # the closed-form training step is a faster route to the same fit (with the MSE term)
     alpha = 0.5
