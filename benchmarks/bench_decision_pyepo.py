@@ -56,6 +56,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # PyEPO's optDataset progress bars (read at import)
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -183,27 +184,55 @@ def decision_problem(problem, degree, seed):
     return split, make_task, _single_threaded(optmodel)
 
 
-def taskmet_name(alpha, surrogate="spo+", pfyl_samples=3, validation=True):
-    suffix = "" if validation else ", no val."
-    if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
-        return "TaskMetRegressor" + suffix
-    if surrogate == "spo+":
-        return f"TaskMet alpha={alpha:g}{suffix}"
-    samples = "" if pfyl_samples == 3 else f" s{pfyl_samples}"
-    return f"TaskMet alpha={alpha:g}, {surrogate.upper()}{samples}{suffix}"
+@dataclass(frozen=True)
+class TaskMetVariants:
+    """The TaskMet configurations of a claim run: every ``alpha`` with every outer loss, the
+    rest of ``RECOMMENDED`` otherwise (the command line's ``--taskmet-*`` options)."""
+
+    alphas: tuple = (RECOMMENDED["alpha"],)
+    batch_size: int = 50
+    surrogates: tuple = ("spo+",)
+    max_iter: int = 200
+    pfyl_samples: int = 3
+    validation: bool = True  # hold out a tenth to choose the iterate; else keep the last
+
+    def __iter__(self):
+        """``(name, alpha, surrogate)`` of each variant."""
+        for surrogate in self.surrogates:
+            for alpha in self.alphas:
+                yield self.name(alpha, surrogate), alpha, surrogate
+
+    def name(self, alpha, surrogate):
+        suffix = "" if self.validation else ", no val."
+        if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
+            return "TaskMetRegressor" + suffix
+        if surrogate == "spo+":
+            return f"TaskMet alpha={alpha:g}{suffix}"
+        samples = "" if self.pfyl_samples == 3 else f" s{self.pfyl_samples}"
+        return f"TaskMet alpha={alpha:g}, {surrogate.upper()}{samples}{suffix}"
+
+    def build(self, alpha, surrogate, make_task, seed):
+        """The unfitted ``TaskMetRegressor`` of one variant."""
+        config = {**RECOMMENDED, "alpha": alpha, "batch_size": self.batch_size}
+        return closed_form(  # n_samples is PFYL's; SPO+ draws none
+            **config,
+            surrogate=surrogate,
+            make_task=make_task,
+            max_iter=self.max_iter,
+            n_samples=self.pfyl_samples,
+            validation_fraction=0.1 if self.validation else None,
+        )(seed, N_TRAIN)
+
+    def describe(self):
+        split = "10 % validation split" if self.validation else "no validation split, last iterate"
+        config = dict(RECOMMENDED, batch_size=self.batch_size, max_iter=self.max_iter)
+        return (
+            f"TaskMet {config}, closed-form inner solve, outer loss "
+            f"{' and '.join(self.surrogates)}, PFYL samples {self.pfyl_samples}, {split}"
+        )
 
 
-def taskmet_claim_run(
-    problem,
-    degree,
-    seed,
-    alphas,
-    batch_size,
-    surrogates=("spo+",),
-    max_iter=200,
-    pfyl_samples=3,
-    validation=True,
-):
+def taskmet_claim_run(problem, degree, seed, variants):
     """Regret %, test MSE and fit CPU seconds of every method on one (degree, seed)."""
     (X_tr, y_tr, X_te, y_te), make_task, optmodel = decision_problem(problem, degree, seed)
     task = make_task()
@@ -228,22 +257,11 @@ def taskmet_claim_run(
     ours = fit_ours(make_task(surrogate="spo+"), X_tr, y_tr, EPOCHS, seed)
     cpu = time.process_time() - cpu
     out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
-    for surrogate in surrogates:
-        for alpha in alphas:
-            config = {**RECOMMENDED, "alpha": alpha, "batch_size": batch_size}
-            build = closed_form(  # n_samples is PFYL's; SPO+ draws none
-                **config,
-                surrogate=surrogate,
-                make_task=make_task,
-                max_iter=max_iter,
-                n_samples=pfyl_samples,
-                validation_fraction=0.1 if validation else None,
-            )
-            taskmet = build(seed, N_TRAIN)
-            cpu = time.process_time()
-            taskmet.fit(X_tr, y_tr)
-            name = taskmet_name(alpha, surrogate, pfyl_samples, validation)
-            out[name] = figures(taskmet.predict, time.process_time() - cpu)
+    for name, alpha, surrogate in variants:
+        taskmet = variants.build(alpha, surrogate, make_task, seed)
+        cpu = time.process_time()
+        taskmet.fit(X_tr, y_tr)
+        out[name] = figures(taskmet.predict, time.process_time() - cpu)
     return out
 
 
@@ -275,39 +293,16 @@ def taskmet_claim_checks(results, degrees, tm):
         print(f"  degree {d}: {row}")
 
 
-def taskmet_claim(
-    problem,
-    degrees,
-    seeds,
-    alphas,
-    batch_size,
-    surrogates=("spo+",),
-    max_iter=200,
-    pfyl_samples=3,
-    validation=True,
-):
+def taskmet_claim(problem, degrees, seeds, variants):
     print(
         f"taskmet: {problem}, n={N_TRAIN}/{N_TEST}, noise {NOISE}, degrees {degrees}, "
         f"{seeds} seeds; PyEPO on Gurobi (Threads=1), Adam lr {LR}, batch {BATCH}, "
-        f"{EPOCHS} epochs; TaskMet {dict(RECOMMENDED, batch_size=batch_size, max_iter=max_iter)}, "
-        f"closed-form inner solve, outer loss {' and '.join(surrogates)}, "
-        f"PFYL samples {pfyl_samples}, "
-        f"{'10 % validation split' if validation else 'no validation split, last iterate'}"
+        f"{EPOCHS} epochs; {variants.describe()}"
     )
     results = {}
     for seed in range(seeds):  # seeds outside: an interrupted run still covers every degree
         for degree in degrees:
-            figures = taskmet_claim_run(
-                problem,
-                degree,
-                seed,
-                alphas,
-                batch_size,
-                surrogates,
-                max_iter,
-                pfyl_samples,
-                validation,
-            )
+            figures = taskmet_claim_run(problem, degree, seed, variants)
             for method, fig in figures.items():
                 results.setdefault((method, degree), []).append(fig)
                 print(
@@ -327,11 +322,9 @@ def taskmet_claim(
                 f"{cell['mse'].mean():8.3f} +- {sd['mse']:6.3f}   "
                 f"{cell['cpu'].mean():6.2f} +- {sd['cpu']:4.2f}"
             )
-    for surrogate in surrogates:
-        for alpha in alphas:
-            name = taskmet_name(alpha, surrogate, pfyl_samples, validation)
-            print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
-            taskmet_claim_checks(results, degrees, name)
+    for name, _, _ in variants:
+        print(f"\nchecks of the claim ({name} against 2-stage LS and PyEPO SPO+):")
+        taskmet_claim_checks(results, degrees, name)
 
 
 def timed(fn):
@@ -503,17 +496,15 @@ def main():
     if args.part == "parity":
         parity(args.degrees, args.seeds)
     elif args.part == "taskmet":
-        taskmet_claim(
-            args.problem,
-            args.degrees,
-            args.seeds,
-            args.taskmet_alphas,
-            args.taskmet_batch_size,
-            args.taskmet_surrogates,
-            args.taskmet_max_iter,
-            args.taskmet_pfyl_samples,
-            not args.taskmet_no_validation,
+        variants = TaskMetVariants(
+            alphas=tuple(args.taskmet_alphas),
+            batch_size=args.taskmet_batch_size,
+            surrogates=tuple(args.taskmet_surrogates),
+            max_iter=args.taskmet_max_iter,
+            pfyl_samples=args.taskmet_pfyl_samples,
+            validation=not args.taskmet_no_validation,
         )
+        taskmet_claim(args.problem, args.degrees, args.seeds, variants)
     else:
         speed(args.epochs, args.repeats)
 
