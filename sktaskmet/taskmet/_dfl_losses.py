@@ -7,12 +7,12 @@ w^\star(c)`. The decision is piecewise constant in the predicted costs :math:`\h
 its derivative is zero almost everywhere; each loss below replaces it with a surrogate
 that has informative gradients. All take batches of cost vectors of shape (batch, d), a
 ``solve`` callable returning optimal solutions (batch, d) without a graph, and return one
-loss per instance, shape (batch,). SPO+, PFYL, perturbed regret, NCE and MSE also give, with
-``with_gradient=True``, the gradient of each instance's loss in its predicted costs from
-the closed form (or, for the perturbed regret, its score-function estimate), shape
-(batch, d): training steps then need no autograd graph. The
-formulas and their signs for maximisation follow PyEPO (Tang and Khalil, 2022), so values
-and gradients agree with it number for number.
+loss per instance, shape (batch,). SPO+, PFYL, the perturbed regret, NCE and MSE also
+give, with ``with_gradient=True``, the gradient of each instance's loss in its predicted
+costs from the closed form (for the perturbed regret, its score-function estimate), shape
+(batch, d): training steps then need no autograd graph. The formulas and their signs for
+maximisation follow PyEPO (Tang and Khalil, 2022), so values and gradients agree with it
+number for number.
 """
 
 import torch

@@ -20,10 +20,10 @@ __all__ = ["LinearProgram", "ShortestPath", "Knapsack", "PyEPOTask"]
 _SURROGATE_DOC = """
     surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"}, default="spo+"
         Training surrogate: SPO+, perturbed Fenchel-Young, differentiable perturbed
-        optimiser (with a squared loss to the true solution, or with the regret of its
-        mean perturbed decision), differentiable black-box
-        solver (with the absolute regret), noise-contrastive estimation against a
-        solution pool, or the squared error of the costs (two-stage learning). See
+        optimiser (with a squared loss to the true solution, or ``"dpo-regret"``: with
+        the regret of its mean perturbed decision), differentiable black-box solver (with
+        the absolute regret), noise-contrastive estimation against a solution pool, or
+        the squared error of the costs (two-stage learning). See
         :ref:`linear_decision_tasks`.
     n_samples : int, default=10
         Perturbations per instance (PFYL, DPO, DPO regret).
