@@ -52,7 +52,9 @@ Methods (choose with ``--methods``):
     regret of the perturbed optimiser's mean decision (``surrogate="dpo-regret"``, 10
     perturbation samples of that standard deviation); ``-noval100`` / ``-noval200`` /
     ``-noval300``: no validation split (``validation_fraction=None``), every training
-    instance in the fit and the last of 100 / 200 / 300 outer steps kept.
+    instance in the fit and the last of 100 / 200 / 300 outer steps kept; ``-iid`` (also
+    ``dfl-iid``): every batch an independent draw of distinct instances, the rule before
+    batches came by random reshuffling (:class:`IndependentBatches`).
     All others hold out 10% of the training instances for validation.
 
 ``--model-seeds K`` fits every method K times on each data draw, with the model seeds
@@ -69,6 +71,7 @@ Run (one thread; the machine may be shared, CPU time is the figure to compare)::
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -82,6 +85,8 @@ from sklearn.linear_model import LinearRegression
 
 from sktaskmet import DFLRegressor, TaskMetRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
+from sktaskmet.taskmet import _bilevel as bilevel
+from sktaskmet.taskmet import _dfl as dfl_module
 from sktaskmet.taskmet import _estimator as taskmet_estimator
 from sktaskmet.taskmet._bilevel import metric_values, normalize_metric
 from sktaskmet.taskmet._closed_form import ClosedFormBilevelSolver, weighted_least_squares
@@ -227,6 +232,50 @@ def ensemble_of(build):
     )
 
 
+class IndependentBatches:
+    """The batch rule before random reshuffling: ``size`` distinct instances drawn anew at
+    every step (the ``size`` smallest of ``n_inst`` uniform keys), with no epochs."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def __call__(self, n_inst, size, device):
+        keys = torch.rand(n_inst, generator=self.generator, device=device)
+        return torch.topk(keys, min(size, n_inst), largest=False).indices
+
+
+@contextlib.contextmanager
+def independent_batches():
+    """Within the block, TaskMet's outer batches and DFL's batches are independent draws."""
+    originals = bilevel.ReshuffledBatches, dfl_module.ReshuffledBatches
+    bilevel.ReshuffledBatches = dfl_module.ReshuffledBatches = IndependentBatches
+    try:
+        yield
+    finally:
+        bilevel.ReshuffledBatches, dfl_module.ReshuffledBatches = originals
+
+
+class WithIndependentBatches:
+    """``model`` fitted with :func:`independent_batches`; other attributes pass through."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, X, y):
+        with independent_batches():
+            self.model.fit(X, y)
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["model"], name)
+
+
+def with_independent_batches(build):
+    return lambda seed, n_train, make_task=shortest_path_task: WithIndependentBatches(
+        build(seed, n_train, make_task)
+    )
+
+
 def closed_form(
     metric,
     surrogate="spo+",
@@ -361,6 +410,11 @@ METHODS = {
         f"{name}-noval{n}": closed_form(**config, validation_fraction=None, max_iter=n)
         for name, config in _RECOMMENDED_BY_NAME
         for n in (100, 200, 300)
+    },
+    "dfl-iid": with_independent_batches(dfl),
+    **{
+        f"{name}-iid": with_independent_batches(closed_form(**config))
+        for name, config in _RECOMMENDED_BY_NAME
     },
 }
 

@@ -58,7 +58,7 @@ __all__ = [
     "LINEAR_SOLVERS",
     "metric_values",
     "normalize_metric",
-    "sample_instances",
+    "ReshuffledBatches",
     "task_objective",
 ]
 
@@ -487,6 +487,7 @@ class BilevelSolver:
         self.cg_max_iter = int(cg_max_iter)
         self.damping = float(damping)
         self.generator = generator
+        self.outer_batches = ReshuffledBatches(generator)
         self.theta = self.predictor.flatten()
         self.inner_optimizer = FlatAdam(self.theta, lr=inner_lr, clip=inner_clip)
         self.metric_params = list(metric.parameters())
@@ -594,7 +595,8 @@ class BilevelSolver:
             self.inner_optimizer.step(grad)
 
     def sample_instances(self, n_inst, size, device):
-        return sample_instances(n_inst, size, self.generator, device)
+        """The next outer batch: ``size`` instance indices, by random reshuffling."""
+        return self.outer_batches(n_inst, size, device)
 
     def outer_step(self, X, Y, X_train_flat, batch_size, n_inner):
         """One alternating step: inner solve, then one Adam step on the metric.
@@ -663,16 +665,36 @@ class BilevelSolver:
         self.predictor.load(self.theta)
 
 
-def sample_instances(n_inst, size, generator, device):
-    """``min(size, n_inst)`` distinct instance indices drawn uniformly with ``generator``.
+class ReshuffledBatches:
+    r"""Mini-batches of instances by random reshuffling: each epoch walks a new permutation.
 
-    The indices of the ``size`` smallest of ``n_inst`` uniform keys, in increasing order of
-    key: the first ``size`` of ``keys.argsort()`` (the same indices, since the keys are
-    distinct almost surely), found by ``topk`` in a fraction of a full sort's time, which
-    counts at every step of a small fit.
+    Called as ``batches(n_inst, size, device)``, it returns the next ``size`` indices of a
+    random permutation of ``range(n_inst)`` drawn with ``generator``, and draws a new
+    permutation when the current one is used up. Every instance so enters exactly one batch
+    per epoch; the last batch of an epoch is the remainder, shorter when ``size`` does not
+    divide ``n_inst`` (a shuffled data loader without ``drop_last``).
+
+    Why not an independent draw at every step: after ``k`` epochs each instance has then
+    been seen a binomial number of times, with variance about ``k``, instead of exactly
+    ``k``; reshuffling removes that part of the stochastic gradient's error, which
+    accumulates over an epoch. On PyEPO's shortest path it brings
+    :class:`~sktaskmet.DFLRegressor` level with PyEPO's own training loop, which shuffles
+    the same way (figures in the decision-tasks benchmark page). A permutation costs one
+    ``randperm`` per epoch; a batch is then a slice of it.
     """
-    keys = torch.rand(n_inst, generator=generator, device=device)
-    return torch.topk(keys, min(size, n_inst), largest=False).indices
+
+    def __init__(self, generator):
+        self.generator = generator
+        self._order = None
+        self._position = 0
+
+    def __call__(self, n_inst, size, device):
+        if self._order is None or self._order.numel() != n_inst or self._position >= n_inst:
+            self._order = torch.randperm(n_inst, generator=self.generator, device=device)
+            self._position = 0
+        batch = self._order[self._position : self._position + size]
+        self._position += size
+        return batch
 
 
 def task_objective(predict, X, Y, task_loss, alpha):

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._backend import state_to_numpy
 from .._validation import fit_guard
-from ._bilevel import FlatAdam, FlatModule, sample_instances, task_objective
+from ._bilevel import FlatAdam, FlatModule, ReshuffledBatches, task_objective
 from ._estimator import _BaseTaskRegressor, _flat_state
 
 __all__ = ["DFLRegressor"]
@@ -45,7 +45,9 @@ class DFLRegressor(_BaseTaskRegressor):
     learning_rate : float, default=1e-3
         Adam learning rate.
     batch_size : int, default=50
-        Instances per mini-batch.
+        Instances per mini-batch. Each epoch walks a new random permutation of the training
+        instances, so every instance enters one batch per epoch; the last batch of an epoch
+        holds the remainder.
     max_iter : int, default=1000
         Maximum number of Adam steps.
     grad_clip : float or None, default=None
@@ -154,8 +156,10 @@ class DFLRegressor(_BaseTaskRegressor):
         task_loss = self._task_loss()
         closed_form = getattr(self.task, "has_loss_gradient", lambda: False)()
 
+        batches = ReshuffledBatches(generator)
+
         def step(iteration):
-            batch = sample_instances(X_tr.shape[0], self.batch_size, generator, device)
+            batch = batches(X_tr.shape[0], self.batch_size, device)
             if closed_form:
                 total, task, mse, grad = _closed_form_objective(
                     model, theta, X_tr[batch], Y_tr[batch], self.task, self.alpha

@@ -466,7 +466,9 @@ class TaskMetRegressor(_BaseTaskRegressor):
         Learning rate of the outer Adam on the metric parameters.
     batch_size : int, default=50
         Instances in the outer batch; the same fixed batch gives the task-loss gradient, the
-        Hessian and the cross term of the implicit gradient.
+        Hessian and the cross term of the implicit gradient. Each epoch walks a new random
+        permutation of the training instances (the last batch of an epoch holds the
+        remainder).
     max_iter : int, default=1000
         Maximum number of outer steps.
     validation_fraction : float or None, default=0.1

@@ -64,6 +64,24 @@ class SumTask(SoftTop1):
         return super().loss(y_pred, y_true).sum()
 
 
+class InstanceRecorder(SoftTop1):
+    """SoftTop1 that records the instances of every training batch it is given.
+
+    The targets of instance i lie in [i, i + 0.4), so rounding the first target of a batch
+    row gives its instance. Training batches are told apart from evaluations by their
+    graph: only a training step asks for the loss's gradient.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def loss(self, y_pred, y_true):
+        if y_pred.requires_grad:
+            self.batches.append(sorted(y_true[:, 0, 0].round().long().tolist()))
+        return super().loss(y_pred, y_true)
+
+
 def cubic(n_instances, m, seed):
     rng = np.random.RandomState(seed)
     X = rng.uniform(-1, 1, size=(n_instances * m, 1))
@@ -382,3 +400,30 @@ def test_no_warning_on_a_clean_fit(cubic_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TaskMetRegressor(SoftTop1(), max_iter=2, **FAST).fit(X, y, groups=g)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda task: DFLRegressor(task, predictor="linear", device="cpu", random_state=0),
+        lambda task: TaskMetRegressor(task, inner_solver="closed_form", **FAST),
+        lambda task: TaskMetRegressor(task, **{**FAST, "inner_steps_first": 5, "inner_steps": 2}),
+    ],
+    ids=["dfl", "taskmet-closed-form", "taskmet-adam"],
+)
+def test_training_batches_visit_every_instance_once_per_epoch(make):
+    # Random reshuffling, not independent draws: 30 instances in batches of 8 are two
+    # epochs of sizes 8, 8, 8, 6 in 8 steps, each a new permutation of all instances.
+    n_instances, m = 30, 4
+    rng = np.random.RandomState(0)
+    groups = np.repeat(np.arange(n_instances), m)
+    X = rng.uniform(-1, 1, size=(n_instances * m, 1))
+    y = groups + rng.uniform(0, 0.4, size=groups.size)
+    task = InstanceRecorder()
+    model = make(task).set_params(batch_size=8, max_iter=8, validation_fraction=None)
+    model.fit(X, y, groups=groups)
+    assert [len(batch) for batch in task.batches] == [8, 8, 8, 6] * 2
+    epochs = task.batches[:4], task.batches[4:]
+    for epoch in epochs:
+        assert sorted(sum(epoch, [])) == list(range(n_instances))
+    assert epochs[0] != epochs[1]

@@ -10,6 +10,7 @@ from sktaskmet.taskmet._bilevel import (
     BilevelSolver,
     FlatAdam,
     FlatModule,
+    ReshuffledBatches,
     cg_solve,
     exact_solve,
     metric_values,
@@ -256,3 +257,26 @@ def test_float32_state_stays_float32():
     assert solver.theta.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in metric.parameters())
     assert np.isfinite(solver.theta.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "n_inst, size, sizes", [(10, 4, [4, 4, 2]), (12, 4, [4, 4, 4]), (3, 5, [3])]
+)
+def test_reshuffled_batches_cover_every_instance_once_per_epoch(n_inst, size, sizes):
+    batches = ReshuffledBatches(torch.Generator().manual_seed(0))
+    epochs = [[batches(n_inst, size, "cpu") for _ in sizes] for _ in range(3)]
+    for epoch in epochs:
+        assert [len(batch) for batch in epoch] == sizes
+        assert sorted(torch.cat(epoch).tolist()) == list(range(n_inst))
+    if n_inst > 3:  # a new permutation each epoch
+        orders = {tuple(torch.cat(epoch).tolist()) for epoch in epochs}
+        assert len(orders) == 3
+
+
+def test_reshuffled_batches_are_seeded_and_restart_for_a_new_instance_count():
+    first = ReshuffledBatches(torch.Generator().manual_seed(3))
+    second = ReshuffledBatches(torch.Generator().manual_seed(3))
+    draws = [(first(9, 4, "cpu"), second(9, 4, "cpu")) for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in draws)
+    # A different number of instances starts a new permutation of the new range.
+    assert sorted(torch.cat([first(6, 3, "cpu"), first(6, 3, "cpu")]).tolist()) == list(range(6))
