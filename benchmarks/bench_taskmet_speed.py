@@ -149,7 +149,7 @@ def breakdown(solver, X, Y, device, repeats=20):
         solver.inner_solve(X, Y, values, 100)
         sync(device)
         t2 = time.perf_counter()
-        batch = solver.sample_instances(X.shape[0], 50, X.device)
+        batch = solver.outer_batches(X.shape[0], 50, X.device)
         Xb, Yb = X[batch], Y[batch]
         theta = solver.theta.detach().clone().requires_grad_(True)
         total, _, _ = solver.outer_loss(theta, Xb, Yb)

@@ -487,7 +487,7 @@ class BilevelSolver:
         self.cg_max_iter = int(cg_max_iter)
         self.damping = float(damping)
         self.generator = generator
-        self.outer_batches = ReshuffledBatches(generator)
+        self.outer_batches = ReshuffledBatches(generator)  # the next outer batch's indices
         self.theta = self.predictor.flatten()
         self.inner_optimizer = FlatAdam(self.theta, lr=inner_lr, clip=inner_clip)
         self.metric_params = list(metric.parameters())
@@ -594,10 +594,6 @@ class BilevelSolver:
             grad = self.predictor.gradient(self.theta, Xb[k], output_gradient)
             self.inner_optimizer.step(grad)
 
-    def sample_instances(self, n_inst, size, device):
-        """The next outer batch: ``size`` instance indices, by random reshuffling."""
-        return self.outer_batches(n_inst, size, device)
-
     def outer_step(self, X, Y, X_train_flat, batch_size, n_inner):
         """One alternating step: inner solve, then one Adam step on the metric.
 
@@ -614,7 +610,7 @@ class BilevelSolver:
         values_train = values_train.reshape(*X.shape[:2], *values_train.shape[1:])
         self.inner_solve(X, Y, values_train, n_inner)
 
-        batch = self.sample_instances(X.shape[0], batch_size, X.device)
+        batch = self.outer_batches(X.shape[0], batch_size, X.device)
         Xb, Yb = X[batch], Y[batch]
         theta = self.theta.detach()
         theta_req = theta.clone().requires_grad_(True)

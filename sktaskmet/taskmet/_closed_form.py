@@ -172,7 +172,7 @@ class ClosedFormBilevelSolver(BilevelSolver):
         with torch.set_grad_enabled(learn):
             values, _ = normalize_metric(metric_values(self.metric, X_train_flat))
             theta = self.inner_solution(X_train_flat, Y_train_flat, values)
-            batch = self.sample_instances(X.shape[0], batch_size, X.device)
+            batch = self.outer_batches(X.shape[0], batch_size, X.device)
             total, task, mse = self.outer_loss(theta, X[batch], Y[batch])
         checked = [total.detach().reshape(1), theta.detach()]
         if learn:
