@@ -4,11 +4,13 @@
 #     OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
 #
 # Each step has its own time limit, so that one slow step cannot take the others' time;
-# every step's output is kept in $OUT (default ./gpu_checks_out). A wheel folder .whl/ in the
+# every step's output is kept in $OUT (default ./gpu_checks_out). ONLY="name ...", when set,
+# runs the named steps alone (say, ONLY="environment cuda_tests"). A wheel folder .whl/ in the
 # repository root, when present, is installed first (to run the scikit-learn version of the
 # CPU figures); the package itself is used from the checkout.
 set -u
 OUT=${OUT:-gpu_checks_out}
+ONLY=${ONLY:-}
 mkdir -p "$OUT"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -22,6 +24,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.txt
     local name=$1 limit=$2
     shift 2
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     echo "== $name ($(date -u +%H:%M:%S), limit ${limit} s): $*"
     timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
     echo "== $name: exit $? at $(date -u +%H:%M:%S)"
@@ -37,3 +42,7 @@ step discovery_cnn_speed_cuda 90 python3 benchmarks/bench_discovery_cnn.py --par
 # Our fits on the GPU; the Euclidean baseline's brute-force search on all host cores.
 step scml_scale_cuda 240 env OMP_NUM_THREADS=16 python3 benchmarks/bench_scml_scale.py \
     --device cuda --dtype float32 --sizes 3000x384 30000x384 100000x768 --timeout 150
+# Decision-focused fits on PyEPO's problems: one CPU thread against the GPU, same process.
+step decision_device 150 python3 benchmarks/bench_decision_device.py --n-train 1000 --repeats 3
+step decision_device_10k 150 python3 benchmarks/bench_decision_device.py --n-train 10000 \
+    --repeats 1
