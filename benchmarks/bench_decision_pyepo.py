@@ -31,11 +31,13 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``TaskMetRegressor`` in the configuration recommended by
     ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal metric,
     SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``, ``--taskmet-batch-size``,
-    ``--taskmet-surrogates``, ``--taskmet-max-iter``, ``--taskmet-pfyl-samples`` and
-    ``--taskmet-no-validation`` change its alpha, its outer batch, its outer loss (every alpha
-    with every loss), its number of outer steps, the perturbation samples of its PFYL loss,
-    and whether it holds out a tenth of the instances to choose its iterate (without: every
-    instance in the fit, the last iterate kept). Printed per method:
+    ``--taskmet-surrogates``, ``--taskmet-max-iter``, ``--taskmet-pfyl-samples``,
+    ``--taskmet-no-validation`` and ``--taskmet-float32`` change its alpha, its outer batch,
+    its outer loss (every alpha with every loss), its number of outer steps, the perturbation
+    samples of its PFYL loss, whether it holds out a tenth of the instances to choose its
+    iterate (without: every instance in the fit, the last iterate kept), and whether it is
+    given the data in float32, as ``DFLRegressor`` and PyEPO's models are (without: in the
+    generator's float64, so that it computes in float64). Printed per method:
     normalised regret (%), test MSE and fit CPU time, as mean +- standard deviation over seeds;
     then the checks of the claim as measured: TaskMet's regret at most min(2-stage, PyEPO SPO+)
     plus one standard error of TaskMet's mean, its MSE at most 1.2x that of least squares, its
@@ -195,6 +197,7 @@ class TaskMetVariants:
     max_iter: int = 200
     pfyl_samples: int = 3
     validation: bool = True  # hold out a tenth to choose the iterate; else keep the last
+    float32: bool = False  # fit on float32 data (PyEPO's precision); else on float64
 
     def __iter__(self):
         """``(name, alpha, surrogate)`` of each variant."""
@@ -203,7 +206,7 @@ class TaskMetVariants:
                 yield self.name(alpha, surrogate), alpha, surrogate
 
     def name(self, alpha, surrogate):
-        suffix = "" if self.validation else ", no val."
+        suffix = ("" if self.validation else ", no val.") + (", f32" if self.float32 else "")
         if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
             return "TaskMetRegressor" + suffix
         if surrogate == "spo+":
@@ -225,6 +228,7 @@ class TaskMetVariants:
 
     def describe(self):
         split = "10 % validation split" if self.validation else "no validation split, last iterate"
+        split += ", float32 data" if self.float32 else ", float64 data"
         config = dict(RECOMMENDED, batch_size=self.batch_size, max_iter=self.max_iter)
         return (
             f"TaskMet {config}, closed-form inner solve, outer loss "
@@ -259,9 +263,11 @@ def taskmet_claim_run(problem, degree, seed, variants):
     out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
     for name, alpha, surrogate in variants:
         taskmet = variants.build(alpha, surrogate, make_task, seed)
+        dtype = np.float32 if variants.float32 else np.float64
         cpu = time.process_time()
-        taskmet.fit(X_tr, y_tr)
-        out[name] = figures(taskmet.predict, time.process_time() - cpu)
+        taskmet.fit(X_tr.astype(dtype), y_tr.astype(dtype))
+        cpu = time.process_time() - cpu
+        out[name] = figures(lambda X, m=taskmet, t=dtype: m.predict(X.astype(t)), cpu)
     return out
 
 
@@ -483,6 +489,11 @@ def main():
         action="store_true",
         help="TaskMet variants train on every instance and keep the last iterate",
     )
+    parser.add_argument(
+        "--taskmet-float32",
+        action="store_true",
+        help="TaskMet variants get float32 data, as DFLRegressor and PyEPO (else float64)",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -503,6 +514,7 @@ def main():
             max_iter=args.taskmet_max_iter,
             pfyl_samples=args.taskmet_pfyl_samples,
             validation=not args.taskmet_no_validation,
+            float32=args.taskmet_float32,
         )
         taskmet_claim(args.problem, args.degrees, args.seeds, variants)
     else:

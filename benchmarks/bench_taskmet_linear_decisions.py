@@ -50,9 +50,11 @@ Methods (choose with ``--methods``):
     kept predictor is an exponential moving average of the iterates with that decay
     (:func:`averaged_iterates`); ``-dpor-sg0.5`` / ``-sg1`` / ``-sg2``: the outer loss is the
     regret of the perturbed optimiser's mean decision (``surrogate="dpo-regret"``, 10
-    perturbation samples of that standard deviation); ``-noval100`` / ``-noval200`` /
-    ``-noval300``: no validation split (``validation_fraction=None``), every training
-    instance in the fit and the last of 100 / 200 / 300 outer steps kept; ``-iid`` (also
+    perturbation samples of that standard deviation); ``-noval100`` ... ``-noval8000``: no
+    validation split (``validation_fraction=None``), every training instance in the fit and
+    the last of 100 ... 8000 outer steps kept (``-noval300-lr0.01`` / ``-lr0.04``: 300 steps
+    at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.02``: 300 steps with that
+    ``alpha``, SPO+); ``-iid`` (also
     ``dfl-iid``): every batch an independent draw of distinct instances, the rule before
     batches came by random reshuffling (:class:`IndependentBatches`).
     All others hold out 10% of the training instances for validation.
@@ -320,8 +322,10 @@ def closed_form(
 # The configuration recommended by this study (``cf-diag-h64-a0.03``): a conditional
 # diagonal metric from a 64-unit network, Adam 2e-2, alpha = 0.03, 200 outer steps, SPO+.
 # Since batches come by random reshuffling, the recommendation also drops the validation
-# split and keeps the last of 300 outer steps: the ``-noval300`` variants of the two
-# configurations below (the names without it keep their meaning, for the logs).
+# split and keeps the last iterate: of 800 outer steps on the shortest path
+# (``cf-diag-h64-a0.03-noval800``), of 300 on the knapsack
+# (``cf-diag-h64-a0.01-pfyl-s10-noval300``). The names without ``-noval`` keep their
+# meaning, for the logs.
 RECOMMENDED = dict(metric="conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(64,))
 # On the knapsack, whose costs are larger (``cf-diag-h64-a0.01-pfyl-s10``): alpha = 0.01 and
 # PFYL with 10 perturbation samples as the outer loss.
@@ -412,7 +416,20 @@ METHODS = {
     **{
         f"{name}-noval{n}": closed_form(**config, validation_fraction=None, max_iter=n)
         for name, config in _RECOMMENDED_BY_NAME
-        for n in (100, 200, 300)
+        for n in (100, 200, 300, 500, 800, 3000, 8000)
+    },
+    **{
+        f"{name}-noval300-lr{lr:g}": closed_form(
+            **{**config, "lr": lr}, validation_fraction=None, max_iter=300
+        )
+        for name, config in _RECOMMENDED_BY_NAME
+        for lr in (1e-2, 4e-2)
+    },
+    **{
+        f"cf-diag-h64-a{alpha:g}-noval300": closed_form(
+            **{**RECOMMENDED, "alpha": alpha}, validation_fraction=None, max_iter=300
+        )
+        for alpha in (0.01, 0.02)
     },
     "dfl-iid": with_independent_batches(dfl),
     **{
