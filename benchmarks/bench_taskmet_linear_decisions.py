@@ -54,7 +54,9 @@ Methods (choose with ``--methods``):
     validation split (``validation_fraction=None``), every training instance in the fit and
     the last of 100 ... 8000 outer steps kept (``-noval300-lr0.01`` / ``-lr0.04``: 300 steps
     at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.02``: 300 steps with that
-    ``alpha``, SPO+); ``-iid`` (also
+    ``alpha``, SPO+; ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the
+    knapsack's configuration with that ``alpha``; ``-noval300-b100``: with outer batches of
+    100 instances); ``-iid`` (also
     ``dfl-iid``): every batch an independent draw of distinct instances, the rule before
     batches came by random reshuffling (:class:`IndependentBatches`).
     All others hold out 10% of the training instances for validation.
@@ -431,6 +433,15 @@ METHODS = {
         )
         for alpha in (0.01, 0.02)
     },
+    **{
+        f"cf-diag-h64-a{alpha:g}-pfyl-s10-noval300": closed_form(
+            **{**RECOMMENDED_KNAPSACK, "alpha": alpha}, validation_fraction=None, max_iter=300
+        )
+        for alpha in (0.003, 0.005, 0.02)
+    },
+    "cf-diag-h64-a0.01-pfyl-s10-noval300-b100": closed_form(
+        **RECOMMENDED_KNAPSACK, batch_size=100, validation_fraction=None, max_iter=300
+    ),
     "dfl-iid": with_independent_batches(dfl),
     **{
         f"{name}-iid": with_independent_batches(closed_form(**config))
