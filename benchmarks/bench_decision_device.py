@@ -12,8 +12,8 @@ same process, interleaved:
     ``TaskMetRegressor`` in the settings the user guide recommends for these problems
     (closed-form inner solve, conditional diagonal metric from a 64-unit network,
     ``validation_fraction=None``; SPO+ and alpha = 0.03 on the shortest path, PFYL with 10
-    samples and alpha = 0.01 on the knapsack), with ``max_iter=300`` on both (the shortest
-    path's recommendation is 800 steps: its fit time grows in proportion).
+    samples and alpha = 0.01 on the knapsack), with ``max_iter=300`` unless
+    ``--taskmet-max-iter`` says otherwise (the shortest path's recommendation is 800).
 
 Printed per (problem, n, method, device): the median and best wall time of the fit over
 ``--repeats`` fits (one untimed fit first on each device: CUDA's start-up and kernel caches),
@@ -46,11 +46,13 @@ BUILDERS = {
 }
 
 
-def fit_once(problem, method, device, seed, data, make_task):
+def fit_once(problem, method, device, seed, data, make_task, taskmet_max_iter):
     """One fit of ``method`` on ``device``: wall seconds, test regret (%) and test MSE."""
     X_tr, y_tr, X_te, y_te = data
     model = METHODS[BUILDERS[problem][method]](seed, X_tr.shape[0], make_task)
     model.set_params(device=device)
+    if method == "taskmet":
+        model.set_params(max_iter=taskmet_max_iter)
     start = time.perf_counter()
     model.fit(X_tr, y_tr)
     wall = time.perf_counter() - start
@@ -70,12 +72,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    parser.add_argument("--taskmet-max-iter", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread, GPU: {gpu}; "
-        f"degree {args.degree}, seed {args.seed}, {args.repeats} timed fits per device"
+        f"degree {args.degree}, seed {args.seed}, {args.repeats} timed fits per device, "
+        f"TaskMet max_iter={args.taskmet_max_iter}"
     )
     print(
         f"{'problem':<14}{'n':>7}  {'method':<8}{'device':<7}"
@@ -89,12 +93,22 @@ def main():
             data = (X[:n_train], y[:n_train], X[n_train:], y[n_train:])
             for method in args.methods:
                 for device in args.devices:  # untimed: CUDA context, kernels, solver caches
-                    fit_once(problem, method, device, args.seed, data, make_task)
+                    fit_once(
+                        problem, method, device, args.seed, data, make_task, args.taskmet_max_iter
+                    )
                 runs = {device: [] for device in args.devices}
                 for _ in range(args.repeats):
                     for device in args.devices:
                         runs[device].append(
-                            fit_once(problem, method, device, args.seed, data, make_task)
+                            fit_once(
+                                problem,
+                                method,
+                                device,
+                                args.seed,
+                                data,
+                                make_task,
+                                args.taskmet_max_iter,
+                            )
                         )
                 for device, results in runs.items():
                     walls = [r[0] for r in results]

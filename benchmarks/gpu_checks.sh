@@ -46,3 +46,6 @@ step scml_scale_cuda 240 env OMP_NUM_THREADS=16 python3 benchmarks/bench_scml_sc
 step decision_device 150 python3 benchmarks/bench_decision_device.py --n-train 1000 --repeats 3
 step decision_device_10k 150 python3 benchmarks/bench_decision_device.py --n-train 10000 \
     --repeats 1
+step decision_device_sp800 180 python3 benchmarks/bench_decision_device.py \
+    --problems shortest_path --methods taskmet --taskmet-max-iter 800 --n-train 1000 10000 \
+    --repeats 2
