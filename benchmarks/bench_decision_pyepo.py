@@ -32,7 +32,9 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``bench_taskmet_linear_decisions.py`` (closed-form inner solve, conditional diagonal metric,
     SPO+ outer loss, ``RECOMMENDED`` there; ``--taskmet-alphas``, ``--taskmet-batch-size``,
     ``--taskmet-surrogates``, ``--taskmet-max-iter``, ``--taskmet-pfyl-samples``,
-    ``--taskmet-no-validation`` and ``--taskmet-float32`` change its alpha, its outer batch,
+    ``--taskmet-no-validation``, ``--taskmet-float32`` and ``--taskmet-relative-alpha``
+    change its alpha (``--taskmet-relative-alpha``: divided by the training MSE of least
+    squares, ``RelativeAlpha`` in the study script), its outer batch,
     its outer loss (every alpha with every loss), its number of outer steps, the perturbation
     samples of its PFYL loss, whether it holds out a tenth of the instances to choose its
     iterate (without: every instance in the fit, the last iterate kept), and whether it is
@@ -72,6 +74,7 @@ from bench_taskmet_linear_decisions import (
     GRID,
     KNAPSACK_CAPACITY,
     RECOMMENDED,
+    RelativeAlpha,
     closed_form,
     dfl_regressor,
     problem_data,
@@ -79,6 +82,7 @@ from bench_taskmet_linear_decisions import (
 from bench_taskmet_linear_decisions import normalized_regret as regret
 from sklearn.linear_model import LinearRegression
 
+from sktaskmet import TaskMetRegressor
 from sktaskmet.datasets import make_knapsack, make_shortest_path
 from sktaskmet.tasks import Knapsack, ShortestPath
 
@@ -198,6 +202,7 @@ class TaskMetVariants:
     pfyl_samples: int = 3
     validation: bool = True  # hold out a tenth to choose the iterate; else keep the last
     float32: bool = False  # fit on float32 data (PyEPO's precision); else on float64
+    relative_alpha: bool = False  # alpha divided by least squares' training MSE
 
     def __iter__(self):
         """``(name, alpha, surrogate)`` of each variant."""
@@ -207,6 +212,7 @@ class TaskMetVariants:
 
     def name(self, alpha, surrogate):
         suffix = ("" if self.validation else ", no val.") + (", f32" if self.float32 else "")
+        suffix += ", rel. alpha" if self.relative_alpha else ""
         if alpha == RECOMMENDED["alpha"] and surrogate == "spo+":
             return "TaskMetRegressor" + suffix
         if surrogate == "spo+":
@@ -224,11 +230,13 @@ class TaskMetVariants:
             max_iter=self.max_iter,
             n_samples=self.pfyl_samples,
             validation_fraction=0.1 if self.validation else None,
+            estimator=RelativeAlpha if self.relative_alpha else TaskMetRegressor,
         )(seed, N_TRAIN)
 
     def describe(self):
         split = "10 % validation split" if self.validation else "no validation split, last iterate"
         split += ", float32 data" if self.float32 else ", float64 data"
+        split += ", alpha over least squares' training MSE" if self.relative_alpha else ""
         config = dict(RECOMMENDED, batch_size=self.batch_size, max_iter=self.max_iter)
         return (
             f"TaskMet {config}, closed-form inner solve, outer loss "
@@ -494,6 +502,11 @@ def main():
         action="store_true",
         help="TaskMet variants get float32 data, as DFLRegressor and PyEPO (else float64)",
     )
+    parser.add_argument(
+        "--taskmet-relative-alpha",
+        action="store_true",
+        help="TaskMet's alpha is divided by the training MSE of least squares (RelativeAlpha)",
+    )
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 6])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -515,6 +528,7 @@ def main():
             pfyl_samples=args.taskmet_pfyl_samples,
             validation=not args.taskmet_no_validation,
             float32=args.taskmet_float32,
+            relative_alpha=args.taskmet_relative_alpha,
         )
         taskmet_claim(args.problem, args.degrees, args.seeds, variants)
     else:

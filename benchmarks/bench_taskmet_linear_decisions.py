@@ -56,7 +56,9 @@ Methods (choose with ``--methods``):
     at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.02``: 300 steps with that
     ``alpha``, SPO+; ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the
     knapsack's configuration with that ``alpha``; ``-noval300-b100``: with outer batches of
-    100 instances); ``-iid`` (also
+    100 instances; ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
+    ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
+    training MSE of least squares, :class:`RelativeAlpha`); ``-iid`` (also
     ``dfl-iid``): every batch an independent draw of distinct instances, the rule before
     batches came by random reshuffling (:class:`IndependentBatches`).
     All others hold out 10% of the training instances for validation.
@@ -156,6 +158,23 @@ class TwoStageStart(TaskMetRegressor):
         with torch.no_grad():
             metric.network[-1].weight.zero_()
         return metric
+
+
+class RelativeAlpha(TaskMetRegressor):
+    """TaskMet whose ``alpha`` weighs the squared error relative to least squares': the fit
+    uses ``alpha / mse_ls``, with ``mse_ls`` the training MSE of two-stage least squares on
+    the same data. The accuracy term then asks for a fraction of least squares' error
+    whatever the misspecification: strong where least squares fits well (low degree), weak
+    where it does not (high degree)."""
+
+    def fit(self, X, y, groups=None):
+        residual = LinearRegression().fit(X, y).predict(X) - y
+        alpha = self.alpha
+        self.set_params(alpha=alpha / float(np.mean(residual**2)))
+        try:
+            return super().fit(X, y, groups)
+        finally:
+            self.set_params(alpha=alpha)
 
 
 class RefitOnAll(TaskMetRegressor):
@@ -438,6 +457,24 @@ METHODS = {
             **{**RECOMMENDED_KNAPSACK, "alpha": alpha}, validation_fraction=None, max_iter=300
         )
         for alpha in (0.003, 0.005, 0.02)
+    },
+    **{
+        f"cf-diag-h64-rel{alpha:g}-noval800": closed_form(
+            **{**RECOMMENDED, "alpha": alpha},
+            estimator=RelativeAlpha,
+            validation_fraction=None,
+            max_iter=800,
+        )
+        for alpha in (0.005, 0.01)
+    },
+    **{
+        f"cf-diag-h64-rel{alpha:g}-pfyl-s10-noval300": closed_form(
+            **{**RECOMMENDED_KNAPSACK, "alpha": alpha},
+            estimator=RelativeAlpha,
+            validation_fraction=None,
+            max_iter=300,
+        )
+        for alpha in (0.05, 0.1)
     },
     "cf-diag-h64-a0.01-pfyl-s10-noval300-b100": closed_form(
         **RECOMMENDED_KNAPSACK, batch_size=100, validation_fraction=None, max_iter=300
