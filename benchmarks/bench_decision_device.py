@@ -27,6 +27,7 @@ Run on a machine with an NVIDIA GPU::
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -92,24 +93,21 @@ def main():
             )
             data = (X[:n_train], y[:n_train], X[n_train:], y[n_train:])
             for method in args.methods:
+                fit = functools.partial(  # fit(device)
+                    fit_once,
+                    problem,
+                    method,
+                    seed=args.seed,
+                    data=data,
+                    make_task=make_task,
+                    taskmet_max_iter=args.taskmet_max_iter,
+                )
                 for device in args.devices:  # untimed: CUDA context, kernels, solver caches
-                    fit_once(
-                        problem, method, device, args.seed, data, make_task, args.taskmet_max_iter
-                    )
+                    fit(device)
                 runs = {device: [] for device in args.devices}
                 for _ in range(args.repeats):
                     for device in args.devices:
-                        runs[device].append(
-                            fit_once(
-                                problem,
-                                method,
-                                device,
-                                args.seed,
-                                data,
-                                make_task,
-                                args.taskmet_max_iter,
-                            )
-                        )
+                        runs[device].append(fit(device))
                 for device, results in runs.items():
                     walls = [r[0] for r in results]
                     print(

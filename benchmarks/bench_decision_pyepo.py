@@ -269,9 +269,9 @@ def taskmet_claim_run(problem, degree, seed, variants):
     ours = fit_ours(make_task(surrogate="spo+"), X_tr, y_tr, EPOCHS, seed)
     cpu = time.process_time() - cpu
     out["DFLRegressor SPO+"] = figures(lambda X: ours.predict(X.astype(np.float32)), cpu)
+    dtype = np.float32 if variants.float32 else np.float64
     for name, alpha, surrogate in variants:
         taskmet = variants.build(alpha, surrogate, make_task, seed)
-        dtype = np.float32 if variants.float32 else np.float64
         cpu = time.process_time()
         taskmet.fit(X_tr.astype(dtype), y_tr.astype(dtype))
         cpu = time.process_time() - cpu
