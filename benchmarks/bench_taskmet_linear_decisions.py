@@ -55,7 +55,9 @@ Methods (choose with ``--methods``):
     the last of 100 ... 8000 outer steps kept (``-noval300-lr0.01`` / ``-lr0.04``: 300 steps
     at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.02``: 300 steps with that
     ``alpha``, SPO+; ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the
-    knapsack's configuration with that ``alpha``; ``-noval300-b100``: with outer batches of
+    knapsack's configuration with that ``alpha``; ``cf-diag-h64-a0.01-pfyl-s10-sg0.5-noval300``
+    / ``sg2``: the knapsack's configuration with PFYL's perturbation scale 0.5 / 2 instead of
+    1; ``-noval300-b100``: with outer batches of
     100 instances; ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
     ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
     training MSE of least squares, :class:`RelativeAlpha`); ``-iid`` (also
@@ -475,6 +477,12 @@ METHODS = {
             max_iter=300,
         )
         for alpha in (0.05, 0.1)
+    },
+    **{
+        f"cf-diag-h64-a0.01-pfyl-s10-sg{sigma:g}-noval300": closed_form(
+            **RECOMMENDED_KNAPSACK, sigma=sigma, validation_fraction=None, max_iter=300
+        )
+        for sigma in (0.5, 2.0)
     },
     "cf-diag-h64-a0.01-pfyl-s10-noval300-b100": closed_form(
         **RECOMMENDED_KNAPSACK, batch_size=100, validation_fraction=None, max_iter=300
