@@ -57,8 +57,8 @@ Methods (choose with ``--methods``):
     ``alpha``, SPO+; ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the
     knapsack's configuration with that ``alpha``; ``cf-diag-h64-a0.01-pfyl-s10-sg0.5-noval300``
     / ``sg2``: the knapsack's configuration with PFYL's perturbation scale 0.5 / 2 instead of
-    1; ``-noval300-b100``: with outer batches of
-    100 instances; ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
+    1; ``-noval300-b100``: with outer batches of 100 instances;
+    ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
     ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
     training MSE of least squares, :class:`RelativeAlpha`); ``-iid`` (also
     ``dfl-iid``): every batch an independent draw of distinct instances, the rule before
@@ -342,6 +342,12 @@ def closed_form(
     return build
 
 
+def no_validation(config, max_iter, **changes):
+    """``closed_form(**config)`` with ``changes`` and no validation split: every training
+    instance in the fit, the last of ``max_iter`` outer steps kept (the ``-noval*`` names)."""
+    return closed_form(**{**config, **changes}, validation_fraction=None, max_iter=max_iter)
+
+
 # The configuration recommended by this study (``cf-diag-h64-a0.03``): a conditional
 # diagonal metric from a 64-unit network, Adam 2e-2, alpha = 0.03, 200 outer steps, SPO+.
 # Since batches come by random reshuffling, the recommendation also drops the validation
@@ -437,55 +443,45 @@ METHODS = {
         for sigma in (0.5, 1.0, 2.0)
     },
     **{
-        f"{name}-noval{n}": closed_form(**config, validation_fraction=None, max_iter=n)
+        f"{name}-noval{n}": no_validation(config, n)
         for name, config in _RECOMMENDED_BY_NAME
         for n in (100, 200, 300, 500, 800, 3000, 8000)
     },
     **{
-        f"{name}-noval300-lr{lr:g}": closed_form(
-            **{**config, "lr": lr}, validation_fraction=None, max_iter=300
-        )
+        f"{name}-noval300-lr{lr:g}": no_validation(config, 300, lr=lr)
         for name, config in _RECOMMENDED_BY_NAME
         for lr in (1e-2, 4e-2)
     },
     **{
-        f"cf-diag-h64-a{alpha:g}-noval300": closed_form(
-            **{**RECOMMENDED, "alpha": alpha}, validation_fraction=None, max_iter=300
-        )
+        f"cf-diag-h64-a{alpha:g}-noval300": no_validation(RECOMMENDED, 300, alpha=alpha)
         for alpha in (0.01, 0.02)
     },
     **{
-        f"cf-diag-h64-a{alpha:g}-pfyl-s10-noval300": closed_form(
-            **{**RECOMMENDED_KNAPSACK, "alpha": alpha}, validation_fraction=None, max_iter=300
+        f"cf-diag-h64-a{alpha:g}-pfyl-s10-noval300": no_validation(
+            RECOMMENDED_KNAPSACK, 300, alpha=alpha
         )
         for alpha in (0.003, 0.005, 0.02)
     },
     **{
-        f"cf-diag-h64-rel{alpha:g}-noval800": closed_form(
-            **{**RECOMMENDED, "alpha": alpha},
-            estimator=RelativeAlpha,
-            validation_fraction=None,
-            max_iter=800,
+        f"cf-diag-h64-rel{alpha:g}-noval800": no_validation(
+            RECOMMENDED, 800, alpha=alpha, estimator=RelativeAlpha
         )
         for alpha in (0.005, 0.01)
     },
     **{
-        f"cf-diag-h64-rel{alpha:g}-pfyl-s10-noval300": closed_form(
-            **{**RECOMMENDED_KNAPSACK, "alpha": alpha},
-            estimator=RelativeAlpha,
-            validation_fraction=None,
-            max_iter=300,
+        f"cf-diag-h64-rel{alpha:g}-pfyl-s10-noval300": no_validation(
+            RECOMMENDED_KNAPSACK, 300, alpha=alpha, estimator=RelativeAlpha
         )
         for alpha in (0.05, 0.1)
     },
     **{
-        f"cf-diag-h64-a0.01-pfyl-s10-sg{sigma:g}-noval300": closed_form(
-            **RECOMMENDED_KNAPSACK, sigma=sigma, validation_fraction=None, max_iter=300
+        f"cf-diag-h64-a0.01-pfyl-s10-sg{sigma:g}-noval300": no_validation(
+            RECOMMENDED_KNAPSACK, 300, sigma=sigma
         )
         for sigma in (0.5, 2.0)
     },
-    "cf-diag-h64-a0.01-pfyl-s10-noval300-b100": closed_form(
-        **RECOMMENDED_KNAPSACK, batch_size=100, validation_fraction=None, max_iter=300
+    "cf-diag-h64-a0.01-pfyl-s10-noval300-b100": no_validation(
+        RECOMMENDED_KNAPSACK, 300, batch_size=100
     ),
     "dfl-iid": with_independent_batches(dfl),
     **{
