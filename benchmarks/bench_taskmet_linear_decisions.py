@@ -53,10 +53,11 @@ Methods (choose with ``--methods``):
     perturbation samples of that standard deviation); ``-noval100`` ... ``-noval8000``: no
     validation split (``validation_fraction=None``), every training instance in the fit and
     the last of 100 ... 8000 outer steps kept (``-noval300-lr0.01`` / ``-lr0.04``: 300 steps
-    at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.02``: 300 steps with that
-    ``alpha``, SPO+; ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the
-    knapsack's configuration with that ``alpha``; ``cf-diag-h64-a0.01-pfyl-s10-sg0.5-noval300``
-    / ``sg2``: the knapsack's configuration with PFYL's perturbation scale 0.5 / 2 instead of
+    at that learning rate; ``cf-diag-h64-a0.01-noval300`` / ``a0.003`` / ``a0.02`` (and
+    ``-noval800``): 300 (800) steps with that ``alpha``, SPO+;
+    ``cf-diag-h64-a0.003-pfyl-s10-noval300`` / ``a0.005`` / ``a0.02``: the knapsack's
+    configuration with that ``alpha``; ``cf-diag-h64-a0.01-pfyl-s10-sg0.5-noval300`` /
+    ``sg2``: the knapsack's configuration with PFYL's perturbation scale 0.5 / 2 instead of
     1; ``-noval300-b100``: with outer batches of 100 instances;
     ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
     ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
@@ -453,8 +454,9 @@ METHODS = {
         for lr in (1e-2, 4e-2)
     },
     **{
-        f"cf-diag-h64-a{alpha:g}-noval300": no_validation(RECOMMENDED, 300, alpha=alpha)
-        for alpha in (0.01, 0.02)
+        f"cf-diag-h64-a{alpha:g}-noval{n}": no_validation(RECOMMENDED, n, alpha=alpha)
+        for alpha in (0.003, 0.01, 0.02)
+        for n in (300, 800)
     },
     **{
         f"cf-diag-h64-a{alpha:g}-pfyl-s10-noval300": no_validation(
