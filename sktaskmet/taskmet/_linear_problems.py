@@ -18,13 +18,15 @@ from ._lp_solvers import (
 __all__ = ["LinearProgram", "ShortestPath", "Knapsack", "PyEPOTask"]
 
 _SURROGATE_DOC = """
-    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"}, default="spo+"
+    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"} or dict, \
+            default="spo+"
         Training surrogate: SPO+, perturbed Fenchel-Young, differentiable perturbed
         optimiser (with a squared loss to the true solution, or ``"dpo-regret"``: with
         the regret of its mean perturbed decision), differentiable black-box solver (with
         the absolute regret), noise-contrastive estimation against a solution pool, or
-        the squared error of the costs (two-stage learning). See
-        :ref:`linear_decision_tasks`.
+        the squared error of the costs (two-stage learning). A dict of these names to
+        positive weights, e.g. ``{"pfyl": 0.8, "spo+": 0.2}``, trains on the weighted sum
+        of their losses. See :ref:`linear_decision_tasks`.
     n_samples : int, default=10
         Perturbations per instance (PFYL, DPO, DPO regret).
     sigma : float, default=1.0

@@ -11,6 +11,9 @@ training loops do to draw a mini-batch) indexes the solutions and objectives wit
 the loss receives them per instance without re-solving and without a global cache.
 """
 
+import numbers
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -34,6 +37,40 @@ SURROGATE_LOSSES = ("spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse")
 # Surrogates whose gradient in the predicted costs has a closed form (a difference of
 # solutions) or, for the perturbed regret, a direct score-function estimate.
 _CLOSED_FORM_GRADIENTS = ("spo+", "pfyl", "dpo-regret", "nce", "mse")
+
+
+def surrogate_weights(surrogate, owner):
+    """``surrogate`` as a tuple of ``(name, weight)`` pairs, checked.
+
+    A name stands for itself with weight 1; a mapping of names to positive weights is a
+    mixture, whose loss is the weighted sum of its members' losses.
+    """
+    if isinstance(surrogate, str):
+        pairs = ((surrogate, 1.0),)
+    elif isinstance(surrogate, Mapping) and len(surrogate) > 0:
+        pairs = tuple(surrogate.items())
+    else:
+        raise ValueError(
+            f"{owner}: surrogate must be one of {', '.join(map(repr, SURROGATE_LOSSES))} or a "
+            f"non-empty dict of them to positive weights; got {surrogate!r}."
+        )
+    for name, weight in pairs:
+        if name not in SURROGATE_LOSSES:
+            raise ValueError(
+                f"{owner}: unknown surrogate {name!r}; choose one of "
+                f"{', '.join(repr(known) for known in SURROGATE_LOSSES)}."
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, numbers.Real)
+            or not np.isfinite(weight)
+            or weight <= 0
+        ):
+            raise ValueError(
+                f"{owner}: the weight of surrogate {name!r} must be a positive finite number; "
+                f"got {weight!r}."
+            )
+    return tuple((name, float(weight)) for name, weight in pairs)
 
 
 class DecisionTargets(torch.Tensor):
@@ -119,8 +156,9 @@ class LinearDecisionTask(Task):
     -----
     The surrogate parameters shared by all subclasses:
 
-    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"}
-        The training surrogate, see :ref:`linear_decision_tasks`.
+    surrogate : {"spo+", "pfyl", "dpo", "dpo-regret", "dbb", "nce", "mse"} or dict
+        The training surrogate, see :ref:`linear_decision_tasks`; a dict of those names to
+        positive weights trains on the weighted sum of their losses.
     n_samples, sigma : int, float
         Perturbations per instance and their standard deviation (PFYL, DPO, DPO regret).
     dbb_lambda : float
@@ -158,16 +196,12 @@ class LinearDecisionTask(Task):
 
     # -- checks -------------------------------------------------------------------------
     def _settings(self):
-        if self.surrogate not in SURROGATE_LOSSES:
-            raise ValueError(
-                f"{type(self).__name__}: unknown surrogate {self.surrogate!r}; choose one of "
-                f"{', '.join(repr(name) for name in SURROGATE_LOSSES)}."
-            )
+        surrogates = surrogate_weights(self.surrogate, type(self).__name__)
         ratio = _check_positive_float(self.solve_ratio, "solve_ratio")
         if ratio > 1:
             raise ValueError(f"solve_ratio must be in (0, 1]; got {self.solve_ratio!r}.")
         return {
-            "surrogate": self.surrogate,
+            "surrogates": surrogates,
             "n_samples": _check_positive_int(self.n_samples, "n_samples"),
             "sigma": _check_positive_float(self.sigma, "sigma"),
             "dbb_lambda": _check_positive_float(self.dbb_lambda, "dbb_lambda"),
@@ -256,7 +290,9 @@ class LinearDecisionTask(Task):
         else:
             solve_exact = self._exact_solver()
             solutions = solve_exact(costs)
-            wants_pool = self.surrogate == "nce" or settings["solve_ratio"] < 1
+            wants_pool = settings["solve_ratio"] < 1 or any(
+                name == "nce" for name, _ in settings["surrogates"]
+            )
             pool = torch.unique(solutions, dim=0) if wants_pool else None
             context = _FitContext(
                 self.random_state, y.device, settings, pool, solve_exact, costs.shape[1]
@@ -304,9 +340,11 @@ class LinearDecisionTask(Task):
 
         True for SPO+, PFYL, NCE and MSE, whose gradients are differences of solutions
         (see :mod:`sktaskmet.taskmet._dfl_losses`), and for the perturbed regret, whose
-        score-function estimate needs no graph; DPO and DBB need their backward pass.
+        score-function estimate needs no graph; DPO and DBB need their backward pass. A
+        mixture has one when every member has.
         """
-        return self.surrogate in _CLOSED_FORM_GRADIENTS
+        surrogates = surrogate_weights(self.surrogate, type(self).__name__)
+        return all(name in _CLOSED_FORM_GRADIENTS for name, _ in surrogates)
 
     def loss_and_gradient(self, y_pred, y_true):
         r"""Surrogate losses per instance and their gradients, without autograd.
@@ -329,7 +367,7 @@ class LinearDecisionTask(Task):
         """
         if not self.has_loss_gradient():
             raise ValueError(
-                f"{type(self).__name__}: the {self.surrogate!r} surrogate has no closed-form "
+                f"{type(self).__name__}: surrogate {self.surrogate!r} has no closed-form "
                 "gradient; use loss() with autograd."
             )
         inputs = self._loss_inputs(without_graph(y_pred), y_true)
@@ -386,9 +424,33 @@ class LinearDecisionTask(Task):
         return torch.randn(shape, generator=generator, dtype=pred.dtype, device=pred.device)
 
     def _surrogate(self, pred, true, solutions, objectives, context, solve, with_gradient=False):
-        """The chosen surrogate's losses, and with ``with_gradient`` their gradients."""
+        r"""The chosen surrogate's losses, and with ``with_gradient`` their gradients.
+
+        A mixture :math:`\sum_k a_k \ell_k` sums its members' losses (and gradients) with
+        their weights; each member draws its own perturbations and solves.
+        """
+        inputs = pred, true, solutions, objectives, context, solve, with_gradient
+        (first_name, first_weight), *others = context.settings["surrogates"]
+        if not others and first_weight == 1.0:
+            return self._one_surrogate(first_name, *inputs)
+        total = None
+        for name, weight in context.settings["surrogates"]:
+            part = self._one_surrogate(name, *inputs)
+            part = tuple(weight * p for p in part) if with_gradient else weight * part
+            if total is None:
+                total = part
+            elif with_gradient:
+                total = tuple(t + p for t, p in zip(total, part, strict=True))
+            else:
+                total = total + part
+        return total
+
+    def _one_surrogate(
+        self, name, pred, true, solutions, objectives, context, solve, with_gradient=False
+    ):
+        """The losses of surrogate ``name``, and with ``with_gradient`` their gradients."""
         sense, settings = self._sign, context.settings
-        name, grad = settings["surrogate"], {"with_gradient": with_gradient}
+        grad = {"with_gradient": with_gradient}
         if name == "spo+":
             return spo_plus_loss(pred, true, solutions, solve, sense, **grad)
         if name in ("pfyl", "dpo", "dpo-regret"):

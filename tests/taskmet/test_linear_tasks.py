@@ -481,7 +481,17 @@ def test_nce_value_and_gradient_and_pool():
 
 
 @pytest.mark.parametrize("problem", ["path", "knapsack"])
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret", "nce", "mse"])
+@pytest.mark.parametrize(
+    "surrogate",
+    [
+        "spo+",
+        "pfyl",
+        "dpo-regret",
+        "nce",
+        "mse",
+        pytest.param({"pfyl": 0.7, "nce": 0.2, "spo+": 0.5}, id="mixture"),
+    ],
+)
 def test_closed_form_gradients_match_autograd(surrogate, problem):
     # same values, same random draws and pool updates, same gradients as loss + autograd
     if problem == "path":
@@ -509,7 +519,7 @@ def test_closed_form_gradients_match_autograd(surrogate, problem):
 
 def test_closed_form_gradient_only_where_it_exists():
     y = torch.rand(3, 1, 40, dtype=torch.float64)
-    for surrogate in ("dpo", "dbb"):
+    for surrogate in ("dpo", "dbb", {"spo+": 1.0, "dbb": 0.5}):
         task = ShortestPath(surrogate=surrogate)
         assert not task.has_loss_gradient()
         with pytest.raises(ValueError, match="no closed-form gradient"):
@@ -518,6 +528,58 @@ def test_closed_form_gradient_only_where_it_exists():
     pred[1, 0, 5] = torch.inf
     value, gradient = ShortestPath().loss_and_gradient(pred, y)
     assert torch.isnan(value).all() and torch.isnan(gradient).all()
+
+
+@pytest.mark.parametrize("problem", ["path", "knapsack"])
+def test_surrogate_mixture_is_the_weighted_sum_of_its_members(problem):
+    # each member sees the same predictions and, in the mixture's order, the same draws
+    # of the fit's random stream as a task of that member alone would
+    if problem == "path":
+        _, y = make_shortest_path(n_samples=8, degree=2, noise_width=0.5, random_state=3)
+        make_task = lambda s: ShortestPath(surrogate=s, n_samples=5, random_state=7)  # noqa: E731
+    else:
+        _, y, weights = make_knapsack(n_samples=8, n_items=10, random_state=3)
+        make_task = lambda s: Knapsack(weights[0], 9.0, surrogate=s, n_samples=5, random_state=7)  # noqa: E731
+    true = torch.as_tensor(y).unsqueeze(1)
+    pred = true + torch.randn(
+        true.shape, generator=torch.Generator().manual_seed(2), dtype=true.dtype
+    )
+    mixture = make_task({"pfyl": 0.8, "spo+": 0.25})
+    value, gradient = mixture.loss_and_gradient(pred, true)
+    pfyl_value, pfyl_gradient = make_task("pfyl").loss_and_gradient(pred, true)
+    spo_value, spo_gradient = make_task("spo+").loss_and_gradient(pred, true)
+    torch.testing.assert_close(value, 0.8 * pfyl_value + 0.25 * spo_value)
+    torch.testing.assert_close(gradient, 0.8 * pfyl_gradient + 0.25 * spo_gradient)
+    torch.testing.assert_close(mixture.loss(pred, true), value)
+    # a one-member mixture of weight 1 is that surrogate
+    torch.testing.assert_close(make_task({"pfyl": 1}).loss(pred, true), pfyl_value)
+    # SPO+ draws nothing from the random stream, so these two members commute
+    swapped = make_task({"spo+": 0.25, "pfyl": 0.8}).loss(pred, true)
+    torch.testing.assert_close(swapped, value)
+
+
+@pytest.mark.parametrize(
+    "surrogate, message",
+    [
+        ({}, "non-empty dict"),
+        (["spo+", "pfyl"], "non-empty dict"),
+        (None, "non-empty dict"),
+        ({"spo+": 1.0, "spo": 1.0}, "unknown surrogate 'spo'"),
+        ({"spo+": 0.0}, "weight of surrogate 'spo\\+' must be a positive"),
+        ({"pfyl": -1.0}, "weight of surrogate 'pfyl' must be a positive"),
+        ({"pfyl": np.nan}, "must be a positive finite"),
+        ({"pfyl": np.inf}, "must be a positive finite"),
+        ({"pfyl": True}, "must be a positive finite"),
+        ({"pfyl": "1"}, "must be a positive finite"),
+    ],
+)
+def test_bad_surrogate_mixtures_raise(surrogate, message):
+    y = torch.rand(2, 1, 40, dtype=torch.float64)
+    task = ShortestPath(surrogate=surrogate)
+    with pytest.raises(ValueError, match=message):
+        task.loss(y, y)
+    with pytest.raises(ValueError, match=message):
+        task.has_loss_gradient()
 
 
 def test_mse_surrogate():
@@ -614,6 +676,7 @@ def test_regret_by_hand():
 def test_tasks_clone_and_pickle():
     for task in [
         ShortestPath(surrogate="pfyl"),
+        ShortestPath(surrogate={"pfyl": 0.8, "spo+": 0.2}),
         Knapsack([1.0, 2.0], 2.0),
         LinearProgram(A_ub=[[1.0]], b_ub=[1.0]),
     ]:

@@ -20,6 +20,14 @@ from sktaskmet.tasks import (
     normalized_regret,
 )
 
+# The outer losses with a closed-form gradient, and a mixture of two of them.
+SURROGATES = [
+    "spo+",
+    "pfyl",
+    "dpo-regret",
+    pytest.param({"pfyl": 0.8, "spo+": 0.2}, id="pfyl0.8+spo+0.2"),
+]
+
 
 @pytest.fixture(scope="module")
 def paths_data():
@@ -41,7 +49,7 @@ def _dfl(task, max_iter, **params):
     )
 
 
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret"])
+@pytest.mark.parametrize("surrogate", SURROGATES)
 def test_dfl_learns_shortest_paths_from_cost_vectors(paths_data, surrogate):
     # the natural usage: X (n, p), y (n, 40) costs, no groups
     X, y, X_test, y_test = paths_data
@@ -63,7 +71,7 @@ class _AutogradOnlyPath(ShortestPath):
         return False
 
 
-@pytest.mark.parametrize("surrogate", ["spo+", "pfyl", "dpo-regret"])
+@pytest.mark.parametrize("surrogate", SURROGATES)
 def test_dfl_closed_form_steps_match_autograd_steps(paths_data, surrogate):
     # the closed-form training step is a faster route to the same fit (with the MSE term)
     alpha = 0.5
