@@ -35,7 +35,8 @@ Two parts, both on one CPU thread (``torch.set_num_threads(1)``):
     ``--taskmet-no-validation``, ``--taskmet-float32`` and ``--taskmet-relative-alpha``
     change its alpha (``--taskmet-relative-alpha``: divided by the training MSE of least
     squares, ``RelativeAlpha`` in the study script), its outer batch,
-    its outer loss (every alpha with every loss), its number of outer steps, the perturbation
+    its outer loss (every alpha with every loss; ``pfyl0.8+spo+``: the mixture 0.8 PFYL + 0.2
+    SPO+), its number of outer steps, the perturbation
     samples of its PFYL loss, whether it holds out a tenth of the instances to choose its
     iterate (without: every instance in the fit, the last iterate kept), and whether it is
     given the data in float32, as ``DFLRegressor`` and PyEPO's models are (without: in the
@@ -49,13 +50,19 @@ Run in an environment with pyepo, gurobipy and ortools (see ``.ci/run``)::
 
     nice -n 10 python benchmarks/bench_decision_pyepo.py parity --degrees 1 2 4 6 --seeds 5
     nice -n 10 python benchmarks/bench_decision_pyepo.py speed
-    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem shortest_path
+
+The recommended TaskMet configurations (``doc/benchmarks/taskmet_linear_decisions.rst``)::
+
+    nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem shortest_path \
+        --taskmet-no-validation --taskmet-max-iter 800
     nice -n 10 python benchmarks/bench_decision_pyepo.py taskmet --problem knapsack \
-        --taskmet-alphas 0.01 --taskmet-batch-size 200
+        --taskmet-alphas 0.01 --taskmet-surrogates pfyl0.8+spo+ --taskmet-pfyl-samples 10 \
+        --taskmet-no-validation --taskmet-max-iter 300
 """
 
 import argparse
 import os
+import re
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # PyEPO's optDataset progress bars (read at import)
 import sys
@@ -191,6 +198,26 @@ def decision_problem(problem, degree, seed):
     return split, make_task, _single_threaded(optmodel)
 
 
+def outer_loss(spec):
+    """The task's ``surrogate`` for a command-line outer loss: ``"spo+"``, ``"pfyl"``, or
+    ``"pfyl<w>+spo+"``, the mixture ``{"pfyl": w, "spo+": 1 - w}``."""
+    if spec in ("spo+", "pfyl"):
+        return spec
+    match = re.fullmatch(r"pfyl(0?\.\d+)\+spo\+", spec)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"outer loss must be spo+, pfyl or pfyl<w>+spo+ with 0 < w < 1; got {spec!r}"
+        )
+    weight = float(match.group(1))
+    return {"pfyl": weight, "spo+": round(1 - weight, 6)}
+
+
+def outer_loss_option(spec):
+    """``spec`` as given, once :func:`outer_loss` has checked it (for the command line)."""
+    outer_loss(spec)
+    return spec
+
+
 @dataclass(frozen=True)
 class TaskMetVariants:
     """The TaskMet configurations of a claim run: every ``alpha`` with every outer loss, the
@@ -226,7 +253,7 @@ class TaskMetVariants:
         config = {**RECOMMENDED, "alpha": alpha, "batch_size": self.batch_size}
         return closed_form(  # n_samples is PFYL's; SPO+ draws none
             **config,
-            surrogate=surrogate,
+            surrogate=outer_loss(surrogate),
             make_task=make_task,
             max_iter=self.max_iter,
             n_samples=self.pfyl_samples,
@@ -506,8 +533,9 @@ def main():
         "--taskmet-surrogates",
         nargs="+",
         default=["spo+"],
-        choices=["spo+", "pfyl"],
-        help="outer loss of the TaskMet variants (each with every alpha)",
+        type=outer_loss_option,
+        help="outer loss of the TaskMet variants (each with every alpha): spo+, pfyl, or "
+        "pfyl<w>+spo+, the mixture w PFYL + (1 - w) SPO+ (e.g. pfyl0.8+spo+)",
     )
     parser.add_argument(
         "--taskmet-max-iter", type=int, default=200, help="outer steps of every TaskMet variant"
