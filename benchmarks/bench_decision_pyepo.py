@@ -85,6 +85,7 @@ from bench_taskmet_linear_decisions import (
     RelativeAlpha,
     closed_form,
     dfl_regressor,
+    pfyl_with_spo_plus,
     problem_data,
 )
 from bench_taskmet_linear_decisions import normalized_regret as regret
@@ -208,8 +209,7 @@ def outer_loss(spec):
         raise argparse.ArgumentTypeError(
             f"outer loss must be spo+, pfyl or pfyl<w>+spo+ with 0 < w < 1; got {spec!r}"
         )
-    weight = float(match.group(1))
-    return {"pfyl": weight, "spo+": round(1 - weight, 6)}
+    return pfyl_with_spo_plus(float(match.group(1)))
 
 
 def outer_loss_option(spec):

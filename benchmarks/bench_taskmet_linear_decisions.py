@@ -366,6 +366,13 @@ RECOMMENDED = dict(metric="conditional_diagonal", alpha=0.03, lr=2e-2, hidden=(6
 # same regret with less spread over draws at degree 6. The names keep their meaning, for
 # the logs.
 RECOMMENDED_KNAPSACK = {**RECOMMENDED, "alpha": 0.01, "surrogate": "pfyl", "n_samples": 10}
+
+
+def pfyl_with_spo_plus(pfyl_weight):
+    """The task's ``surrogate`` mixing the two outer losses: ``w`` PFYL + ``(1 - w)`` SPO+."""
+    return {"pfyl": pfyl_weight, "spo+": round(1 - pfyl_weight, 6)}
+
+
 # Both, by method name: the variants below that change one thing in each.
 _RECOMMENDED_BY_NAME = (
     ("cf-diag-h64-a0.03", RECOMMENDED),
@@ -493,7 +500,7 @@ METHODS = {
     ),
     **{
         f"cf-diag-h64-a0.01-pfyl{w:g}-spo-s10-noval300": no_validation(
-            RECOMMENDED_KNAPSACK, 300, surrogate={"pfyl": w, "spo+": round(1 - w, 6)}
+            RECOMMENDED_KNAPSACK, 300, surrogate=pfyl_with_spo_plus(w)
         )
         for w in (0.5, 0.67, 0.8)
     },

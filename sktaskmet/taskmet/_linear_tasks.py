@@ -430,20 +430,15 @@ class LinearDecisionTask(Task):
         their weights; each member draws its own perturbations and solves.
         """
         inputs = pred, true, solutions, objectives, context, solve, with_gradient
-        (first_name, first_weight), *others = context.settings["surrogates"]
-        if not others and first_weight == 1.0:
-            return self._one_surrogate(first_name, *inputs)
-        total = None
-        for name, weight in context.settings["surrogates"]:
-            part = self._one_surrogate(name, *inputs)
-            part = tuple(weight * p for p in part) if with_gradient else weight * part
-            if total is None:
-                total = part
-            elif with_gradient:
-                total = tuple(t + p for t, p in zip(total, part, strict=True))
-            else:
-                total = total + part
-        return total
+        parts = [
+            (weight, self._one_surrogate(name, *inputs))
+            for name, weight in context.settings["surrogates"]
+        ]
+        if len(parts) == 1 and parts[0][0] == 1.0:
+            return parts[0][1]  # a single surrogate: no weighting on the training step
+        if with_gradient:
+            return tuple(sum(weight * part[k] for weight, part in parts) for k in (0, 1))
+        return sum(weight * part for weight, part in parts)
 
     def _one_surrogate(
         self, name, pred, true, solutions, objectives, context, solve, with_gradient=False
