@@ -60,7 +60,8 @@ Methods (choose with ``--methods``):
     ``sg2``: the knapsack's configuration with PFYL's perturbation scale 0.5 / 2 instead of
     1; ``cf-diag-h64-a0.01-pfyl0.5-spo-s10-noval300`` / ``pfyl0.67`` / ``pfyl0.8``: the
     knapsack's configuration whose outer loss is w PFYL + (1 - w) SPO+ with w = 0.5 / 0.67 /
-    0.8 (the task's ``surrogate={"pfyl": w, "spo+": 1 - w}``); ``-noval300-b100``: with
+    0.8 (the task's ``surrogate={"pfyl": w, "spo+": 1 - w}``), ``...-pfyl0.8-spo-s10-noval600``
+    / ``noval800``: that mixture with 600 / 800 outer steps; ``-noval300-b100``: with
     outer batches of 100 instances;
     ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
     ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
@@ -503,6 +504,12 @@ METHODS = {
             RECOMMENDED_KNAPSACK, 300, surrogate=pfyl_with_spo_plus(w)
         )
         for w in (0.5, 0.67, 0.8)
+    },
+    **{
+        f"cf-diag-h64-a0.01-pfyl0.8-spo-s10-noval{n}": no_validation(
+            RECOMMENDED_KNAPSACK, n, surrogate=pfyl_with_spo_plus(0.8)
+        )
+        for n in (600, 800)
     },
     "dfl-iid": with_independent_batches(dfl),
     **{
