@@ -61,7 +61,8 @@ Methods (choose with ``--methods``):
     1; ``cf-diag-h64-a0.01-pfyl0.5-spo-s10-noval300`` / ``pfyl0.67`` / ``pfyl0.8``: the
     knapsack's configuration whose outer loss is w PFYL + (1 - w) SPO+ with w = 0.5 / 0.67 /
     0.8 (the task's ``surrogate={"pfyl": w, "spo+": 1 - w}``), ``...-pfyl0.8-spo-s10-noval600``
-    / ``noval800``: that mixture with 600 / 800 outer steps; ``-noval300-b100``: with
+    / ``noval800``: that mixture with 600 / 800 outer steps, and with ``-a0.005`` /
+    ``-a0.007`` in place of ``-a0.01``: with that ``alpha``; ``-noval300-b100``: with
     outer batches of 100 instances;
     ``cf-diag-h64-rel0.005-noval800`` / ``rel0.01`` and
     ``cf-diag-h64-rel0.05-pfyl-s10-noval300`` / ``rel0.1``: ``alpha`` relative to the
@@ -510,6 +511,12 @@ METHODS = {
             RECOMMENDED_KNAPSACK, n, surrogate=pfyl_with_spo_plus(0.8)
         )
         for n in (600, 800)
+    },
+    **{
+        f"cf-diag-h64-a{alpha:g}-pfyl0.8-spo-s10-noval300": no_validation(
+            RECOMMENDED_KNAPSACK, 300, alpha=alpha, surrogate=pfyl_with_spo_plus(0.8)
+        )
+        for alpha in (0.005, 0.007)
     },
     "dfl-iid": with_independent_batches(dfl),
     **{
