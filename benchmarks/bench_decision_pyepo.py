@@ -322,6 +322,11 @@ def taskmet_claim_run(problem, degree, seed, variants):
     return out
 
 
+def _sum_difference_correlation(x, y, k):
+    """Correlation of ``x + k y`` and ``x - k y``: zero exactly when ``sd x = k sd y``."""
+    return np.corrcoef(x + k * y, x - k * y)[0, 1]
+
+
 def paired_spread_p_value(x, y):
     r"""One-sided p-value of ``var(x) > var(y)`` for paired draws (Pitman-Morgan test).
 
@@ -335,7 +340,7 @@ def paired_spread_p_value(x, y):
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.size < 3:
         return np.nan
-    r = np.corrcoef(x + y, x - y)[0, 1]
+    r = _sum_difference_correlation(x, y, 1.0)
     t = r * np.sqrt((x.size - 2) / max(1.0 - r * r, 1e-300))
     return float(stats.t.sf(t, x.size - 2))
 
@@ -359,8 +364,7 @@ def spread_ratio_interval(x, y, level=0.90):
     r_crit = t_crit / np.sqrt(n - 2 + t_crit**2)
 
     def r(log_k):
-        k = np.exp(log_k)
-        return np.corrcoef(x + k * y, x - k * y)[0, 1]
+        return _sum_difference_correlation(x, y, np.exp(log_k))
 
     bracket = (np.log(1e-3), np.log(1e3))
     try:
@@ -496,10 +500,10 @@ def interval_coverage(n_draws, ratio=1.1, correlation=0.8, repeats=2000, seed=0)
 def recheck_log(path):
     """Parse the per-seed lines of a ``taskmet`` run's log and report them again.
 
-    Lets the checks (and the spread-ratio interval, added later) be read from the raw logs
-    of earlier runs without refitting. The log's figures are rounded (regret to 0.01).
+    Lets the checks, the spread-ratio interval among them, be read from the raw logs of
+    earlier runs without refitting. The log's figures are rounded (regret to 0.01).
     """
-    results, degrees = {}, []
+    results = {}
     with open(path) as log:
         for line in log:
             match = _CLAIM_LINE.match(line.rstrip("\n"))
@@ -510,9 +514,9 @@ def recheck_log(path):
             results.setdefault((method, degree), []).append(
                 {"regret": regret_pct, "mse": mse, "cpu": cpu}
             )
-            degrees += [] if degree in degrees else [degree]
     if not results:
         raise SystemExit(f"{path}: no per-seed lines of a taskmet run")
+    degrees = list(dict.fromkeys(degree for _, degree in results))
     seeds = {len(runs) for runs in results.values()}
     print(f"recheck of {path}: degrees {degrees}, {sorted(seeds)} seeds per method and degree")
     for n in sorted(seeds):
